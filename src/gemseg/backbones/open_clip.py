@@ -1,0 +1,160 @@
+"""open_clip backend: any class-token ``VisionTransformer`` in open_clip 2.2x (sequence-first blocks) or
+3.x (batch-first blocks).
+
+The model's modules are read through public attributes; nothing is rebound or patched, and no block's
+own ``forward`` is called, so the blocks' tensor layout does not matter.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .base import Backbone, Preprocess, ViTBlock, lazy_import, square_grid
+from .weights import load_checkpoint_strict, weights_unavailable
+
+
+def _open_clip():
+    return lazy_import("open_clip", "openclip", "open_clip_torch")
+
+
+class OpenCLIPBlock(ViTBlock):
+    def __init__(self, block: nn.Module):
+        attn = block.attn
+        super().__init__(ln_1=block.ln_1, ln_2=block.ln_2, mlp=block.mlp, out_proj=attn.out_proj,
+                         num_heads=attn.num_heads, ls_1=getattr(block, "ls_1", None),
+                         ls_2=getattr(block, "ls_2", None))
+        self.attn = attn
+
+    def project_qkv(self, h):
+        return F.linear(h, self.attn.in_proj_weight, self.attn.in_proj_bias).chunk(3, dim=-1)
+
+
+def _check_supported(name: str, visual: nn.Module) -> None:
+    required = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post")
+    missing = [a for a in required if not hasattr(visual, a)]
+    if missing:
+        raise ValueError(
+            f"{name}: image encoder {type(visual).__name__} is not a class-token ViT (no {', '.join(missing)}); "
+            "GEM supports open_clip VisionTransformer models such as ViT-B-16")
+    if getattr(visual, "attn_pool", None) is not None:
+        raise ValueError(f"{name}: ViTs with an attentional pooler (e.g. CoCa) are not supported")
+    if getattr(visual, "input_patchnorm", False):
+        raise ValueError(f"{name}: ViTs with input patch norm are not supported")
+    for i, block in enumerate(visual.transformer.resblocks):
+        attn = getattr(block, "attn", None)
+        if not isinstance(attn, nn.MultiheadAttention) or getattr(attn, "in_proj_weight", None) is None \
+                or not hasattr(block, "ln_1") or not hasattr(block, "mlp"):
+            raise ValueError(
+                f"{name}: block {i} ({type(block).__name__}) is not a standard pre-norm attention block "
+                "(custom attention such as qk-norm or scaled-cosine attention is not supported)")
+
+
+class OpenCLIPBackbone(Backbone):
+    """An open_clip ``CLIP`` model seen through the :class:`Backbone` interface."""
+
+    def __init__(self, model: nn.Module, tokenizer, *, name: str, pretrained: str | None = None):
+        super().__init__()
+        visual = getattr(model, "visual", None)
+        if visual is None or not hasattr(model, "encode_text"):
+            raise ValueError(f"{name}: expected an open_clip CLIP model, got {type(model).__name__}")
+        _check_supported(name, visual)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name, self.pretrained = name, pretrained
+        self.patch_size = tuple(visual.conv1.kernel_size)
+        self.width = visual.conv1.out_channels
+        proj = getattr(visual, "proj", None)
+        self.embed_dim = proj.shape[1] if proj is not None else self.width
+        self.context_length = int(getattr(tokenizer, "context_length", None) or model.context_length)
+        self.blocks = [OpenCLIPBlock(b) for b in visual.transformer.resblocks]
+        cfg = getattr(visual, "preprocess_cfg", None) or {}
+        image_size = tuple(getattr(visual, "image_size", None) or (224, 224))
+        defaults = Preprocess()
+        self.preprocess = Preprocess(mean=tuple(cfg.get("mean") or defaults.mean),
+                                     std=tuple(cfg.get("std") or defaults.std),
+                                     interpolation=cfg.get("interpolation") or "bicubic",
+                                     image_size=image_size)
+
+    # image side
+    def _patch_embed(self, images):
+        return self.model.visual.conv1(images)
+
+    def _class_token(self):
+        return self.model.visual.class_embedding
+
+    def _pos_embed(self):
+        pos = self.model.visual.positional_embedding  # (1 + gh*gw, C)
+        grid = getattr(self.model.visual, "grid_size", None)
+        grid = tuple(grid) if grid is not None and grid[0] * grid[1] == pos.shape[0] - 1 \
+            else square_grid(pos.shape[0] - 1)
+        return pos, grid
+
+    def _pre_norm(self, x):
+        return self.model.visual.ln_pre(x)
+
+    def head(self, x):
+        visual = self.model.visual
+        x = visual.ln_post(x)
+        return x @ visual.proj if visual.proj is not None else x
+
+    # text side
+    def _tokenize(self, texts):
+        encode = getattr(self.tokenizer, "encode", None)
+        lengths = [len(encode(t)) + 2 for t in texts] if callable(encode) else [0] * len(texts)
+        return lengths, {"text": self.tokenizer(texts)}
+
+    def _encode_tokens(self, inputs):
+        return self.model.encode_text(inputs["text"].to(self.device))
+
+
+def create_open_clip(name: str, *, pretrained: str | None, checkpoint: str | None, device,
+                     cache_dir: str | None = None) -> OpenCLIPBackbone:
+    """Build an open_clip backbone.
+
+    ``name`` is an open_clip model name (``ViT-B-16``, ``ViT-B/16`` or ``hf-hub:org/repo``) or the path of
+    an open_clip model config JSON (``{"embed_dim", "vision_cfg", "text_cfg"}``). Weights come from the
+    pretrained tag ``pretrained``, or from a local ``checkpoint`` (``.pt``/``.bin``, loaded with
+    ``weights_only=True``, or ``.safetensors``); with neither, the weights are random.
+    """
+    open_clip = _open_clip()
+    if name.endswith(".json"):
+        if not os.path.isfile(name):
+            raise FileNotFoundError(f"open_clip model config {name} does not exist")
+        with open(name) as f:
+            cfg = json.load(f)
+        if pretrained:
+            raise ValueError(f"{name}: a model built from a config file takes --checkpoint PATH, "
+                             f"not the pretrained tag {pretrained!r}")
+        model = open_clip.CLIP(**cfg)
+        tokenizer = open_clip.SimpleTokenizer(context_length=cfg.get("text_cfg", {}).get("context_length", 77))
+        display = os.path.splitext(os.path.basename(name))[0]
+    else:
+        display = name.replace("/", "-")
+        known = open_clip.list_models()
+        if not display.startswith("hf-hub:") and display not in known:
+            import difflib
+
+            close = difflib.get_close_matches(display, known, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; `gemseg models` lists them"
+            raise ValueError(f"unknown open_clip model {name!r}{hint}")
+        if pretrained and os.path.exists(pretrained):
+            checkpoint, pretrained = pretrained, None
+        if pretrained:
+            tags = [t for m, t in open_clip.list_pretrained() if m == display]
+            if not display.startswith("hf-hub:") and pretrained not in tags:
+                raise ValueError(f"{display} has no pretrained tag {pretrained!r}; "
+                                 f"available: {', '.join(tags) or 'none'}")
+        try:
+            model = open_clip.create_model(display, pretrained=pretrained or None, device="cpu",
+                                           cache_dir=cache_dir)
+        except (RuntimeError, OSError, ValueError) as e:  # hub errors are OSError/RuntimeError subclasses
+            raise weights_unavailable(f"{display} ({pretrained})", "openclip", e) from e
+        tokenizer = open_clip.get_tokenizer(display)
+    if checkpoint:
+        load_checkpoint_strict(model, checkpoint, display)
+        pretrained = checkpoint
+    return OpenCLIPBackbone(model.to(device), tokenizer, name=display, pretrained=pretrained)

@@ -1,0 +1,43 @@
+"""``create_model``: the one entry point that builds a :class:`GEMModel`."""
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import torch
+
+from .backbones import create_backbone
+from .config import GEMConfig
+from .model import GEMModel
+
+
+def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, checkpoint: str | None = None,
+                 backend: str = "auto", device: str | torch.device = "cpu", precision: str = "fp32",
+                 cache_dir: str | None = None, depth: int = 7, iterations: int = 1,
+                 temperature: float | None = None, projections: Sequence[str] = ("v", "k", "q"),
+                 l2_normalize: bool = True, gem_mlp: bool = False) -> GEMModel:
+    """Build a GEM model.
+
+    Args:
+        model: open_clip name (``"ViT-B-16"``, ``"ViT-B/16"``, ``"hf-hub:org/repo"``), path of an
+            open_clip model config ``.json``, Hugging Face ``CLIPModel`` id or local folder, or a
+            name added with :func:`gemseg.register_model`.
+        pretrained: open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b88k"``, ...) or a
+            checkpoint path. ``None`` with no ``checkpoint``: random weights (a warning says so).
+        checkpoint: local open_clip weights (``.pt``/``.bin`` loaded with ``weights_only=True``, or
+            ``.safetensors``); names and shapes must match the model exactly.
+        backend: ``"auto"`` (from the name), ``"open_clip"`` or ``"hf"``.
+        device: where the model runs.
+        precision: ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast (weights stay fp32).
+        cache_dir: where hub downloads are cached (default: the libraries' own cache).
+        depth, iterations, temperature, projections, l2_normalize, gem_mlp: GEM settings, see
+            :class:`gemseg.GEMConfig`.
+    """
+    config = GEMConfig(depth=depth, iterations=iterations, temperature=temperature,
+                       projections=tuple(projections), l2_normalize=l2_normalize, gem_mlp=gem_mlp)
+    backbone = create_backbone(model, backend=backend, pretrained=pretrained, checkpoint=checkpoint,
+                               device=device, cache_dir=cache_dir)
+    if backbone.pretrained is None:
+        warnings.warn(f"{model}: no pretrained weights given; the model has random weights "
+                      "(pass pretrained= or checkpoint=)", stacklevel=2)
+    return GEMModel(backbone, config=config, precision=precision)

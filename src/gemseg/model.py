@@ -1,0 +1,209 @@
+"""``GEMModel``: a backbone plus GEM settings, with text encoding and dense image-text heatmaps."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones.base import Backbone
+from .config import GEMConfig
+from .gem import gem_tokens
+
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+Prompts = Union[Sequence[str], Sequence[Sequence[str]], torch.Tensor]
+
+
+class GEMModel(nn.Module):
+    """Open-vocabulary localization with the Grounding Everything Module.
+
+    Build one with :func:`gemseg.create_model`. Images are ``[B, 3, H, W]`` float tensors, RGB,
+    normalized with ``self.backbone.preprocess`` (see :func:`gemseg.preprocess`).
+    """
+
+    def __init__(self, backbone: Backbone, *, config: GEMConfig | None = None, precision: str = "fp32"):
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.backbone = backbone.eval()
+        self.config = config or GEMConfig()
+        self.precision = precision
+        if self.config.num_blocks > len(backbone.blocks):
+            raise ValueError(f"GEM depth {self.config.depth} needs {self.config.num_blocks} blocks but "
+                             f"{backbone.name} has {len(backbone.blocks)}; use depth <= {len(backbone.blocks) + 1}")
+
+    # --- properties ---------------------------------------------------------------------------
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        return self.backbone.patch_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    def with_config(self, **changes) -> "GEMModel":
+        """A model sharing these weights with some GEM settings changed (e.g. ``depth=4``)."""
+        return GEMModel(self.backbone, config=dataclasses.replace(self.config, **changes), precision=self.precision)
+
+    def _autocast(self):
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    # --- text ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_text(self, prompts: Sequence[str], *, templates: Sequence[str] | None = None) -> torch.Tensor:
+        """Embed ``prompts`` (P strings) -> [P, D], L2-normalized.
+
+        Each prompt is put into every template (``"{}"`` or ``"{label}"`` marks where it goes; default
+        ``"a photo of a {}."``); the normalized embeddings are averaged over templates and normalized
+        again. Compute this once for a vocabulary and pass the tensor to :meth:`heatmaps`.
+        """
+        prompts = _check_prompts(prompts)
+        templates = list(templates) if templates is not None else list(DEFAULT_TEMPLATES)
+        if not templates:
+            raise ValueError("templates is empty; pass None for the default 'a photo of a {}.'")
+        for t in templates:
+            if "{}" not in t and "{label}" not in t:
+                raise ValueError(f"template {t!r} has no '{{}}' (or '{{label}}') where the prompt goes")
+        texts = [t.replace("{label}", "{}").format(p) for p in prompts for t in templates]
+        with self._autocast():
+            emb = self.backbone.encode_text(texts).float()  # (P*T, D)
+        emb = F.normalize(emb, dim=-1).reshape(len(prompts), len(templates), -1)
+        return F.normalize(emb.mean(dim=1), dim=-1)  # (P, D)
+
+    # --- image --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor, *, return_ori: bool = False) -> torch.Tensor:
+        """Dense patch embeddings in the joint space, L2-normalized.
+
+        Args:
+            images: [B, 3, H, W]. Sizes that are not multiples of the patch size are zero-padded
+                (right and bottom, i.e. the mean colour) up to the next multiple.
+            return_ori: the original (unmodified) path's tokens instead of GEM's.
+        Returns:
+            [B, D, ceil(H / ph), ceil(W / pw)].
+        """
+        images = self._check_images(images)
+        padded = _pad_to_multiple(images, self.patch_size)
+        with self._autocast():
+            gem, ori = gem_tokens(self.backbone, padded, self.config, return_ori=return_ori)
+        tokens = (ori if return_ori else gem)[:, self.backbone.num_prefix_tokens:].float()  # (B, h*w, D)
+        B, _, Hp, Wp = padded.shape
+        gh, gw = Hp // self.patch_size[0], Wp // self.patch_size[1]
+        return F.normalize(tokens, dim=-1).transpose(1, 2).reshape(B, -1, gh, gw)
+
+    def forward(self, images: torch.Tensor, *, return_ori: bool = False) -> torch.Tensor:
+        """Same as :meth:`encode_image`."""
+        return self.encode_image(images, return_ori=return_ori)
+
+    @torch.no_grad()
+    def heatmaps(self, images: torch.Tensor, prompts: Prompts, *, templates: Sequence[str] | None = None,
+                 normalize: bool = False, return_ori: bool = False) -> torch.Tensor:
+        """Cosine similarity between every pixel and every prompt.
+
+        Args:
+            images: [B, 3, H, W].
+            prompts: one list of P strings for all images, or B lists (one per image, each of P
+                strings), or precomputed text embeddings from :meth:`encode_text`: [P, D] for all
+                images or [B, P, D] per image.
+            templates: prompt templates used when ``prompts`` are strings.
+            normalize: min-max normalize each map to [0, 1] (a constant map becomes 0).
+            return_ori: use the original path instead of GEM's.
+        Returns:
+            [B, P, H, W] cosine similarities in [-1, 1] (or [0, 1] with ``normalize``), patch
+            similarities upsampled bilinearly to the input size.
+        """
+        B, _, H, W = images.shape if isinstance(images, torch.Tensor) and images.ndim == 4 else (None,) * 4
+        text = self._text_for_batch(prompts, B, templates)  # (P, D) or (B, P, D)
+        feats = self.encode_image(images, return_ori=return_ori)  # (B, D, gh, gw)
+        text = text.to(feats.device)
+        if text.ndim == 2:
+            sims = torch.einsum("bdhw,pd->bphw", feats, text)
+        else:
+            sims = torch.einsum("bdhw,bpd->bphw", feats, text)
+        sims = upsample_to(sims, (H, W), self.patch_size)
+        return min_max(sims) if normalize else sims
+
+    # --- checks -------------------------------------------------------------------------------
+    def _check_images(self, images) -> torch.Tensor:
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images must be a torch.Tensor [B, 3, H, W], got {type(images).__name__}; "
+                            "use gemseg.preprocess() to convert PIL images")
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must have shape [B, 3, H, W], got {list(images.shape)}"
+                             + ("; add a batch dimension with images[None]" if images.ndim == 3 else ""))
+        if images.shape[0] == 0:
+            raise ValueError("images is an empty batch")
+        ph, pw = self.patch_size
+        if images.shape[2] < ph or images.shape[3] < pw:
+            raise ValueError(f"images of {images.shape[2]}x{images.shape[3]} are smaller than one "
+                             f"{ph}x{pw} patch; resize them")
+        if not images.is_floating_point():
+            raise TypeError(f"images must be a float tensor, got {images.dtype}")
+        return images.to(self.device)
+
+    def _text_for_batch(self, prompts: Prompts, batch: int | None, templates) -> torch.Tensor:
+        if isinstance(prompts, torch.Tensor):
+            if prompts.ndim not in (2, 3) or prompts.shape[-1] != self.backbone.embed_dim:
+                raise ValueError(f"text embeddings must be [P, {self.backbone.embed_dim}] or "
+                                 f"[B, P, {self.backbone.embed_dim}], got {list(prompts.shape)}")
+            if prompts.ndim == 3 and batch is not None and prompts.shape[0] != batch:
+                raise ValueError(f"got text embeddings for {prompts.shape[0]} images but {batch} images")
+            return F.normalize(prompts.float(), dim=-1)
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a list of strings, not a single string; wrap it: [prompt]")
+        prompts = list(prompts)
+        if prompts and all(not isinstance(p, str) for p in prompts):  # one list per image
+            if batch is not None and len(prompts) != batch:
+                raise ValueError(f"got {len(prompts)} prompt lists for {batch} images; pass one list per image")
+            lengths = {len(p) for p in prompts}
+            if len(lengths) > 1:
+                raise ValueError(f"per-image prompt lists must have equal lengths, got {sorted(lengths)}; "
+                                 "call heatmaps() per image or use gemseg.compat batched_forward")
+            flat = [p for sub in prompts for p in sub]
+            return self.encode_text(flat, templates=templates).reshape(len(prompts), -1, self.backbone.embed_dim)
+        return self.encode_text(prompts, templates=templates)
+
+
+def _check_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not a single string; wrap it: [prompt]")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("the prompt list is empty; give at least one prompt")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise TypeError(f"prompt {i} is a {type(p).__name__}, expected a string")
+        if not p.strip():
+            raise ValueError(f"prompt {i} is empty; remove it or give it text")
+    return prompts
+
+
+def _pad_to_multiple(images: torch.Tensor, patch: tuple[int, int]) -> torch.Tensor:
+    H, W = images.shape[-2:]
+    pad_h, pad_w = -H % patch[0], -W % patch[1]
+    return F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+
+
+def upsample_to(sims: torch.Tensor, size: tuple[int, int], patch: tuple[int, int]) -> torch.Tensor:
+    """Patch-grid maps [B, P, gh, gw] -> [B, P, H, W], bilinear. The grid covers
+    ``(gh * ph, gw * pw)`` pixels (padded input); the padding is cropped off."""
+    gh, gw = sims.shape[-2:]
+    full = (gh * patch[0], gw * patch[1])
+    out = F.interpolate(sims, size=full, mode="bilinear", align_corners=False)
+    return out[..., : size[0], : size[1]]
+
+
+def min_max(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Min-max normalize each map of [..., H, W] to [0, 1]; a constant map becomes all zeros."""
+    flat = maps.flatten(-2)
+    lo = flat.min(dim=-1, keepdim=True).values.unsqueeze(-1)
+    hi = flat.max(dim=-1, keepdim=True).values.unsqueeze(-1)
+    return (maps - lo) / (hi - lo).clamp_min(eps)
