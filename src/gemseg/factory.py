@@ -15,7 +15,7 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
                  backend: str = "auto", device: str | torch.device = "cpu", precision: str = "fp32",
                  cache_dir: str | None = None, depth: int = 7, iterations: int = 1,
                  temperature: float | None = None, projections: Sequence[str] = ("v", "k", "q"),
-                 l2_normalize: bool = True, gem_mlp: bool = False) -> GEMModel:
+                 l2_normalize: bool = True, gem_mlp: bool = False, method: str = "gem") -> GEMModel:
     """Build a GEM model.
 
     Args:
@@ -32,6 +32,7 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
         cache_dir: where hub downloads are cached (default: the libraries' own cache).
         depth, iterations, temperature, projections, l2_normalize, gem_mlp: GEM settings, see
             :class:`gemseg.GEMConfig`.
+        method: the dense method (``"gem"``; see ``gemseg.methods.METHODS``).
     """
     config = GEMConfig(depth=depth, iterations=iterations, temperature=temperature,
                        projections=tuple(projections), l2_normalize=l2_normalize, gem_mlp=gem_mlp)
@@ -40,4 +41,4 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
     if backbone.pretrained is None:
         warnings.warn(f"{model}: no pretrained weights given; the model has random weights "
                       "(pass pretrained= or checkpoint=)", stacklevel=2)
-    return GEMModel(backbone, config=config, precision=precision)
+    return GEMModel(backbone, config=config, precision=precision, method=method)

@@ -11,7 +11,7 @@ from torch import nn
 
 from .backbones.base import Backbone
 from .config import GEMConfig
-from .gem import gem_tokens
+from .methods import get_method
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -26,8 +26,11 @@ class GEMModel(nn.Module):
     normalized with ``self.backbone.preprocess`` (see :func:`gemseg.preprocess`).
     """
 
-    def __init__(self, backbone: Backbone, *, config: GEMConfig | None = None, precision: str = "fp32"):
+    def __init__(self, backbone: Backbone, *, config: GEMConfig | None = None, precision: str = "fp32",
+                 method: str = "gem"):
         super().__init__()
+        self._tokens = get_method(method)
+        self.method = method
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.backbone = backbone.eval()
@@ -48,7 +51,8 @@ class GEMModel(nn.Module):
 
     def with_config(self, **changes) -> "GEMModel":
         """A model sharing these weights with some GEM settings changed (e.g. ``depth=4``)."""
-        return GEMModel(self.backbone, config=dataclasses.replace(self.config, **changes), precision=self.precision)
+        return GEMModel(self.backbone, config=dataclasses.replace(self.config, **changes), precision=self.precision,
+                        method=self.method)
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
@@ -93,7 +97,7 @@ class GEMModel(nn.Module):
         images = self._check_images(images)
         padded = _pad_to_multiple(images, self.patch_size)
         with self._autocast():
-            gem, ori = gem_tokens(self.backbone, padded, self.config, return_ori=return_ori)
+            gem, ori = self._tokens(self.backbone, padded, self.config, return_ori=return_ori)
         tokens = (ori if return_ori else gem)[:, self.backbone.num_prefix_tokens:].float()  # (B, h*w, D)
         B, _, Hp, Wp = padded.shape
         gh, gw = Hp // self.patch_size[0], Wp // self.patch_size[1]
