@@ -95,11 +95,11 @@ def write_tiny_hf(folder, seed: int = 0) -> str:
     with open(os.path.join(folder, "merges.txt"), "w") as f:
         f.write("#version: 0.2\n")
     with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
-        json.dump({"tokenizer_class": "CLIPTokenizer", "model_max_length": 16}, f)
+        json.dump({"tokenizer_class": "CLIPTokenizer", "model_max_length": 64}, f)
     torch.manual_seed(seed)
     config = CLIPConfig(
         text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=16,
+                         num_attention_heads=2, max_position_embeddings=64,
                          bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
                          pad_token_id=vocab["<|endoftext|>"]),
         vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,

@@ -82,7 +82,7 @@ class HFCLIPBackbone(Backbone):
 
     # text side
     def _tokenize(self, texts):
-        lengths = [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
+        lengths = [len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"]]
         inputs = self.tokenizer(texts, padding="max_length", truncation=True,
                                 max_length=self.context_length, return_tensors="pt")
         return lengths, dict(inputs)

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up .venv (scripts/setup.sh) and run the whole test suite, then the open_clip tests again under
+# open_clip 2.23 (sequence-first transformer blocks, the layout gem-torch was written for).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export GEMSEG_REQUIRE_BACKENDS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+echo "== tests (open_clip $(.venv/bin/python -c 'import open_clip; print(open_clip.__version__)'), transformers $(.venv/bin/python -c 'import transformers; print(transformers.__version__)'))"
+.venv/bin/python -m pytest -q "$@"
+OC223=.ci-cache/open_clip_2.23
+if [ ! -f "$OC223/open_clip/__init__.py" ]; then
+  .venv/bin/python -m pip install --quiet --no-deps --target "$OC223" open_clip_torch==2.23.0
+fi
+echo "== open_clip tests again under open_clip 2.23.0 (sequence-first blocks)"
+PYTHONPATH="$OC223" .venv/bin/python -m pytest -q -m openclip -p no:cacheprovider "$@"

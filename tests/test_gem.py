@@ -1,0 +1,201 @@
+"""GEM against an independent plain-loop implementation of the paper's formulas, and the equivalences
+that must hold (depth 0 is the base model, batching changes nothing, padding is cropped exactly)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gemseg
+from gemseg.config import GEMConfig
+from gemseg.gem import gem_tokens, self_self_attention
+
+torch.set_grad_enabled(False)
+
+
+# ---------------------------------------------------------------------------------------------
+# an independent implementation: the backends' own weights, explicit loops over images and heads
+# ---------------------------------------------------------------------------------------------
+def _raw_block(backbone, i):
+    """(ln_1, Wq, bq, Wk, bk, Wv, bv, out_proj, ls_1, ln_2, mlp, ls_2, heads) read off the third-party block."""
+    if hasattr(backbone.model, "visual"):  # open_clip
+        blk = backbone.model.visual.transformer.resblocks[i]
+        W, b = blk.attn.in_proj_weight, blk.attn.in_proj_bias
+        C = W.shape[1]
+        return (blk.ln_1, W[:C], b[:C], W[C:2 * C], b[C:2 * C], W[2 * C:], b[2 * C:], blk.attn.out_proj,
+                blk.ls_1, blk.ln_2, blk.mlp, blk.ls_2, blk.attn.num_heads)
+    layer = backbone.model.vision_model.encoder.layers[i]
+    a = layer.self_attn
+    ident = torch.nn.Identity()
+    return (layer.layer_norm1, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias, a.v_proj.weight,
+            a.v_proj.bias, a.out_proj, ident, layer.layer_norm2, layer.mlp, ident, a.num_heads)
+
+
+def _naive_block(backbone, i, x_ori, x_gem, cfg: GEMConfig | None):
+    """One block for one image: x_ori, x_gem [N, C]. cfg None: plain block."""
+    ln_1, Wq, bq, Wk, bk, Wv, bv, out_proj, ls_1, ln_2, mlp, ls_2, H = _raw_block(backbone, i)
+    h = ln_1(x_ori)
+    N, C = h.shape
+    d = C // H
+    q, k, v = h @ Wq.T + bq, h @ Wk.T + bk, h @ Wv.T + bv
+    heads_ori, heads_gem = [], []
+    if cfg is not None:
+        t = cfg.temperature if cfg.temperature is not None else h.norm(dim=-1).mean() * d ** -0.5
+    for j in range(H):
+        sl = slice(j * d, (j + 1) * d)
+        qj, kj, vj = q[:, sl], k[:, sl], v[:, sl]
+        heads_ori.append(torch.softmax(qj @ kj.T / math.sqrt(d), dim=-1) @ vj)
+        if cfg is None:
+            continue
+        outs = []
+        for name in cfg.projections:
+            xs = {"q": qj, "k": kj, "v": vj}[name]
+            for _ in range(cfg.iterations):
+                if cfg.l2_normalize:
+                    xs = xs / xs.norm(dim=-1, keepdim=True)
+                xs = torch.softmax(t * xs @ xs.T, dim=-1) @ xs
+            if cfg.l2_normalize:
+                xs = xs / xs.norm(dim=-1, keepdim=True)
+            outs.append(torch.softmax(t * xs @ xs.T, dim=-1) @ vj)
+        heads_gem.append(sum(outs) / len(outs))
+    new_ori = x_ori + ls_1(out_proj(torch.cat(heads_ori, dim=-1)))
+    new_ori = new_ori + ls_2(mlp(ln_2(new_ori)))
+    if cfg is None:
+        return new_ori, None
+    new_gem = x_gem + ls_1(out_proj(torch.cat(heads_gem, dim=-1)))
+    if cfg.gem_mlp:
+        new_gem = new_gem + ls_2(mlp(ln_2(new_gem)))
+    return new_ori, new_gem
+
+
+def naive_gem(backbone, images, cfg: GEMConfig):
+    """[B, N, D] GEM tokens and original tokens, image by image."""
+    outs_gem, outs_ori = [], []
+    L = len(backbone.blocks)
+    for img in images:
+        x = backbone.embed(img[None])[0]
+        x_gem = None
+        for i in range(L):
+            in_gem = i >= L - cfg.num_blocks
+            if in_gem and x_gem is None:
+                x_gem = x
+            x, x_gem = _naive_block(backbone, i, x, x_gem, cfg if in_gem else None)
+        outs_ori.append(backbone.head(x[None])[0])
+        outs_gem.append(backbone.head((x_gem if x_gem is not None else x)[None])[0])
+    return torch.stack(outs_gem), torch.stack(outs_ori)
+
+
+CONFIGS = [
+    GEMConfig(depth=3),
+    GEMConfig(depth=5, iterations=2),
+    GEMConfig(depth=4, iterations=0, temperature=0.7),
+    GEMConfig(depth=2, projections=("k",)),
+    GEMConfig(depth=4, projections=("q", "v"), l2_normalize=False, temperature=0.05),
+    GEMConfig(depth=3, gem_mlp=True, iterations=3),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"d{c.depth}i{c.iterations}t{c.temperature}"
+                         f"{''.join(c.projections)}{'' if c.l2_normalize else 'noL2'}{'mlp' if c.gem_mlp else ''}")
+def test_gem_matches_plain_loop_formulas(backbone, cfg):
+    images = torch.randn(2, 3, 40, 48)  # 5x6 patch grid: resampled, non-square position embeddings
+    gem, ori = gem_tokens(backbone, images, cfg, return_ori=True)
+    ref_gem, ref_ori = naive_gem(backbone, images, cfg)
+    assert gem.shape == (2, 1 + 5 * 6, backbone.embed_dim)
+    assert torch.isfinite(gem).all()
+    assert torch.allclose(gem, ref_gem, atol=1e-5, rtol=1e-4), (gem - ref_gem).abs().max()
+    assert torch.allclose(ori, ref_ori, atol=1e-5, rtol=1e-4), (ori - ref_ori).abs().max()
+    # the GEM path really differs from the original path
+    assert (gem - ori).abs().max() > 1e-3
+
+
+def _library_forward_tokens(backbone, images):
+    """The base model's own blocks (their own forward, in their own tensor layout) -> head tokens."""
+    x = backbone.embed(images)
+    if hasattr(backbone.model, "visual"):
+        transformer = backbone.model.visual.transformer
+        batch_first = getattr(transformer, "batch_first", False)  # open_clip 2.2x: sequence-first
+        x = transformer(x if batch_first else x.transpose(0, 1))
+        x = x if batch_first else x.transpose(0, 1)
+    else:
+        for layer in backbone.model.vision_model.encoder.layers:
+            out = layer(x, attention_mask=None, causal_attention_mask=None)
+            x = out[0] if isinstance(out, tuple) else out
+    return backbone.head(x)
+
+
+@pytest.mark.parametrize("depth", [0, 1])
+def test_depth_that_modifies_no_block_is_the_base_model(backbone, depth):
+    images = torch.randn(2, 3, 32, 32)
+    model = gemseg.GEMModel(backbone, config=GEMConfig(depth=depth))
+    text = model.encode_text(["cat", "dog", "a red car"])
+    sims = model.heatmaps(images, text)
+    base = F.normalize(_library_forward_tokens(backbone, images)[:, 1:], dim=-1)  # (B, 16, D)
+    base_sims = torch.einsum("bnd,pd->bpn", base, text).reshape(2, 3, 4, 4)
+    base_sims = F.interpolate(base_sims, size=(32, 32), mode="bilinear", align_corners=False)
+    assert torch.allclose(sims, base_sims, atol=1e-5)
+    # and the original path of a real GEM model is bit-for-bit that same computation
+    deep = gemseg.GEMModel(backbone, config=GEMConfig(depth=4))
+    assert torch.equal(deep.encode_image(images, return_ori=True), model.encode_image(images))
+
+
+def test_batch_and_prompt_lists_are_consistent(backbone):
+    model = gemseg.GEMModel(backbone, config=GEMConfig(depth=3))
+    images = torch.randn(3, 3, 32, 40)
+    batch = model.heatmaps(images, ["cat", "dog"])
+    singles = torch.cat([model.heatmaps(images[i:i + 1], ["cat", "dog"]) for i in range(3)])
+    assert torch.allclose(batch, singles, atol=1e-5)
+    per_image = model.heatmaps(images, [["cat", "dog"], ["dog", "cat"], ["dog", "dog"]])
+    assert torch.allclose(per_image[0], batch[0], atol=1e-6)
+    assert torch.allclose(per_image[1], batch[1].flip(0), atol=1e-6)
+    assert torch.allclose(per_image[2, 0], batch[2, 1], atol=1e-6)
+    emb = model.encode_text(["cat", "dog"])
+    assert torch.equal(model.heatmaps(images, emb), batch)
+
+
+def test_sizes_that_are_not_patch_multiples_are_padded_then_cropped(backbone):
+    model = gemseg.GEMModel(backbone, config=GEMConfig(depth=3))
+    images = torch.randn(1, 3, 37, 45)  # patch 8: padded to 40 x 48
+    maps = model.heatmaps(images, ["cat"])
+    assert maps.shape == (1, 1, 37, 45)
+    padded = F.pad(images, (0, 3, 0, 3))
+    assert torch.allclose(maps, model.heatmaps(padded, ["cat"])[..., :37, :45], atol=1e-6)
+    assert model.encode_image(images).shape[-2:] == (5, 6)
+
+
+def test_normalize_is_per_map_min_max(backbone):
+    model = gemseg.GEMModel(backbone, config=GEMConfig(depth=2))
+    maps = model.heatmaps(torch.randn(2, 3, 32, 32), ["cat", "dog"], normalize=True)
+    flat = maps.flatten(2)
+    assert torch.allclose(flat.min(-1).values, torch.zeros(2, 2), atol=1e-6)
+    assert torch.allclose(flat.max(-1).values, torch.ones(2, 2), atol=1e-6)
+    assert torch.equal(gemseg.min_max(torch.ones(1, 1, 3, 3)), torch.zeros(1, 1, 3, 3))
+
+
+def test_self_self_attention_scalar_and_per_image_temperature_agree():
+    q, k, v = (torch.randn(2, 3, 7, 4) for _ in range(3))
+    a = self_self_attention(q, k, v, inv_temp=torch.tensor([0.8, 0.8]), iterations=2)
+    b = self_self_attention(q, k, v, inv_temp=0.8, iterations=2)
+    assert torch.allclose(a, b, atol=1e-6)
+    c = self_self_attention(q, k, v, inv_temp=torch.tensor([0.8, 3.0]), iterations=2)
+    assert torch.allclose(c[0], b[0], atol=1e-6) and not torch.allclose(c[1], b[1], atol=1e-3)
+
+
+def test_templates_are_averaged_after_normalization(backbone):
+    model = gemseg.GEMModel(backbone, config=GEMConfig(depth=2))
+    t1, t2 = "a photo of a {}.", "a drawing of the {label}"
+    both = model.encode_text(["cat"], templates=[t1, t2])
+    e1 = model.encode_text(["cat"], templates=[t1])
+    e2 = model.encode_text(["cat"], templates=["a drawing of the {}"])
+    assert torch.allclose(both, F.normalize(e1 + e2, dim=-1), atol=1e-6)
+    assert torch.allclose(both.norm(dim=-1), torch.ones(1))
+
+
+def test_bf16_autocast_runs_close_to_fp32(backbone):
+    images = torch.randn(1, 3, 32, 32)
+    fp32 = gemseg.GEMModel(backbone, config=GEMConfig(depth=3)).heatmaps(images, ["cat", "dog"])
+    bf16 = gemseg.GEMModel(backbone, config=GEMConfig(depth=3), precision="bf16").heatmaps(images, ["cat", "dog"])
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
+    assert (bf16 - fp32).abs().max() < 0.1
