@@ -121,6 +121,8 @@ def create_open_clip(name: str, *, pretrained: str | None, checkpoint: str | Non
     ``weights_only=True``, or ``.safetensors``); with neither, the weights are random.
     """
     open_clip = _open_clip()
+    if pretrained and os.path.isfile(pretrained):  # open_clip also takes a file path as `pretrained`
+        checkpoint, pretrained = pretrained, None
     if name.endswith(".json"):
         if not os.path.isfile(name):
             raise FileNotFoundError(f"open_clip model config {name} does not exist")
@@ -141,8 +143,6 @@ def create_open_clip(name: str, *, pretrained: str | None, checkpoint: str | Non
             close = difflib.get_close_matches(display, known, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else "; `gemseg models` lists them"
             raise ValueError(f"unknown open_clip model {name!r}{hint}")
-        if pretrained and os.path.exists(pretrained):
-            checkpoint, pretrained = pretrained, None
         if pretrained:
             tags = [t for m, t in open_clip.list_pretrained() if m == display]
             if not display.startswith("hf-hub:") and pretrained not in tags:
