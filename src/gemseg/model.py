@@ -60,6 +60,14 @@ class GEMModel(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
+    def preprocess(self, images, *, size=448) -> torch.Tensor:
+        """PIL image(s) / uint8 arrays -> normalized [3, H, W] (or [B, 3, H, W] for a list) with this
+        checkpoint's mean, std and interpolation; see :func:`gemseg.preprocess` for ``size``."""
+        from .transforms import preprocess
+
+        p = self.backbone.preprocess
+        return preprocess(images, size=size, mean=p.mean, std=p.std, interpolation=p.interpolation)
+
     # --- text ---------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_text(self, prompts: Sequence[str], *, templates: Sequence[str] | None = None) -> torch.Tensor:

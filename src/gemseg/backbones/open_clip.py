@@ -76,7 +76,8 @@ class OpenCLIPBackbone(Backbone):
         defaults = Preprocess()
         self.preprocess = Preprocess(mean=tuple(cfg.get("mean") or defaults.mean),
                                      std=tuple(cfg.get("std") or defaults.std),
-                                     interpolation=cfg.get("interpolation") or "bicubic",
+                                     interpolation=cfg.get("interpolation") if cfg.get("interpolation") in
+                                     ("bicubic", "bilinear", "nearest", "lanczos") else "bicubic",
                                      image_size=image_size)
 
     # image side
