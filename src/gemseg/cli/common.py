@@ -19,6 +19,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     g.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     g.add_argument("--cache-dir", default=None, help="hub cache folder (default: the libraries' own)")
+    from ..methods import list_methods
+
+    g.add_argument("--method", default="gem", choices=list_methods(),
+                   help="training-free dense method (default: %(default)s); see docs/methods.md")
     k = parser.add_argument_group("GEM")
     k.add_argument("--depth", type=int, default=7, help="last depth-1 blocks get the GEM path (default: 7)")
     k.add_argument("--iterations", type=int, default=1, help="self-self attention iterations (default: 1)")
@@ -47,7 +51,7 @@ def model_kwargs(args: argparse.Namespace) -> dict:
                 precision=args.precision, cache_dir=args.cache_dir, depth=args.depth,
                 iterations=args.iterations, temperature=args.temperature,
                 projections=tuple(p.strip() for p in args.projections.split(",") if p.strip()),
-                l2_normalize=not args.no_l2, gem_mlp=args.gem_mlp)
+                l2_normalize=not args.no_l2, gem_mlp=args.gem_mlp, method=args.method)
 
 
 def build_model(args: argparse.Namespace):

@@ -1,0 +1,281 @@
+"""Each training-free method against an independent computation of its defining formula on both backends
+(the third-party blocks' own forward for the trunk, their raw weights and explicit softmaxes for the
+last block), plus the properties that set the methods apart and the registry/CLI plumbing."""
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gemseg
+from gemseg.config import GEMConfig
+from gemseg.gem import gem_tokens
+from gemseg.methods import METHODS, get_method, list_methods, neighbourhood_bias, register_method
+from gemseg.methods import baselines
+
+torch.set_grad_enabled(False)
+
+CFG = GEMConfig(depth=3)  # the tiny models have 4 blocks; the default depth 7 needs 6
+BUILTIN = ("gem", "clip", "maskclip", "vv", "sclip", "clearclip", "naclip")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_ignored_knobs():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="method .* ignores the GEM setting")
+        yield
+
+
+# ---------------------------------------------------------------------------------------------
+# independent pieces: the library's own blocks, raw weights, explicit per-head loops
+# ---------------------------------------------------------------------------------------------
+def _is_open_clip(backbone):
+    return hasattr(backbone.model, "visual")
+
+
+def _library_trunk(backbone, images, upto):
+    """Tokens entering block ``upto``, through the third-party blocks' own forward. [B, N, C]"""
+    x = backbone.embed(images)
+    if _is_open_clip(backbone):
+        transformer = backbone.model.visual.transformer
+        batch_first = getattr(transformer, "batch_first", False)
+        x = x if batch_first else x.transpose(0, 1)
+        for blk in transformer.resblocks[:upto]:
+            x = blk(x)
+        return x if batch_first else x.transpose(0, 1)
+    for layer in backbone.model.vision_model.encoder.layers[:upto]:
+        out = layer(x, attention_mask=None, causal_attention_mask=None)
+        x = out[0] if isinstance(out, tuple) else out
+    return x
+
+
+def _raw_last(backbone):
+    """(ln_1, (Wq, bq), (Wk, bk), (Wv, bv), out_proj, ln_2, mlp, heads, head_fn) of the last block."""
+    if _is_open_clip(backbone):
+        visual = backbone.model.visual
+        blk = visual.transformer.resblocks[-1]
+        W, b = blk.attn.in_proj_weight, blk.attn.in_proj_bias
+        C = W.shape[1]
+        qkv = [(W[i * C:(i + 1) * C], b[i * C:(i + 1) * C]) for i in range(3)]
+        return (blk.ln_1, *qkv, blk.attn.out_proj, blk.ln_2, blk.mlp, blk.attn.num_heads,
+                lambda y: visual.ln_post(y) @ visual.proj)
+    vm = backbone.model.vision_model
+    layer = vm.encoder.layers[-1]
+    a = layer.self_attn
+    qkv = [(p.weight, p.bias) for p in (a.q_proj, a.k_proj, a.v_proj)]
+    return (layer.layer_norm1, *qkv, a.out_proj, layer.layer_norm2, layer.mlp, a.num_heads,
+            lambda y: backbone.model.visual_projection(vm.post_layernorm(y)))
+
+
+def _reference(backbone, images, kind, bias=None):
+    """The modified last block of ``kind``, image by image and head by head, then the head. [B, N, D]"""
+    ln_1, (Wq, bq), (Wk, bk), (Wv, bv), out_proj, ln_2, mlp, H, head = _raw_last(backbone)
+    X = _library_trunk(backbone, images, len(backbone.blocks) - 1)
+    outs = []
+    for x in X:
+        h = ln_1(x)
+        N, C = h.shape
+        d = C // H
+        q, k, v = h @ Wq.T + bq, h @ Wk.T + bk, h @ Wv.T + bv
+        heads = []
+        for j in range(H):
+            sl = slice(j * d, (j + 1) * d)
+            qj, kj, vj = q[:, sl], k[:, sl], v[:, sl]
+            if kind == "maskclip":
+                heads.append(vj)
+            elif kind == "clearclip":
+                heads.append(torch.softmax(qj @ qj.T / math.sqrt(d), -1) @ vj)
+            elif kind == "sclip":
+                heads.append((torch.softmax(qj @ qj.T / math.sqrt(d), -1)
+                              + torch.softmax(kj @ kj.T / math.sqrt(d), -1)) @ vj)
+            elif kind == "naclip":
+                heads.append(torch.softmax(kj @ kj.T / math.sqrt(d) + bias, -1) @ vj)
+            elif kind == "vv":
+                heads.append(torch.softmax(vj @ vj.T / math.sqrt(d), -1) @ vj)
+        y = out_proj(torch.cat(heads, dim=-1))
+        if kind in ("sclip", "vv"):  # residual kept
+            y = x + y
+        if kind == "sclip":  # and the MLP
+            y = y + mlp(ln_2(y))
+        outs.append(head(y))
+    return torch.stack(outs)
+
+
+def _hand_window(gh, gw, std, prefix):
+    N = prefix + gh * gw
+    w = torch.zeros(N, N)
+    for a in range(gh * gw):
+        for b in range(gh * gw):
+            (ra, ca), (rb, cb) = divmod(a, gw), divmod(b, gw)
+            w[prefix + a, prefix + b] = math.exp(-((ra - rb) ** 2 + (ca - cb) ** 2) / (2 * std ** 2))
+    return w
+
+
+# ---------------------------------------------------------------------------------------------
+# formulas
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["maskclip", "clearclip", "sclip"])
+def test_last_block_methods_match_their_formulas(backbone, kind):
+    images = torch.randn(2, 3, 40, 48)  # 5x6 grid, resampled position embeddings
+    tokens, _ = get_method(kind)(backbone, images, CFG)
+    ref = _reference(backbone, images, kind)
+    assert tokens.shape == (2, 1 + 5 * 6, backbone.embed_dim)
+    assert torch.allclose(tokens, ref, atol=1e-5, rtol=1e-4), (tokens - ref).abs().max()
+
+
+def test_naclip_matches_its_formula_with_the_hand_computed_window(backbone):
+    images = torch.randn(2, 3, 40, 48)
+    tokens, _ = get_method("naclip")(backbone, images, CFG)
+    ref = _reference(backbone, images, "naclip", bias=_hand_window(5, 6, 5.0, prefix=1))
+    assert torch.allclose(tokens, ref, atol=1e-5, rtol=1e-4), (tokens - ref).abs().max()
+    # a narrower window is a different method, and it is what std= selects
+    narrow, _ = baselines.naclip_tokens(backbone, images, CFG, std=0.7)
+    ref_narrow = _reference(backbone, images, "naclip", bias=_hand_window(5, 6, 0.7, prefix=1))
+    assert torch.allclose(narrow, ref_narrow, atol=1e-5, rtol=1e-4)
+    assert (narrow - tokens).abs().max() > 1e-4
+
+
+def test_vv_is_a_value_value_path_over_the_last_depth_minus_one_blocks(backbone):
+    images = torch.randn(2, 3, 32, 40)
+    tokens, _ = get_method("vv")(backbone, images, GEMConfig(depth=2))  # only the last block
+    ref = _reference(backbone, images, "vv")
+    assert torch.allclose(tokens, ref, atol=1e-5, rtol=1e-4), (tokens - ref).abs().max()
+    # deeper: exactly GEM restricted to v, no iterations, no L2, temperature d**-0.5
+    d = backbone.width // backbone.blocks[-1].num_heads
+    as_gem = GEMConfig(depth=4, projections=("v",), iterations=0, l2_normalize=False, temperature=d ** -0.5)
+    deep, _ = get_method("vv")(backbone, images, GEMConfig(depth=4))
+    assert torch.allclose(deep, gem_tokens(backbone, images, as_gem)[0], atol=1e-6)
+
+
+def test_neighbourhood_bias_is_naclips_gaussian_window():
+    std = 1.5
+    w = neighbourhood_bias((3, 4), std=std, num_prefix_tokens=1)
+    assert torch.allclose(w, _hand_window(3, 4, std, prefix=1), atol=1e-6)
+    assert w.shape == (13, 13)
+    assert torch.equal(w[0], torch.zeros(13)) and torch.equal(w[:, 0], torch.zeros(13))  # class token: none
+    assert torch.allclose(w[1:, 1:].diagonal(), torch.ones(12))
+    assert torch.allclose(w, w.T)
+    # patch (0, 0) -> right neighbour, lower neighbour, diagonal neighbour
+    assert math.isclose(w[1, 2].item(), math.exp(-1 / (2 * std ** 2)), rel_tol=1e-6)
+    assert math.isclose(w[1, 5].item(), math.exp(-1 / (2 * std ** 2)), rel_tol=1e-6)
+    assert math.isclose(w[1, 6].item(), math.exp(-2 / (2 * std ** 2)), rel_tol=1e-6)
+    assert neighbourhood_bias((2, 2), num_prefix_tokens=0).shape == (4, 4)
+    with pytest.raises(ValueError, match="std"):
+        neighbourhood_bias((2, 2), std=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# defining properties
+# ---------------------------------------------------------------------------------------------
+def test_clip_is_gem_with_depth_zero_and_the_base_model(backbone):
+    images = torch.randn(2, 3, 32, 40)
+    clip, ori = get_method("clip")(backbone, images, CFG, return_ori=True)
+    assert torch.equal(clip, ori)
+    assert torch.allclose(clip, gem_tokens(backbone, images, GEMConfig(depth=0))[0], atol=1e-6)
+    L = len(backbone.blocks)
+    last = _library_trunk(backbone, images, L)
+    assert torch.allclose(clip, _raw_last(backbone)[-1](last), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,residual", [("maskclip", False), ("clearclip", False), ("naclip", False),
+                                           ("sclip", True)])
+def test_which_last_blocks_drop_the_residual_stream(backbone, kind, residual):
+    """Without the residual, a block's output depends on x only through ln_1(x), which does not see
+    the scale of x; with it, scaling x changes the output."""
+    blk = backbone.blocks[-1]
+    x = _library_trunk(backbone, torch.randn(1, 3, 32, 32), len(backbone.blocks) - 1)
+    fn = {"maskclip": baselines.maskclip_block, "clearclip": baselines.clearclip_block,
+          "sclip": baselines.sclip_block,
+          "naclip": functools.partial(baselines.naclip_block, bias=neighbourhood_bias((4, 4)))}[kind]
+    y, y_scaled = fn(blk, x), fn(blk, 3.0 * x)
+    if residual:
+        assert (y - y_scaled).abs().max() > 1e-2
+    else:
+        assert torch.allclose(y, y_scaled, atol=1e-4), (y - y_scaled).abs().max()
+
+
+def test_maskclip_tokens_do_not_mix(backbone):
+    """MaskCLIP has no attention: a patch's token depends on no other token of the last block input."""
+    blk = backbone.blocks[-1]
+    x = _library_trunk(backbone, torch.randn(1, 3, 32, 32), len(backbone.blocks) - 1)
+    x2 = x.clone()
+    x2[:, 5:] = torch.randn_like(x2[:, 5:])
+    y, y2 = baselines.maskclip_block(blk, x), baselines.maskclip_block(blk, x2)
+    assert torch.allclose(y[:, :5], y2[:, :5], atol=1e-6)
+    assert not torch.allclose(baselines.clearclip_block(blk, x)[:, :5], baselines.clearclip_block(blk, x2)[:, :5])
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_method_runs_in_the_model_api(backbone, name):
+    model = gemseg.GEMModel(backbone, config=CFG, method=name)
+    images = torch.randn(2, 3, 37, 50)  # padded to 40x56: a 5x7 grid
+    sims = model.heatmaps(images, ["a cat", "a dog", "grass"])
+    assert sims.shape == (2, 3, 37, 50) and torch.isfinite(sims).all()
+    feats = model.encode_image(images)
+    assert feats.shape == (2, backbone.embed_dim, 5, 7)
+    # the original path is the unmodified encoder for every method
+    base = gemseg.GEMModel(backbone, config=CFG, method="clip").encode_image(images)
+    assert torch.allclose(model.encode_image(images, return_ori=True), base, atol=1e-5)
+    assert model.with_config(depth=2).method == name
+
+
+def test_methods_differ_from_each_other(backbone):
+    images = torch.randn(1, 3, 32, 32)
+    outs = {n: METHODS[n](backbone, images, CFG)[0] for n in BUILTIN}
+    for a in BUILTIN:
+        for b in BUILTIN:
+            if a < b:
+                assert (outs[a] - outs[b]).abs().max() > 1e-4, (a, b)
+
+
+def test_gem_settings_a_method_ignores_warn(backbone):
+    images = torch.randn(1, 3, 32, 32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        baselines.clearclip_tokens(backbone, images, GEMConfig(depth=3, iterations=2))
+        baselines.vv_tokens(backbone, images, GEMConfig(depth=3))  # vv reads depth
+        baselines.clearclip_tokens(backbone, images, GEMConfig())
+    messages = [str(w.message) for w in caught]
+    assert messages == ["method 'clearclip' ignores the GEM setting(s) depth, iterations"]
+
+
+# ---------------------------------------------------------------------------------------------
+# registry, factory, CLI
+# ---------------------------------------------------------------------------------------------
+def test_registry_lists_gets_and_registers():
+    assert list_methods()[:len(BUILTIN)] == list(BUILTIN)
+    with pytest.raises(ValueError, match="unknown method 'nope'; choose from gem, clip"):
+        get_method("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        register_method("gem", gem_tokens)
+    with pytest.raises(TypeError):
+        register_method("x", 3)
+    try:
+        register_method("naclip-narrow", functools.partial(baselines.naclip_tokens, std=1.0))
+        assert get_method("naclip-narrow").keywords == {"std": 1.0}
+    finally:
+        METHODS.pop("naclip-narrow", None)
+
+
+def test_create_model_and_cli_select_the_method(tiny_model_files):
+    from gemseg.cli.common import add_model_args, model_kwargs
+
+    parser = argparse.ArgumentParser()
+    add_model_args(parser)
+    args = parser.parse_args(["--model", "x.json", "--method", "clearclip", "--device", "cpu"])
+    assert model_kwargs(args)["method"] == "clearclip"
+    assert model_kwargs(parser.parse_args(["--model", "x.json", "--device", "cpu"]))["method"] == "gem"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--method", "nope"])
+    if "open_clip" not in tiny_model_files:
+        pytest.skip("open_clip_torch not installed")
+    cfg, ckpt = tiny_model_files["open_clip"]
+    model = gemseg.create_model(cfg, checkpoint=ckpt, depth=3, method="naclip")
+    assert model.method == "naclip"
+    with pytest.raises(ValueError, match="unknown method"):
+        gemseg.create_model(cfg, checkpoint=ckpt, depth=3, method="nope")
