@@ -1,0 +1,264 @@
+"""BLIP and SigLIP / SigLIP 2 backbones on tiny random models saved to disk and loaded through
+``create_model`` (tokenizers built in code: a WordPiece vocabulary for BLIP, a ``tokenizers`` word-level
+model for SigLIP, whose own sentencepiece model cannot be trained offline without sentencepiece)."""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gemseg
+from gemseg.backbones import list_models, resolve_backend
+from gemseg.config import GEMConfig
+from gemseg.methods import METHODS
+
+from conftest import HAS_TRANSFORMERS
+
+pytestmark = [pytest.mark.hf, pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers not installed")]
+torch.set_grad_enabled(False)
+
+WORDS = ["a", "photo", "of", "the", "cat", "dog", "red", "car", "grass", "sky"]
+CFG = GEMConfig(depth=3)
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="method .* ignores the GEM setting")
+        yield
+
+
+def _randomize(model):
+    """Spread the constant-initialized norms and biases so that tests can tell paths apart."""
+    for name, p in model.named_parameters():
+        if "norm" in name and p.ndim == 1:
+            p.normal_(1.0 if name.endswith("weight") else 0.0, 0.2)
+        elif name.endswith(("bias", "probe", "class_embedding", "position_embedding", "position_embedding.weight")):
+            p.normal_(0, 0.1 if name.endswith("bias") else 0.5)
+
+
+def _bert_vocab(folder):
+    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "."] + [w for w in WORDS if w not in chars]
+    vocab += chars + ["##" + c for c in chars]
+    with open(os.path.join(folder, "vocab.txt"), "w") as f:
+        f.write("\n".join(vocab) + "\n")
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "BertTokenizer", "model_max_length": 16, "do_lower_case": True}, f)
+    return len(vocab)
+
+
+def write_tiny_blip(folder, arch="BlipForImageTextRetrieval", seed=0):
+    import transformers
+
+    os.makedirs(folder, exist_ok=True)
+    n = _bert_vocab(folder)
+    torch.manual_seed(seed)
+    config = transformers.BlipConfig(
+        text_config=dict(vocab_size=n, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=16, encoder_hidden_size=64,
+                         pad_token_id=0, bos_token_id=2, sep_token_id=3, eos_token_id=3),
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                           image_size=32, patch_size=8),
+        projection_dim=24, image_text_hidden_size=24)
+    model = getattr(transformers, arch)(config).eval()
+    _randomize(model)
+    model.save_pretrained(folder)
+    return str(folder)
+
+
+def _word_tokenizer(folder):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for w in WORDS:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok.save(os.path.join(folder, "tokenizer.json"))
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 12, "pad_token": "<pad>",
+                   "eos_token": "</s>", "unk_token": "<unk>"}, f)
+    return len(vocab)
+
+
+def write_tiny_siglip(folder, version=1, seed=0):
+    import transformers
+
+    os.makedirs(folder, exist_ok=True)
+    n = _word_tokenizer(folder)
+    torch.manual_seed(seed)
+    text = dict(vocab_size=n, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=12, projection_size=64)
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, patch_size=8)
+    if version == 1:
+        model = transformers.SiglipModel(transformers.SiglipConfig(
+            text_config=text, vision_config=dict(vision, image_size=32)))
+    else:
+        model = transformers.Siglip2Model(transformers.Siglip2Config(
+            text_config=text, vision_config=dict(vision, num_patches=16)))
+    model.eval()
+    _randomize(model)
+    model.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_extra(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_extra")
+    return {"blip": write_tiny_blip(root / "blip"), "blipmodel": write_tiny_blip(root / "blipmodel", "BlipModel"),
+            "siglip": write_tiny_siglip(root / "siglip"), "siglip2": write_tiny_siglip(root / "siglip2", 2)}
+
+
+def _load(folder):
+    return gemseg.create_model(folder, depth=3)
+
+
+def _dense_from_normed(bb, u):
+    """The dense head applied to tokens that are already final-normed ([B, N, C])."""
+    pool = bb.model.vision_model.head
+    C = u.shape[-1]
+    r = pool.attention.out_proj(F.linear(u, pool.attention.in_proj_weight[2 * C:], pool.attention.in_proj_bias[2 * C:]))
+    return r + pool.mlp(pool.layernorm(r))
+
+
+# ---------------------------------------------------------------------------------------------
+# registry
+# ---------------------------------------------------------------------------------------------
+def test_backends_are_resolved_from_ids_and_folders(tiny_extra):
+    assert resolve_backend("Salesforce/blip-itm-base-coco") == "hf-blip"
+    assert resolve_backend("google/siglip-base-patch16-224") == "hf-siglip"
+    assert resolve_backend("google/siglip2-base-patch16-naflex") == "hf-siglip"
+    assert resolve_backend("openai/clip-vit-base-patch16") == "hf"
+    assert resolve_backend(tiny_extra["blip"]) == "hf-blip"
+    assert resolve_backend(tiny_extra["siglip2"]) == "hf-siglip"
+    assert resolve_backend("anything", "hf-siglip") == "hf-siglip"
+    assert "Salesforce/blip-itm-base-coco" in {e.name for e in list_models("hf-blip")}
+    assert "google/siglip-base-patch16-224" in {e.name for e in list_models("hf-siglip")}
+
+
+def test_captioning_blip_and_clip_folders_are_rejected_clearly(tmp_path, tiny_model_files):
+    folder = write_tiny_blip(tmp_path / "cap", "BlipForConditionalGeneration")
+    with pytest.raises(ValueError, match="not a BLIP image-text retrieval checkpoint"):
+        _load(folder)
+    with pytest.raises(ValueError, match="not a SigLIP checkpoint"):
+        gemseg.create_model(tiny_model_files["hf"], backend="hf-siglip", depth=3)
+    with pytest.raises(ValueError, match="drop pretrained"):
+        gemseg.create_model("google/siglip-base-patch16-224", pretrained="x")
+
+
+# ---------------------------------------------------------------------------------------------
+# BLIP
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["blip", "blipmodel"])
+def test_blip_dense_tokens_are_the_models_own_projection(tiny_extra, kind):
+    model = _load(tiny_extra[kind])
+    bb, net = model.backbone, model.backbone.model
+    assert bb.num_prefix_tokens == 1 and bb.patch_size == (8, 8)
+    images = torch.randn(2, 3, 32, 32)
+    tokens, _ = METHODS["clip"](bb, images, CFG)  # (2, 17, D)
+    hidden = net.vision_model(pixel_values=images).last_hidden_state  # the model's own blocks, post-LN'd
+    if kind == "blip":
+        ref = net.vision_proj(hidden)
+    else:
+        ref = net.visual_projection(net.vision_model.post_layernorm(hidden))
+        pooled = net.get_image_features(pixel_values=images)
+        pooled = pooled.pooler_output if hasattr(pooled, "pooler_output") else pooled
+        assert torch.allclose(tokens[:, 0], pooled, atol=1e-5)  # the class token is the image embedding
+    assert torch.allclose(tokens, ref, atol=1e-5), (tokens - ref).abs().max()
+
+
+def test_blip_retrieval_similarity_is_the_models_itc_score(tiny_extra):
+    model = _load(tiny_extra["blip"])
+    net, tok = model.backbone.model, model.backbone.tokenizer
+    images = torch.randn(1, 3, 32, 32)
+    prompts = ["a photo of a cat", "the red car"]
+    text = model.encode_text(prompts, templates=["{}"])
+    cls = F.normalize(METHODS["clip"](model.backbone, images, CFG)[0][:, 0], dim=-1)
+    inputs = tok(prompts, padding=True, return_tensors="pt")
+    itc = net(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], pixel_values=images,
+              use_itm_head=False).itm_score  # (1, 2) cosine similarities
+    assert torch.allclose(cls @ text.T, itc, atol=1e-5)
+
+
+def test_blip_position_embeddings_resample_like_the_model(tiny_extra):
+    model = _load(tiny_extra["blip"])
+    images = torch.randn(1, 3, 48, 48)  # 6x6 grid from a 4x4 table
+    ref = model.backbone.model.vision_model(pixel_values=images, interpolate_pos_encoding=True).last_hidden_state
+    tokens, _ = METHODS["clip"](model.backbone, images, CFG)
+    assert torch.allclose(tokens, model.backbone.model.vision_proj(ref), atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# SigLIP / SigLIP 2
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["siglip", "siglip2"])
+def test_siglip_has_no_prefix_and_runs_the_models_own_encoder(tiny_extra, kind):
+    model = _load(tiny_extra[kind])
+    bb, vm = model.backbone, model.backbone.model.vision_model
+    assert bb.num_prefix_tokens == 0 and bb.embed_dim == bb.width == 64
+    images = torch.randn(2, 3, 40, 48)  # 5x6 grid: resampled position embeddings
+    if kind == "siglip":
+        ref = vm(pixel_values=images, interpolate_pos_encoding=True).last_hidden_state
+    else:
+        from transformers.models.siglip2.image_processing_siglip2 import convert_image_to_patches
+
+        patches = torch.stack([convert_image_to_patches(im, 8) for im in images])  # the processor's order
+        ref = vm(pixel_values=patches, pixel_attention_mask=torch.ones(2, 30, dtype=torch.long),
+                 spatial_shapes=torch.tensor([[5, 6], [5, 6]])).last_hidden_state
+    tokens, _ = METHODS["clip"](bb, images, CFG)
+    assert tokens.shape == (2, 30, 64)
+    assert torch.allclose(tokens, _dense_from_normed(bb, ref), atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["siglip", "siglip2"])
+def test_siglip_dense_embedding_is_the_pooling_head_on_each_token_alone(tiny_extra, kind):
+    bb = _load(tiny_extra[kind]).backbone
+    vm = bb.model.vision_model
+    x = torch.randn(2, 7, 64)
+    dense = bb.head(x)  # (2, 7, 64)
+    for i in range(7):
+        alone = vm.head(vm.post_layernorm(x[:, i:i + 1]))  # the model's own attention pooling, one token
+        assert torch.allclose(dense[:, i], alone, atol=1e-5), (i, (dense[:, i] - alone).abs().max())
+    # before its MLP the pooled embedding mixes these per-token values with each head's attention weights
+    pool, u = vm.head, vm.post_layernorm(x)
+    attn, C, H = pool.attention, 64, pool.attention.num_heads
+    pooled, w = attn(pool.probe.expand(2, 1, C), u, u, average_attn_weights=False)  # w: (2, H, 1, 7)
+    v = F.linear(u, attn.in_proj_weight[2 * C:], attn.in_proj_bias[2 * C:]).reshape(2, 7, H, C // H)
+    mixed = torch.einsum("bhn,bnhd->bhd", w[:, :, 0], v).reshape(2, C)
+    assert torch.allclose(pooled[:, 0], attn.out_proj(mixed), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["siglip", "siglip2"])
+def test_siglip_text_is_padded_to_the_context_without_a_mask(tiny_extra, kind):
+    model = _load(tiny_extra[kind])
+    bb = model.backbone
+    emb = bb.encode_text(["a photo of a cat", "grass"])
+    ids = bb.tokenizer(["a photo of a cat", "grass"], padding="max_length", max_length=12,
+                       return_tensors="pt")["input_ids"]
+    assert ids.shape == (2, 12) and bb.context_length == 12
+    assert torch.allclose(emb, bb.model.text_model(input_ids=ids).pooler_output, atol=1e-6)
+    assert emb.shape == (2, 64) and torch.isfinite(emb).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# every method on every extra backbone
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["blip", "blipmodel", "siglip", "siglip2"])
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_runs_on_blip_and_siglip(tiny_extra, kind, method):
+    model = gemseg.GEMModel(_load(tiny_extra[kind]).backbone, config=CFG, method=method)
+    images = torch.randn(2, 3, 37, 45)  # padded to 40x48: a 5x6 grid
+    feats = model.encode_image(images)
+    assert feats.shape == (2, model.backbone.embed_dim, 5, 6) and torch.isfinite(feats).all()
+    sims = model.heatmaps(images, ["a cat", "the sky"])
+    assert sims.shape == (2, 2, 37, 45) and torch.isfinite(sims).all()
+    if method == "clip":
+        gem0 = gemseg.GEMModel(model.backbone, config=GEMConfig(depth=0))
+        assert torch.allclose(feats, gem0.encode_image(images), atol=1e-5)
