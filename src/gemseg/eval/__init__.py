@@ -1,0 +1,44 @@
+"""Benchmark evaluation: datasets as metadata, named protocols, trustworthy metrics, data-parallel and
+resumable runs, and reports. See docs/evaluation.md."""
+from .datasets import DatasetSpec, DenseDataset, list_datasets, list_templates, load_dataset_spec, read_templates
+from .distributed import Dist, init_from_env
+from .inference import Segmenter, class_queries, slide_windows
+from .metrics import confusion_matrix, point_counts, pointwise_metrics, segmentation_metrics
+from .pamr import pamr
+from .pointwise import PointLabels, PointsDataset, score_points
+from .protocols import PRESETS, Protocol, describe, list_presets, resolve_protocol
+from .report import compare_markdown, load_result, result_markdown, write_reports
+from .runner import evaluate, open_dataset
+
+__all__ = [
+    "evaluate",
+    "open_dataset",
+    "DatasetSpec",
+    "DenseDataset",
+    "PointsDataset",
+    "PointLabels",
+    "list_datasets",
+    "load_dataset_spec",
+    "list_templates",
+    "read_templates",
+    "Protocol",
+    "PRESETS",
+    "list_presets",
+    "resolve_protocol",
+    "describe",
+    "Segmenter",
+    "class_queries",
+    "slide_windows",
+    "pamr",
+    "confusion_matrix",
+    "segmentation_metrics",
+    "point_counts",
+    "pointwise_metrics",
+    "score_points",
+    "Dist",
+    "init_from_env",
+    "result_markdown",
+    "write_reports",
+    "load_result",
+    "compare_markdown",
+]

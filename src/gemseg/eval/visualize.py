@@ -1,0 +1,50 @@
+"""Saved predictions and coloured visualizations (numpy/PIL only)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+IGNORE_COLOUR = (255, 255, 255)
+
+
+def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]], *, ignore_index: int = 255) -> np.ndarray:
+    """Label map [H, W] -> uint8 RGB [H, W, 3]; ``ignore_index`` (and any value without a colour) is white."""
+    table = np.full((256, 3), IGNORE_COLOUR, dtype=np.uint8)
+    table[: len(palette)] = np.asarray(palette, dtype=np.uint8)[:256]
+    labels = np.asarray(labels)
+    out = table[np.clip(labels, 0, 255)]
+    out[(labels < 0) | (labels > 255) | (labels == ignore_index)] = IGNORE_COLOUR
+    return out
+
+
+def save_label_png(path: str | os.PathLike, labels: np.ndarray, palette: Sequence[Sequence[int]]) -> None:
+    """A label map as an indexed (palette) PNG: pixel values are class indices, viewers show colours.
+
+    Readable by ``gemseg score`` and by any tool that reads PASCAL VOC style label PNGs.
+    """
+    labels = np.asarray(labels)
+    if labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
+        raise ValueError("label values must fit in 0..255 for a PNG")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(labels.astype(np.uint8))  # L; putpalette makes it P with the values kept
+    flat = [v for c in palette[:256] for v in c] + list(IGNORE_COLOUR) * (256 - min(len(palette), 256))
+    image.putpalette(flat[: 256 * 3])
+    image.save(path)
+
+
+def save_visualization(path: str | os.PathLike, image: np.ndarray, gt: np.ndarray, pred: np.ndarray,
+                       palette: Sequence[Sequence[int]], *, ignore_index: int = 255, alpha: float = 0.6) -> None:
+    """Image | ground truth | prediction side by side, the label maps blended over the image."""
+    def blend(labels):
+        colour = colorize(labels, palette, ignore_index=ignore_index).astype(np.float32)
+        return (alpha * colour + (1 - alpha) * image.astype(np.float32)).round().astype(np.uint8)
+
+    panel = np.concatenate([image, blend(gt), blend(pred)], axis=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(panel).save(path)
