@@ -1,0 +1,177 @@
+"""``gemseg eval``: benchmark a model on a standard dataset under a named protocol (docs/evaluation.md)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import add_model_args
+
+EXAMPLES = """\
+examples:
+  gemseg eval --dataset voc21 --data-root data/VOCdevkit/VOC2012 --preset sclip
+  gemseg eval --dataset ade20k --data-root data/ADEChallengeData2016 --preset gem --limit 50
+  torchrun --nproc_per_node=8 -m gemseg.cli eval --dataset coco_stuff --data-root data/coco_stuff164k
+  gemseg eval --dataset my_dataset.json --data-root data/mine --preset sclip --mode whole
+  gemseg eval --show-preset sclip              # every setting, and each dataset's own values
+  gemseg eval --dataset voc21 --preset sclip --pamr-steps 10 --show-protocol
+  gemseg eval --compare runs/a/result.json runs/b/result.json
+
+Rerunning the same command continues an interrupted run (its state is in OUT/state); --restart
+starts over. Results: OUT/result.json and OUT/result.md.
+"""
+
+# protocol settings that have a flag, with the flag's parser
+_PROTOCOL_FLAGS = ("resize", "size", "max_long_side", "interpolation", "mode", "crop", "stride", "templates",
+                   "vocabulary", "background_prompts", "logit_scale", "prob_threshold", "area_threshold",
+                   "pamr_steps", "pamr_dilations", "point_threshold", "point_normalize")
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
+def _prompt_list(text: str) -> tuple[str, ...] | None:
+    return None if text.lower() == "none" else tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def register(subparsers) -> None:
+    from ..eval.protocols import INTERPOLATIONS, MODES, POINT_NORMALIZATIONS, RESIZES, VOCABULARIES, list_presets
+
+    p = subparsers.add_parser(
+        "eval", help="benchmark mIoU / p-mIoU on a standard dataset under a named protocol",
+        description="Evaluate a model on a dataset read from its standard layout, under a protocol preset "
+                    "whose settings can each be overridden. Data-parallel under torchrun, resumable, with "
+                    "JSON and Markdown reports. Datasets, presets and metrics: docs/evaluation.md.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", help="built-in dataset name (see --list-datasets) or a metadata .json file")
+    p.add_argument("--data-root", help="the dataset's root folder")
+    p.add_argument("--out", help="output folder (default: gemseg-eval/<dataset>-<preset>)")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N images (quick checks)")
+    p.add_argument("--restart", action="store_true", help="discard an earlier run's state in --out")
+    p.add_argument("--save-preds", type=int, default=0, metavar="K",
+                   help="save label maps (OUT/preds) and visualizations (OUT/vis) of the first K images")
+    p.add_argument("--save-every", type=int, default=20, metavar="N", help="save the run state every N images")
+    p.add_argument("--workers", type=int, default=2, help="image loading processes per rank (default: 2)")
+    p.add_argument("--crop-batch", type=int, default=8, help="sliding-window crops per forward pass")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    info = p.add_argument_group("information (nothing is evaluated)")
+    info.add_argument("--list-datasets", action="store_true", help="list the built-in datasets")
+    info.add_argument("--show-preset", metavar="NAME", choices=list_presets(),
+                      help="print a preset in full, with each dataset's own values")
+    info.add_argument("--show-protocol", action="store_true",
+                      help="print the protocol --dataset/--preset and the flags resolve to")
+    info.add_argument("--compare", nargs="+", metavar="RESULT", help="print result.json files side by side")
+    g = p.add_argument_group("protocol (each flag overrides the preset; see --show-preset)")
+    g.add_argument("--preset", default="gem", choices=list_presets(), help="protocol preset (default: %(default)s)")
+    S = argparse.SUPPRESS
+    g.add_argument("--resize", choices=RESIZES, default=S, help="fixed size, short side, or none")
+    g.add_argument("--size", type=int, default=S, help="resize target in pixels")
+    g.add_argument("--max-long-side", type=int, default=S, help="short_side resize: cap of the long side")
+    g.add_argument("--interpolation", choices=INTERPOLATIONS, default=S)
+    g.add_argument("--mode", choices=MODES, default=S, help="whole image or sliding window")
+    g.add_argument("--crop", type=int, default=S, help="sliding-window crop size")
+    g.add_argument("--stride", type=int, default=S, help="sliding-window stride")
+    g.add_argument("--templates", default=S, help="single, imagenet80, or a file with one template per line")
+    g.add_argument("--vocabulary", choices=VOCABULARIES, default=S, help="class names only, or all synonyms")
+    g.add_argument("--background-prompts", type=_prompt_list, default=S, metavar="A,B,C|none",
+                   help="queries that replace the background class's names")
+    g.add_argument("--logit-scale", type=float, default=S, help="softmax(logit_scale * cosine)")
+    g.add_argument("--prob-threshold", type=_optional_float, default=S, metavar="P|none",
+                   help="top probability below P -> background")
+    g.add_argument("--area-threshold", type=_optional_float, default=S, metavar="F|none",
+                   help="drop foreground classes covering at most F of the foreground")
+    g.add_argument("--pamr-steps", type=int, default=S, help="PAMR refinement iterations (0: off)")
+    g.add_argument("--pamr-dilations", type=_int_list, default=S, metavar="8,16")
+    g.add_argument("--point-threshold", type=float, default=S, help="point labels: binarization threshold")
+    g.add_argument("--point-normalize", choices=POINT_NORMALIZATIONS, default=S,
+                   help="point labels: per-map min-max normalization or raw cosine")
+    add_model_args(p)
+    p.set_defaults(func=main)
+
+
+def _show_preset(name: str) -> None:
+    from ..eval import describe, list_datasets, load_dataset_spec, resolve_protocol
+
+    protocol, _ = resolve_protocol(name)
+    print(f"preset {name}:\n{describe(protocol)}\n\nper-dataset values of this preset:")
+    for dataset in list_datasets():
+        spec = load_dataset_spec(dataset)
+        values = spec.presets.get(name, {})
+        print(f"  {dataset:<15} " + (", ".join(f"{k}={v}" for k, v in values.items()) or "-"))
+
+
+def _list_datasets() -> None:
+    from ..eval import list_datasets, load_dataset_spec
+
+    for name in list_datasets():
+        spec = load_dataset_spec(name)
+        classes = f"{spec.num_classes} classes" if spec.type == "dense" else "point labels"
+        print(f"{name:<15} {classes:<14} root {spec.root or '-':<22} {spec.title}")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..eval import compare_markdown, describe, evaluate, load_dataset_spec, load_result, resolve_protocol
+    from ..eval.state import StateError
+
+    try:
+        if args.list_datasets:
+            _list_datasets()
+            return 0
+        if args.compare:
+            print(compare_markdown([load_result(p) for p in args.compare], names=args.compare), end="")
+            return 0
+        if args.show_preset:
+            _show_preset(args.show_preset)
+            return 0
+        if not args.dataset:
+            raise ValueError("--dataset is required (see --list-datasets)")
+        spec = load_dataset_spec(args.dataset)
+        overrides = {k: getattr(args, k) for k in _PROTOCOL_FLAGS if hasattr(args, k)}
+        protocol, source = resolve_protocol(args.preset, spec, **overrides)
+        protocol.check_dataset(spec)
+        if args.show_protocol:
+            print(f"dataset {spec.name}, preset {args.preset}:\n{describe(protocol, source)}")
+            return 0
+        if not args.data_root:
+            raise ValueError("--data-root is required" + (f" (conventionally .../{spec.root})" if spec.root else ""))
+        if args.save_preds and spec.type != "dense":
+            raise ValueError("--save-preds saves label maps, which point-label datasets do not have")
+        out = args.out or f"gemseg-eval/{spec.name}-{args.preset}"
+        dist = _distributed(args)
+        try:
+            from .common import build_model
+
+            model = build_model(args)
+            result = evaluate(model, spec, args.data_root, protocol, protocol_source=source, dist=dist,
+                              out_dir=out, limit=args.limit,
+                              save_preds=args.save_preds, save_every=args.save_every, num_workers=args.workers,
+                              crop_batch=args.crop_batch, restart=args.restart, progress=not args.no_progress)
+        finally:
+            dist.close()
+    except (ValueError, FileNotFoundError, StateError) as e:
+        print(f"gemseg eval: error: {e}", file=sys.stderr)
+        return 2
+    if dist.is_main:
+        metric = "p-mIoU" if spec.type == "points" else "mIoU"
+        value = result["metrics"][metric]
+        shown = f"{value:.2f}" if value is not None else "none"
+        print(f"{spec.name} {args.preset}: {metric} {shown} over {result['dataset']['num_images']} images -> "
+              f"{out}/result.json")
+    return 0
+
+
+def _distributed(args: argparse.Namespace):
+    """Join torchrun's process group; each rank uses its own GPU when the run is on CUDA."""
+    import torch
+
+    from ..eval import init_from_env
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dist = init_from_env(device)
+    if dist.world_size > 1 and torch.device(device).type == "cuda" and torch.device(device).index is None:
+        args.device = f"cuda:{dist.local_rank}"
+    return dist
