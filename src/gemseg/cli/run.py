@@ -1,0 +1,270 @@
+"""The loop every image command runs: find the images, build the model once, then load, infer in
+batches and write each image, with a progress bar, a summary and an exit code.
+
+Exit codes: 0 every image done or skipped; 1 some input or image failed (the others were still
+processed); 2 nothing was run (bad arguments, no images, model or weights unavailable, output folder
+not writable); 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..io import ImageSource, LoadedImage, find_images, load_image
+from .options import check_weights_args
+from .output import RECORD_FILE, Layout, write_json
+from .report import CLIError, Reporter, one_line
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+# --- the loop -----------------------------------------------------------------------------------------
+@dataclass
+class Item:
+    """One image on its way through the loop."""
+
+    source: ImageSource
+    loaded: LoadedImage
+    folder: str
+    timing: dict = field(default_factory=dict)
+
+
+@dataclass
+class Summary:
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path or input, reason)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED if self.failures else EXIT_OK
+
+    def to_dict(self) -> dict:
+        return {"images": self.total, "done": self.done, "failed": self.failed, "skipped": self.skipped,
+                "interrupted": self.interrupted, "seconds": round(self.seconds, 3),
+                "failures": [{"input": p, "error": e} for p, e in self.failures]}
+
+
+def load_options(args: argparse.Namespace) -> dict:
+    background = {"white": (255, 255, 255), "black": (0, 0, 0), "drop": None}[args.transparency]
+    return dict(max_pixels=args.max_pixels, alpha_background=background)
+
+
+def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageSource],
+               infer: Callable[[list[Item]], list], write: Callable[[Item, object], dict],
+               report: Reporter, summary: Summary) -> Summary:
+    """Load, infer in batches and write each image; one image's failure never stops the others.
+
+    ``infer(items)`` returns one result per item; ``write(item, result)`` writes the item's files and
+    returns its record (without the common fields), which is then written last as ``record.json``.
+    """
+    opts = load_options(args)
+    start = time.perf_counter()
+    pending: list[Item] = []
+
+    def fail(path: str, e: BaseException) -> None:
+        msg = one_line(e)
+        msg = msg if msg.startswith(path) else f"{path}: {msg}"
+        summary.failures.append((path, msg))
+        report.error(msg)
+
+    def flush(bar) -> None:
+        if not pending:
+            return
+        batch = list(pending)
+        pending.clear()
+        t0 = time.perf_counter()
+        try:
+            results = infer(batch)
+        except Exception as e:
+            if len(batch) == 1:
+                fail(batch[0].source.path, e)
+                bar.update(1)
+                return
+            results = []
+            for item in batch:  # retry one by one so that only the culprit fails
+                try:
+                    results.append(infer([item]))
+                except Exception as e1:
+                    results.append(e1)
+            results = [r if isinstance(r, Exception) else r[0] for r in results]
+        per_image = (time.perf_counter() - t0) / len(batch)
+        for item, result in zip(batch, results):
+            if isinstance(result, Exception):
+                fail(item.source.path, result)
+                bar.update(1)
+                continue
+            item.timing["model_s"] = per_image
+            try:
+                t1 = time.perf_counter()
+                os.makedirs(item.folder, exist_ok=True)
+                record = write(item, result)
+                item.timing["write_s"] = time.perf_counter() - t1
+                item.timing["total_s"] = sum(item.timing[k] for k in ("load_s", "model_s", "write_s"))
+                record = {**common_record(item, layout), **record,
+                          "timing": {k: round(v, 4) for k, v in item.timing.items()}}
+                write_json(os.path.join(item.folder, RECORD_FILE), record)
+                summary.done += 1
+            except Exception as e:
+                fail(item.source.path, e)
+            bar.update(1)
+
+    with report.progress(len(sources), desc=layout.command) as bar:
+        try:
+            for source in sources:
+                folder = layout.image_dir(source.key)
+                if not args.overwrite and layout.is_done(source.key):
+                    summary.skipped += 1
+                    bar.update(1)
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    loaded = load_image(source.path, **opts)
+                except Exception as e:
+                    fail(source.path, e)
+                    bar.update(1)
+                    continue
+                for note in loaded.notes:
+                    report.info(f"{source.path}: {note}")
+                pending.append(Item(source, loaded, folder, {"load_s": time.perf_counter() - t0}))
+                if len(pending) >= args.batch_size:
+                    flush(bar)
+            flush(bar)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            report.error("interrupted; finished images are kept and skipped on the next run")
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def common_record(item: Item, layout: Layout) -> dict:
+    from .. import __version__
+
+    w, h = item.loaded.size
+    return {"schema": f"gemseg.{layout.command}/1", "gemseg_version": __version__,
+            "settings_id": layout.id, "random_weights": bool(layout.model_info.get("random_weights")),
+            "model": layout.model_info, "image": os.path.abspath(item.source.path), "key": item.source.key,
+            "width": w, "height": h, "original_mode": item.loaded.original_mode,
+            "exif_transposed": item.loaded.exif_transposed, "notes": list(item.loaded.notes)}
+
+
+def _quiet_hub_progress() -> None:
+    """Silence the download and weight-loading bars of huggingface_hub and transformers."""
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+    except ImportError:
+        return
+    disable_progress_bars()  # transformers reads this when it is imported
+    if "transformers" in sys.modules:  # already imported: tell it directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
+# --- the whole command ----------------------------------------------------------------------------------
+@dataclass
+class Task:
+    """What a command plugs into :func:`execute`."""
+
+    command: str
+    settings: dict
+    setup: Callable[[object], None]  # called with the model once, before any image
+    infer: Callable[[list[Item]], list]
+    write: Callable[[Item, object], dict]
+    finish: Callable[[Layout], None] | None = None  # run-level files (e.g. legend.png)
+
+
+def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, Reporter], Task]) -> int:
+    """Run an image command end to end and return its exit code."""
+    from .common import build_model
+
+    report = Reporter(args.quiet)
+    summary = Summary()
+    started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    with report.capture_warnings():
+        try:
+            task = make_task(args, report)
+            check_weights_args(args)
+            found = find_images(args.images, recursive=args.recursive)
+            for note in found.notes:
+                report.warn(note)
+            for _, reason in found.problems:
+                report.error(reason)
+            summary.failures += found.problems
+            if not found.sources:
+                raise CLIError("no images to process")
+            summary.total = len(found.sources) + len(found.problems)
+            layout = Layout(args.output, task.command, task.settings)
+            layout.prepare(args.overwrite)
+            if args.quiet:
+                _quiet_hub_progress()
+            model = build_model(args)
+            random_weights = model.backbone.pretrained is None
+            if random_weights:
+                report.warn("RANDOM WEIGHTS: the model is untrained, its outputs are meaningless "
+                            "(demo and test mode); every output is marked 'random weights'")
+            elif args.random_weights:
+                report.warn(f"--random-weights has no effect on {args.model}: its weights come with it")
+            layout.model_info = {
+                "name": model.backbone.name, "pretrained": model.backbone.pretrained,
+                "random_weights": random_weights, "backbone": type(model.backbone).__name__,
+                "patch_size": list(model.patch_size), "device": str(model.device)}
+            task.setup(model)
+        except KeyboardInterrupt:
+            report.error("interrupted")
+            return EXIT_INTERRUPTED
+        except (CLIError, ValueError, TypeError, OSError, ImportError, RuntimeError, AssertionError) as e:
+            # RuntimeError covers WeightsUnavailableError and devices that do not exist (--device cuda)
+            report.error(one_line(e))
+            return EXIT_USAGE
+        run_info = {"model": layout.model_info, "random_weights": random_weights, "started": started}
+        layout.write_run({**run_info, "last_run": None})
+        run_images(args, layout=layout, sources=found.sources, infer=task.infer, write=task.write,
+                   report=report, summary=summary)
+        if task.finish is not None:
+            try:
+                task.finish(layout)
+            except OSError as e:
+                report.error(f"cannot write run-level files: {one_line(e)}")
+        layout.write_run({**run_info, "last_run": summary.to_dict()})
+    if not args.quiet:
+        rate = f", {summary.done / summary.seconds:.2f} img/s" if summary.done and summary.seconds > 0 else ""
+        report.info(f"{task.command}: {summary.total} image(s): {summary.done} done, {summary.failed} failed, "
+                    f"{summary.skipped} skipped (already done) in {summary.seconds:.1f} s{rate}; "
+                    f"outputs in {args.output}" + ("  [RANDOM WEIGHTS]" if random_weights else ""))
+    return summary.exit_code()
+
+
+# --- model side -------------------------------------------------------------------------------------
+def similarity_maps(model, items: list[Item], text, size: tuple[int, int]) -> list:
+    """Cosine similarity of each image with each query: a list of [Q, H, W] float tensors on the CPU at
+    the model's input ``size``; ``text`` is [Q, D] from ``model.encode_text``, computed once per run."""
+    from ..transforms import preprocess
+
+    pre = model.backbone.preprocess
+    x = preprocess([it.loaded.image for it in items], size=size, mean=pre.mean, std=pre.std,
+                   interpolation=pre.interpolation)  # (B, 3, H, W)
+    return list(model.heatmaps(x, text).float().cpu())  # B x (Q, H, W)
+
+
+def resize_maps(maps, size: tuple[int, int]):
+    """[Q, h, w] tensor -> [Q, H, W] tensor at ``size`` = (width, height), bilinear."""
+    import torch.nn.functional as F
+
+    w, h = size
+    if tuple(maps.shape[-2:]) == (h, w):
+        return maps
+    return F.interpolate(maps[None], size=(h, w), mode="bilinear", align_corners=False)[0]
