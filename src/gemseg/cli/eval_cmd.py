@@ -131,6 +131,7 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError("--dataset is required (see --list-datasets)")
         spec = load_dataset_spec(args.dataset)
         overrides = {k: getattr(args, k) for k in _PROTOCOL_FLAGS if hasattr(args, k)}
+        _warn_unused(spec, overrides)
         protocol, source = resolve_protocol(args.preset, spec, **overrides)
         protocol.check_dataset(spec)
         if args.show_protocol:
@@ -162,6 +163,21 @@ def main(args: argparse.Namespace) -> int:
         print(f"{spec.name} {args.preset}: {metric} {shown} over {result['dataset']['num_images']} images -> "
               f"{out}/result.json")
     return 0
+
+
+_DENSE_ONLY = ("vocabulary", "background_prompts", "logit_scale", "prob_threshold", "area_threshold")
+_POINTS_ONLY = ("point_threshold", "point_normalize")
+
+
+def _warn_unused(spec, overrides: dict) -> None:
+    import warnings
+
+    unused = [k for k in (_POINTS_ONLY if spec.type == "dense" else _DENSE_ONLY) if k in overrides]
+    if unused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+        one = len(unused) == 1
+        warnings.warn(f"{flags} {'does' if one else 'do'} not apply to {spec.name} ({spec.type} labels) and "
+                      f"{'is' if one else 'are'} ignored", stacklevel=2)
 
 
 def _distributed(args: argparse.Namespace):

@@ -95,7 +95,8 @@ class Segmenter:
         return (x / 255.0 - mean) / std
 
     @torch.no_grad()
-    def query_scores(self, image: np.ndarray, out_size: tuple[int, int], rows: Sequence[int] | None = None) -> torch.Tensor:
+    def query_scores(self, image: np.ndarray, out_size: tuple[int, int],
+                     rows: Sequence[int] | None = None) -> torch.Tensor:
         """Cosine similarity of every pixel with every query (or ``rows`` of them): [Q, *out_size] float32,
         computed at the network resolution and resized bilinearly to ``out_size``, then PAMR."""
         x = self.prepare(image)

@@ -36,7 +36,8 @@ def confusion_matrix(pred, gt, num_classes: int, *, ignore_index: int = 255) -> 
     for name, values in (("ground truth", gt), ("prediction", pred)):
         if values.numel() and (values.min() < 0 or values.max() >= num_classes):
             bad = values[(values < 0) | (values >= num_classes)].unique()[:8].tolist()
-            raise ValueError(f"{name} values {bad} are outside [0, {num_classes}) and not the ignore index {ignore_index}")
+            raise ValueError(f"{name} values {bad} are outside [0, {num_classes}) and not the ignore index "
+                             f"{ignore_index}")
     counts = torch.bincount(gt * num_classes + pred, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
 

@@ -154,7 +154,10 @@ def evaluate(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Protoc
         raise StateError(f"counted {counted} images of {len(ids)}; the run state in {out_dir} is inconsistent")
     session_images = len(todo)
     seconds = dist.max(seconds)
-    metrics = segmentation_metrics(totals["confusion"], class_names) if dense else pointwise_metrics(totals, class_names)
+    if dense:
+        metrics = segmentation_metrics(totals["confusion"], class_names)
+    else:
+        metrics = pointwise_metrics(totals, class_names)
     result = {
         "version": RESULT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
