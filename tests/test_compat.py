@@ -64,3 +64,17 @@ def test_img_transform_needs_no_torchvision_and_matches_preprocess():
 def test_available_models_lists_reference_pairs():
     models = gem.available_models()
     assert "ViT-B/16: openai" in models and "ViT-L/14-336: openai" in models and len(models) == 22
+
+
+def test_visualize_returns_overlays_and_writes_files_without_a_window(wrapper, tmp_path):
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 24, 3), dtype=np.uint8))
+    x = gem.get_gem_img_transform(img_size=(32, 48))(img)[None]
+    logits = wrapper(x, ["cat", "remote control"])
+    overlays = gem.visualize(img, ["cat", "remote control"], logits, save_path=str(tmp_path))
+    assert [o.size for o in overlays] == [(48, 32), (48, 32)]  # (width, height) of the heatmap
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["heatmap_cat.png", "heatmap_remote_control.png"]
+    from_tensor = gem.visualize(x, ["cat", "remote control"], logits[0])
+    assert from_tensor[0].size == (48, 32)
+    assert not np.array_equal(np.asarray(overlays[0]), np.asarray(overlays[1]))
+    with pytest.raises(TypeError, match="PIL image or a torch.Tensor"):
+        gem.visualize("img.png", ["cat"], logits[:, :1])

@@ -163,7 +163,8 @@ def visualize(image, text: Sequence[str], logits: torch.Tensor, alpha: float = 0
     if len(text) != logits.shape[0]:
         raise ValueError(f"got {len(text)} prompts for {logits.shape[0]} heatmaps")
     maps = logits.detach().float().cpu().numpy()
-    overlays = [Image.fromarray(heatmap_overlay(rgb, m, alpha=alpha)) for m in maps]
+    base = Image.fromarray(rgb)
+    overlays = [heatmap_overlay(base, m, alpha=alpha, vrange=(0.0, 1.0))[0] for m in maps]
     if save_path is not None:
         os.makedirs(save_path, exist_ok=True)
         for o, name in zip(overlays, text):
