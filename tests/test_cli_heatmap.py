@@ -146,6 +146,13 @@ def test_random_weights_are_said_loudly(tmp_path, capsys, tiny_model_files):
     assert record(out, "a.png")["random_weights"] is True and run_json(out)["random_weights"] is True
     fig = Image.open(out / "a.png" / "heatmap-01-cat.png").convert("RGB")
     assert fig.getpixel((fig.width - 1, 1)) == (200, 0, 0)  # the red banner across the top
+    for folder in (out, tmp_path / "again"):
+        r = run_cli(capsys, "heatmap", path, "-p", "cat", "-o", folder, "--model", cfg, "--random-weights",
+                    "--depth", TINY_DEPTH, "--size", "32", "--save-raw", "--overwrite")
+        assert r.code == 0
+    again = tmp_path / "again"
+    np.testing.assert_array_equal(np.load(out / "a.png" / "heatmap-01-cat.npy"),
+                                  np.load(again / "a.png" / "heatmap-01-cat.npy"))  # seeded: repeatable
 
 
 def test_slugs_and_names():

@@ -117,6 +117,8 @@ def test_grid_side_by_side_and_wrapping():
     wrapped = viz.grid([("a", im), ("b", im), ("c", im)], height=40, columns=2)
     assert row.width > 3 * 60 and row.height < 2 * 40 + 60
     assert wrapped.height > row.height + 40 and wrapped.width < row.width
+    five = viz.grid([(str(i), im) for i in range(5)], height=40, columns=4)  # rows of 3 and 2, not 4 and 1
+    assert five.width == row.width and five.height > row.height + 40
     with pytest.raises(ValueError):
         viz.grid([])
 

@@ -229,9 +229,12 @@ def banner(image: Image.Image, text: str, *, font=None, color=(200, 0, 0)) -> Im
 
 def grid(panels: Sequence[tuple[str, Image.Image]], *, height: int = 384, columns: int = 4, font=None,
          gap: int = 8) -> Image.Image:
-    """Titled panels side by side, each scaled to ``height`` pixels, wrapped after ``columns``."""
+    """Titled panels side by side, each scaled to ``height`` pixels, in rows of at most ``columns``
+    (balanced: 5 panels with ``columns=4`` make rows of 3 and 2)."""
     if not panels:
         raise ValueError("grid needs at least one panel")
+    rows_needed = -(-len(panels) // max(columns, 1))
+    columns = -(-len(panels) // rows_needed)
     font = font or get_font(font_size_for(height, height))
     tiles = []
     for title, im in panels:

@@ -21,8 +21,6 @@ examples:
 
 
 def register(subparsers) -> None:
-    from ..viz import COLORMAPS
-
     p = subparsers.add_parser(
         "heatmap", help="one heatmap per prompt per image",
         description="Write one heatmap per prompt per image: the image with the prompt's similarity "
@@ -31,8 +29,6 @@ def register(subparsers) -> None:
     p.add_argument("-p", "--prompt", action="append", dest="prompts", required=True, metavar="TEXT",
                    help="a text prompt; repeat for several (-p cat -p 'remote control')")
     add_image_args(p)
-    p.add_argument_group("pictures").add_argument(
-        "--cmap", choices=tuple(COLORMAPS), default="jet", help="colour map (default: %(default)s)")
     add_model_args(p)
     p.set_defaults(func=main)
 

@@ -6,6 +6,7 @@ import os
 from typing import Sequence
 
 from ..io import DEFAULT_MAX_PIXELS
+from ..viz import COLORMAPS
 from .report import CLIError, Reporter
 
 
@@ -91,6 +92,8 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
     v.add_argument("--save-raw", action="store_true", help="also write the raw scores as .npy (float32)")
     v.add_argument("--opacity", type=fraction, default=0.5, metavar="A",
                    help="opacity of colours over the image (default: %(default)s)")
+    v.add_argument("--cmap", choices=tuple(COLORMAPS), default="jet",
+                   help="colour map of heatmaps and score maps (default: %(default)s)")
     v.add_argument("--font", metavar="TTF", help="font for labels (default: PIL's built-in Latin font; give "
                                                   "e.g. a Noto Sans CJK file for other scripts)")
 

@@ -211,6 +211,10 @@ def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, R
             layout.prepare(args.overwrite)
             if args.quiet:
                 _quiet_hub_progress()
+            if args.random_weights:
+                import torch
+
+                torch.manual_seed(0)  # the same random model on every run: demos and tests repeat
             model = build_model(args)
             random_weights = model.backbone.pretrained is None
             if random_weights:

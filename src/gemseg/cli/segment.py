@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import textwrap
 from dataclasses import dataclass
 
 from .common import add_model_args
@@ -18,7 +19,10 @@ DEFAULT_THRESHOLD = 0.5  # a pixel keeps its class only if the class holds at le
 DEFAULT_LOGIT_SCALE = 100.0  # CLIP's trained logit scale: softmax(100 * cosine)
 MAX_CLASSES = 255  # label 0 is background; an indexed PNG holds 256 values
 
-EXAMPLES = """\
+_AUTO_LIST = textwrap.fill(", ".join(AUTO_BACKGROUND), width=62, initial_indent=" " * 18,
+                           subsequent_indent=" " * 18)
+
+EXAMPLES = f"""\
 examples:
   gemseg segment photo.jpg -c "cat,dog,sofa"
   gemseg segment photos/ -r -c "person,bicycle,car" --background "sky,road,building,tree" --grid
@@ -26,10 +30,10 @@ examples:
   gemseg segment photo.jpg -c "cat" --threshold 0.7             # stricter background
 
 background rules (label 0 is background, classes are 1..C in the order given):
-  auto (default)  the prompts """ + ", ".join(AUTO_BACKGROUND) + """ (minus any class you
-                  name) compete as background, and a pixel whose top probability,
-                  softmax(logit_scale * cosine), is below --threshold (default """ + f"{DEFAULT_THRESHOLD:g}" + """)
-                  becomes background too
+  auto (default)  these prompts compete as background (minus any class you name):
+{_AUTO_LIST}
+                  and a pixel whose top probability, softmax(logit_scale * cosine), is
+                  below --threshold (default {DEFAULT_THRESHOLD:g}) becomes background too
   "a,b,c"         your own background prompts instead, with the same threshold
   none            no background prompts and no threshold: every pixel gets a class
                   (unless you pass --threshold)
@@ -37,8 +41,6 @@ background rules (label 0 is background, classes are 1..C in the order given):
 
 
 def register(subparsers) -> None:
-    from ..viz import COLORMAPS
-
     p = subparsers.add_parser(
         "segment", help="a label map per image from class names",
         description="Label every pixel with one of the given classes or background. Writes an indexed "
@@ -57,8 +59,6 @@ def register(subparsers) -> None:
     b.add_argument("--logit-scale", type=float, default=DEFAULT_LOGIT_SCALE, metavar="S",
                    help="probabilities are softmax(S * cosine similarity) (default: %(default)g)")
     add_image_args(p)
-    p.add_argument_group("pictures").add_argument(
-        "--cmap", choices=tuple(COLORMAPS), default="jet", help="colour map of the score maps in --grid")
     add_model_args(p)
     p.set_defaults(func=main)
 
@@ -228,7 +228,10 @@ def legend_entries(stats: list[dict]) -> list[tuple[str, list[int]]]:
     """Legend rows for the labels present: background first, then classes by area."""
     present = [s for s in stats if s["pixels"]]
     present.sort(key=lambda s: (s["index"] != 0, -s["pixels"]))
-    return [(("background (uncoloured)" if s["index"] == 0 else s["name"]) + f"  {100 * s['fraction']:.1f}%",
+    def percent(f: float) -> str:
+        return "<0.1%" if f < 0.001 else f"{100 * f:.1f}%"
+
+    return [(("background (uncoloured)" if s["index"] == 0 else s["name"]) + "  " + percent(s["fraction"]),
              s["color"]) for s in present]
 
 
