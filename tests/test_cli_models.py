@@ -71,3 +71,5 @@ def test_text_filter_accepts_slash_names(capsys, tmp_path):
 def test_nothing_matches(capsys, tmp_path):
     r = run_cli(capsys, "models", "no-such-model", "--cache-dir", tmp_path)
     assert r.code == 1 and r.out == "" and "no models match" in r.err
+    r = run_cli(capsys, "models", "--local", "--json", "--cache-dir", tmp_path)
+    assert r.code == 1 and r.out.strip() == "[]"

@@ -108,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(table, sys.stdout, indent=2)
         print()
-        return 0
+        return 0 if table or not (args.filter or args.local) else 1
     if not table:
         print("no models match" + (" (none is available locally)" if args.local else ""), file=sys.stderr)
         return 1 if args.filter or args.local else 0
