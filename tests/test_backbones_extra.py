@@ -262,3 +262,14 @@ def test_every_method_runs_on_blip_and_siglip(tiny_extra, kind, method):
     if method == "clip":
         gem0 = gemseg.GEMModel(model.backbone, config=GEMConfig(depth=0))
         assert torch.allclose(feats, gem0.encode_image(images), atol=1e-5)
+
+
+def test_siglip_preprocessing_comes_from_the_image_processor_config(tmp_path):
+    folder = write_tiny_siglip(tmp_path / "sig")
+    bb = _load(folder).backbone
+    assert (bb.preprocess.mean, bb.preprocess.std, bb.preprocess.interpolation) == ((0.5,) * 3, (0.5,) * 3, "bicubic")
+    with open(os.path.join(folder, "preprocessor_config.json"), "w") as f:
+        json.dump({"image_processor_type": "SiglipImageProcessor", "image_mean": [0.4, 0.4, 0.4],
+                   "image_std": [0.3, 0.3, 0.3], "resample": 2, "size": {"height": 32, "width": 32}}, f)
+    p = _load(folder).backbone.preprocess
+    assert (p.mean, p.std, p.interpolation, p.image_size) == ((0.4,) * 3, (0.3,) * 3, "bilinear", (32, 32))

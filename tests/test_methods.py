@@ -278,3 +278,12 @@ def test_create_model_and_cli_select_the_method(tiny_model_files):
     assert model.method == "naclip"
     with pytest.raises(ValueError, match="unknown method"):
         gemseg.create_model(cfg, checkpoint=ckpt, depth=3, method="nope")
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_method_under_bf16_autocast_stays_close_to_fp32(backbone, name):
+    images = torch.randn(2, 3, 40, 48)
+    fp32 = gemseg.GEMModel(backbone, config=CFG, method=name).encode_image(images)
+    bf16 = gemseg.GEMModel(backbone, config=CFG, method=name, precision="bf16").encode_image(images)
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
+    assert (fp32 * bf16).sum(dim=1).min() > 0.99  # cosine similarity of every patch embedding

@@ -160,7 +160,8 @@ def _read_preprocess(name: str, defaults: Preprocess, cache_dir: str | None) -> 
     except Exception:  # no processor config (or no vision extras installed): keep SigLIP's defaults
         return defaults
     resample = _PIL_RESAMPLE.get(cfg.get("resample"), defaults.interpolation)
-    return Preprocess(mean=tuple(cfg.get("image_mean") or defaults.mean), std=tuple(cfg.get("image_std") or defaults.std),
+    return Preprocess(mean=tuple(cfg.get("image_mean") or defaults.mean),
+                      std=tuple(cfg.get("image_std") or defaults.std),
                       interpolation=resample, image_size=defaults.image_size)
 
 
