@@ -115,33 +115,41 @@ def background_rule(spec: str, threshold: float | None, logit_scale: float, clas
     return Background("prompts", tuple(prompts), thr, logit_scale)
 
 
-def label_map(sims, num_classes: int, bg: Background):
-    """Queries' similarities [C + len(bg.prompts), H, W] (classes first) -> (labels [H, W] long with
-    0 = background, class scores [C + 1, H, W] (row 0 NaN without background prompts), probability
-    of each pixel's label [H, W] (NaN where a threshold made it background without prompts))."""
+def class_scores(sims, num_classes: int, bg: Background):
+    """Queries' similarities [C + len(bg.prompts), h, w] (classes first) -> class scores [C + 1, h, w]:
+    row 0 is the best background prompt (NaN without background prompts), row k the k-th class."""
     import torch
 
-    from ..postprocess import predict_labels, reduce_queries
+    from ..postprocess import reduce_queries
 
     C = num_classes
     if bg.prompts:
         q2c = list(range(1, C + 1)) + [0] * len(bg.prompts)
-        scores = reduce_queries(sims[None], q2c, C + 1)[0]  # (C+1, H, W)
+        return reduce_queries(sims[None], q2c, C + 1)[0]  # (C+1, h, w)
+    return torch.cat([torch.full_like(sims[:1], float("nan")), sims[:C]])
+
+
+def label_map(scores, bg: Background):
+    """Class scores [C + 1, H, W] -> (labels [H, W] long, 0 = background; probability of each pixel's
+    label [H, W], NaN where the threshold made a pixel background without background prompts)."""
+    import torch
+
+    from ..postprocess import predict_labels
+
+    if bg.prompts:
         labels, _ = predict_labels(scores[None], logit_scale=bg.logit_scale, prob_threshold=bg.threshold,
                                    background_index=0)
         labels = labels[0]
         logits = bg.logit_scale * scores
-        prob = torch.exp(logits.gather(0, labels[None])[0] - torch.logsumexp(logits, dim=0))
-    else:
-        labels, _ = predict_labels(sims[None, :C], logit_scale=bg.logit_scale, prob_threshold=bg.threshold,
-                                   background_index=-1)
-        labels = labels[0] + 1  # (H, W), thresholded pixels -1 -> 0
-        logits = bg.logit_scale * sims[:C]
-        picked = logits.gather(0, (labels - 1).clamp_min(0)[None])[0]
-        prob = torch.where(labels > 0, torch.exp(picked - torch.logsumexp(logits, dim=0)),
-                           torch.full_like(picked, float("nan")))
-        scores = torch.cat([torch.full_like(sims[:1], float("nan")), sims[:C]])  # (C+1, H, W)
-    return labels, scores, prob
+        return labels, torch.exp(logits.gather(0, labels[None])[0] - torch.logsumexp(logits, dim=0))
+    labels, _ = predict_labels(scores[None, 1:], logit_scale=bg.logit_scale, prob_threshold=bg.threshold,
+                               background_index=-1)
+    labels = labels[0] + 1  # (H, W), thresholded pixels -1 -> 0
+    logits = bg.logit_scale * scores[1:]
+    picked = logits.gather(0, (labels - 1).clamp_min(0)[None])[0]
+    prob = torch.where(labels > 0, torch.exp(picked - torch.logsumexp(logits, dim=0)),
+                       torch.full_like(picked, float("nan")))
+    return labels, prob
 
 
 def class_stats(labels, scores, prob, names: list[str], colors) -> list[dict]:
@@ -186,7 +194,9 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
 
         size = output_size(*item.loaded.image.size, args.max_side)
         image = fit(item.loaded.image, size)
-        labels, scores, prob = label_map(resize_maps(sims, size), len(classes), bg)
+        small = class_scores(sims, len(classes), bg)  # (C+1, h, w) at the model's size
+        scores = resize_maps(small, size)  # (C+1, H, W)
+        labels, prob = label_map(scores, bg)
         stats = class_stats(labels, scores, prob, names, colors)
         labels_np = labels.numpy().astype(np.uint8)
         folder = item.folder
@@ -199,7 +209,8 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
             gsize = grid_size(size)
             gfont = fonts.for_size(*gsize)
             gimage = fit(image, gsize)
-            glabels, gscores, _ = label_map(resize_maps(sims, gsize), len(classes), bg)
+            gscores = resize_maps(small, gsize)
+            glabels, _ = label_map(gscores, bg)
             glabels = glabels.numpy().astype(np.uint8)
             panels = [("image", gimage)]
             panels += [(name, viz.heatmap_figure(gimage, gscores[k].numpy(), cmap=args.cmap, alpha=args.opacity,
