@@ -1,10 +1,8 @@
 """End-to-end evaluation on tiny synthetic datasets with a tiny model: reports, resume after an interruption
 (graceful and hard), saved predictions scored again, point labels, and the CLI."""
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -268,7 +268,7 @@ class DenseDataset:
             warnings.warn(f"{spec.name}: found {len(ids)} images, the standard split has {spec.num_images}",
                           stacklevel=2)
         self.ids = ids[:limit] if limit is not None else ids
-        missing = [i for i in self.ids[:1000] if not self.image_path(i).is_file() or not self.label_path(i).is_file()]
+        missing = [i for i in self.ids if not self.image_path(i).is_file() or not self.label_path(i).is_file()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} ids lack an image or label, e.g. {self.image_path(missing[0])} / "
                                     f"{self.label_path(missing[0])}")
