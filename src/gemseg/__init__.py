@@ -4,6 +4,7 @@ from .backbones import Backbone, ModelEntry, list_models, register_model
 from .config import GEMConfig
 from .errors import WeightsUnavailableError
 from .factory import create_model
+from .methods import list_methods, register_method
 from .model import DEFAULT_TEMPLATES, GEMModel, min_max
 from .transforms import denormalize, preprocess
 
@@ -15,6 +16,8 @@ __all__ = [
     "GEMConfig",
     "list_models",
     "register_model",
+    "list_methods",
+    "register_method",
     "Backbone",
     "ModelEntry",
     "preprocess",

@@ -20,19 +20,22 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
 
     Args:
         model: open_clip name (``"ViT-B-16"``, ``"ViT-B/16"``, ``"hf-hub:org/repo"``), path of an
-            open_clip model config ``.json``, Hugging Face ``CLIPModel`` id or local folder, or a
-            name added with :func:`gemseg.register_model`.
+            open_clip model config ``.json``, Hugging Face ``CLIPModel``/``BlipModel``/``SiglipModel``
+            id or local folder, or a name added with :func:`gemseg.register_model`.
         pretrained: open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b88k"``, ...) or a
             checkpoint path. ``None`` with no ``checkpoint``: random weights (a warning says so).
         checkpoint: local open_clip weights (``.pt``/``.bin`` loaded with ``weights_only=True``, or
             ``.safetensors``); names and shapes must match the model exactly.
-        backend: ``"auto"`` (from the name), ``"open_clip"`` or ``"hf"``.
+        backend: ``"auto"`` (from the name or the folder's ``model_type``), ``"open_clip"``, ``"hf"``
+            (CLIP), ``"hf-blip"`` or ``"hf-siglip"`` (see docs/methods.md for their dense projections).
         device: where the model runs.
         precision: ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast (weights stay fp32).
         cache_dir: where hub downloads are cached (default: the libraries' own cache).
         depth, iterations, temperature, projections, l2_normalize, gem_mlp: GEM settings, see
             :class:`gemseg.GEMConfig`.
-        method: the dense method (``"gem"``; see ``gemseg.methods.METHODS``).
+        method: the dense method: ``"gem"`` (default), ``"clip"``, ``"maskclip"``, ``"vv"``, ``"sclip"``,
+            ``"clearclip"``, ``"naclip"`` or one added with :func:`gemseg.register_method`
+            (docs/methods.md).
     """
     config = GEMConfig(depth=depth, iterations=iterations, temperature=temperature,
                        projections=tuple(projections), l2_normalize=l2_normalize, gem_mlp=gem_mlp)

@@ -36,7 +36,8 @@ class GEMModel(nn.Module):
         self.backbone = backbone.eval()
         self.config = config or GEMConfig()
         self.precision = precision
-        if self.config.num_blocks > len(backbone.blocks):
+        # GEM's depth must fit the backbone (methods that read depth also check it when they run)
+        if method == "gem" and self.config.num_blocks > len(backbone.blocks):
             raise ValueError(f"GEM depth {self.config.depth} needs {self.config.num_blocks} blocks but "
                              f"{backbone.name} has {len(backbone.blocks)}; use depth <= {len(backbone.blocks) + 1}")
 

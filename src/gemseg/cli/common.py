@@ -15,7 +15,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint", default=None, help="local open_clip weights (.pt/.bin/.safetensors)")
     g.add_argument("--random-weights", action="store_true",
                    help="use random weights (for tests and demos without downloads)")
-    g.add_argument("--backend", default="auto", choices=("auto", "open_clip", "hf"))
+    from ..backbones import BACKENDS
+
+    g.add_argument("--backend", default="auto", choices=("auto", *BACKENDS))
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     g.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     g.add_argument("--cache-dir", default=None, help="hub cache folder (default: the libraries' own)")
