@@ -191,6 +191,8 @@ def test_missing_weights_offline_say_how_to_provide_them(tmp_path, capsys, model
     (["--random-weights", "--checkpoint", "x.pt"], "--random-weights contradicts"),
     (["--size", "0"], "expected N or HxW"),
     (["--batch-size", "0"], "expected a positive integer"),
+    (["--font", "/no/such/font.ttf"], "cannot load font /no/such/font.ttf"),
+    (["--random-weights", "--depth", "3", "--size", "4x64"], "--size 4x64 is smaller than one 8x8 patch"),
 ])
 def test_contradictory_or_bad_options(tmp_path, capsys, tiny_model_files, argv, message):
     a = write_image(tmp_path / "a.png")
@@ -280,3 +282,17 @@ def test_console_entry_exit_codes(tmp_path):
                            "-o", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("gemseg: error: unknown open_clip model") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("choice, note", [("white", "transparent pixels composited on (255, 255, 255)"),
+                                          ("black", "transparent pixels composited on (0, 0, 0)"),
+                                          ("drop", "alpha channel dropped")])
+def test_transparency_option(tmp_path, capsys, tiny_model_files, choice, note):
+    arr = np.zeros((16, 16, 4), dtype=np.uint8)
+    arr[..., 3] = 0  # fully transparent
+    Image.fromarray(arr).save(tmp_path / "t.png")
+    out = tmp_path / "out"
+    r = run_cli(capsys, "heatmap", tmp_path / "t.png", "-p", "cat", "--transparency", choice, "-o", out,
+                *model_args(tiny_model_files))
+    assert r.code == 0, r.err
+    assert record(out, "t.png")["notes"] == [note]

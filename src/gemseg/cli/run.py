@@ -216,6 +216,9 @@ def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, R
 
                 torch.manual_seed(0)  # the same random model on every run: demos and tests repeat
             model = build_model(args)
+            if any(s < p for s, p in zip(args.size, model.patch_size)):
+                raise CLIError(f"--size {args.size[0]}x{args.size[1]} is smaller than one "
+                               f"{model.patch_size[0]}x{model.patch_size[1]} patch of {model.backbone.name}")
             random_weights = model.backbone.pretrained is None
             if random_weights:
                 report.warn("RANDOM WEIGHTS: the model is untrained, its outputs are meaningless "
