@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from gemseg.cli import main
@@ -33,11 +34,21 @@ def run_cli(capsys, *argv: str) -> Result:
 
 
 def model_args(files: dict, backend: str = "open_clip") -> list[str]:
-    """--model/--checkpoint for a tiny model from the ``tiny_model_files`` fixture."""
+    """--model/--checkpoint for a tiny model from the ``tiny_model_files`` fixture (skips, saying why,
+    when the backend is not installed)."""
+    if backend not in files:
+        pytest.skip(f"the {backend} backend is not installed")
     if backend == "open_clip":
         cfg, ckpt = files["open_clip"]
         return ["--model", cfg, "--checkpoint", ckpt, "--depth", TINY_DEPTH, "--size", TINY_SIZE, "--device", "cpu"]
     return ["--model", files["hf"], "--depth", TINY_DEPTH, "--size", TINY_SIZE, "--device", "cpu"]
+
+
+def open_clip_config(files: dict) -> str:
+    """The tiny open_clip config .json (skips, saying why, without open_clip)."""
+    if "open_clip" not in files:
+        pytest.skip("the open_clip backend is not installed")
+    return files["open_clip"][0]
 
 
 def write_image(path, size=(40, 30), *, seed: int = 0, mode: str = "RGB", **save_kw) -> str:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_util import TINY_DEPTH, model_args, record, run_cli, run_json, tree, write_image
+from cli_util import TINY_DEPTH, model_args, open_clip_config, record, run_cli, run_json, tree, write_image
 from conftest import BACKENDS
 from gemseg.cli.heatmap import heatmap_names, slug
 
@@ -137,7 +137,7 @@ def test_templates_file_and_bad_template(tmp_path, capsys, tiny_model_files):
 
 def test_random_weights_are_said_loudly(tmp_path, capsys, tiny_model_files):
     path = write_image(tmp_path / "a.png", (40, 30))
-    cfg, _ = tiny_model_files["open_clip"]
+    cfg = open_clip_config(tiny_model_files)
     out = tmp_path / "out"
     r = run_cli(capsys, "heatmap", path, "-p", "cat", "-o", out, "--model", cfg, "--random-weights",
                 "--depth", TINY_DEPTH, "--size", "32")

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_util import model_args, record, run_cli, run_json, tree, write_image
+from cli_util import model_args, open_clip_config, record, run_cli, run_json, tree, write_image
+from conftest import HAS_OPEN_CLIP, HAS_TRANSFORMERS
 from gemseg.cli import build_parser
 
 
@@ -166,6 +167,7 @@ def test_unwritable_output_folder(tmp_path, capsys, tiny_model_files):
     assert len(r.err.strip().splitlines()) == 1
 
 
+@pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip_torch not installed")
 def test_unknown_model_suggests_close_matches(tmp_path, capsys):
     a = write_image(tmp_path / "a.png")
     r = run_cli(capsys, "heatmap", a, "-p", "cat", "--model", "ViT-B-61", "-o", tmp_path / "out")
@@ -174,8 +176,11 @@ def test_unknown_model_suggests_close_matches(tmp_path, capsys):
     assert "ViT-B-16" in r.err and "Traceback" not in r.err
 
 
-@pytest.mark.parametrize("model", [["--model", "ViT-B-32", "--pretrained", "openai"],
-                                   ["--model", "openai/clip-vit-base-patch32"]])
+@pytest.mark.parametrize("model", [
+    pytest.param(["--model", "ViT-B-32", "--pretrained", "openai"],
+                 marks=pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip_torch not installed")),
+    pytest.param(["--model", "openai/clip-vit-base-patch32"],
+                 marks=pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers not installed"))])
 def test_missing_weights_offline_say_how_to_provide_them(tmp_path, capsys, model):
     a = write_image(tmp_path / "a.png")
     r = run_cli(capsys, "heatmap", a, "-p", "cat", *model, "--cache-dir", tmp_path / "empty-cache",
@@ -196,14 +201,14 @@ def test_missing_weights_offline_say_how_to_provide_them(tmp_path, capsys, model
 ])
 def test_contradictory_or_bad_options(tmp_path, capsys, tiny_model_files, argv, message):
     a = write_image(tmp_path / "a.png")
-    cfg, _ = tiny_model_files["open_clip"]
+    cfg = open_clip_config(tiny_model_files)
     r = run_cli(capsys, "heatmap", a, "-p", "cat", "--model", cfg, *argv, "-o", tmp_path / "out")
     assert r.code == 2 and message in r.err
 
 
 def test_config_without_weights_is_refused(tmp_path, capsys, tiny_model_files):
     a = write_image(tmp_path / "a.png")
-    cfg, _ = tiny_model_files["open_clip"]
+    cfg = open_clip_config(tiny_model_files)
     r = run_cli(capsys, "heatmap", a, "-p", "cat", "--model", cfg, "-o", tmp_path / "out")
     assert r.code == 2 and "add --checkpoint PATH (or --random-weights for a demo)" in r.err
 
@@ -274,6 +279,7 @@ def test_help_on_every_command(capsys, command):
     assert text.startswith(f"usage: gemseg {command}") and "examples:" in text
 
 
+@pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip_torch not installed")
 def test_console_entry_exit_codes(tmp_path):
     """Through a real process: a one-line error, no traceback, a non-zero exit code."""
     a = write_image(tmp_path / "a.png")
