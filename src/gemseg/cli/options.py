@@ -129,6 +129,7 @@ def clean_prompts(prompts: Sequence[str], what: str, report: "Reporter") -> list
         raise CLIError(f"no {what}s given")
     return out
 
+
 def check_weights_args(args: argparse.Namespace) -> None:
     """Refuse weight options that contradict each other, before anything slow happens."""
     if args.random_weights and (args.pretrained or args.checkpoint):
@@ -136,6 +137,7 @@ def check_weights_args(args: argparse.Namespace) -> None:
     if args.model.endswith(".json") and not args.checkpoint and not args.random_weights:
         raise CLIError(f"{args.model} is a model config without weights: add --checkpoint PATH "
                        "(or --random-weights for a demo)")
+
 
 def model_settings(args: argparse.Namespace, templates: list[str] | None) -> dict:
     """The options that change a command's results (for run.json and the resume check)."""
@@ -145,5 +147,5 @@ def model_settings(args: argparse.Namespace, templates: list[str] | None) -> dic
             "size": list(args.size), "depth": args.depth, "iterations": args.iterations,
             "temperature": args.temperature, "projections": args.projections, "l2_normalize": not args.no_l2,
             "gem_mlp": args.gem_mlp, "method": getattr(args, "method", "gem"), "templates": templates,
-            "transparency": args.transparency, "max_side": args.max_side, "opacity": args.opacity, "grid": args.grid, "save_raw": args.save_raw,
-            "font": args.font}
+            "transparency": args.transparency, "max_side": args.max_side, "opacity": args.opacity,
+            "grid": args.grid, "save_raw": args.save_raw, "font": args.font}

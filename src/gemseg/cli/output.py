@@ -103,12 +103,14 @@ def _listed_files(record: dict) -> list[str]:
         out += [v for v in (p.get("files") or {}).values() if isinstance(v, str)]
     return out
 
+
 def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     """(width, height) of the outputs: the image's, scaled down to ``max_side`` (0: never)."""
     if max_side and max(width, height) > max_side:
         scale = max_side / max(width, height)
         return max(1, round(width * scale)), max(1, round(height * scale))
     return width, height
+
 
 class Fonts:
     """Fonts by size from --font (checked once at start) or PIL's built-in one."""
