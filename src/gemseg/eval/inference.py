@@ -47,10 +47,13 @@ class Segmenter:
         background: the background class index (for thresholds), if any.
         active: encode only these classes' queries (a large vocabulary of which a run needs part).
         crop_batch: sliding-window crops per forward pass.
+        text_cache: a dict shared by segmenters whose models have the same backbone and precision (e.g.
+            GEM settings of one model, whose text encoder they share): the text embeddings of a
+            vocabulary and templates are computed by the first and reused by the others.
     """
 
     def __init__(self, model, protocol: Protocol, queries: Sequence[Sequence[str]], *, background: int | None = None,
-                 active: Sequence[int] | None = None, crop_batch: int = 8):
+                 active: Sequence[int] | None = None, crop_batch: int = 8, text_cache: dict | None = None):
         self.model, self.protocol, self.background = model, protocol, background
         self.num_classes = len(queries)
         keep = set(range(self.num_classes)) if active is None else set(active)
@@ -65,7 +68,13 @@ class Segmenter:
         self.query_to_class = torch.tensor(owner, dtype=torch.long)
         self.templates = read_templates(protocol.templates)
         self.crop_batch = crop_batch
-        self.text = self._encode(flat)  # (Q, D), computed once for the run
+        key = (tuple(flat), tuple(self.templates))
+        if text_cache is not None and key in text_cache:
+            self.text = text_cache[key]
+        else:
+            self.text = self._encode(flat)  # (Q, D), computed once for the run
+            if text_cache is not None:
+                text_cache[key] = self.text
 
     def _encode(self, prompts: list[str]) -> torch.Tensor:
         step = max(1, 2048 // len(self.templates))  # bound the text batch: prompts x templates

@@ -53,7 +53,8 @@ def _digest(obj) -> str:
 def evaluate(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Protocol, *, out_dir: str | os.PathLike,
              limit: int | None = None, protocol_source: dict[str, str] | None = None, dist: Dist | None = None,
              save_preds: int = 0, save_every: int = 20, num_workers: int = 0, crop_batch: int = 8,
-             restart: bool = False, progress: bool = True, on_image: Callable[[str], None] | None = None) -> dict:
+             restart: bool = False, progress: bool = True, on_image: Callable[[str], None] | None = None,
+             text_cache: dict | None = None) -> dict:
     """Evaluate ``model`` on ``spec``'s images under ``root`` and write ``result.json``/``result.md``.
 
     Each rank of ``dist`` takes its shard of the images not yet done; per-image counts (a confusion
@@ -68,6 +69,7 @@ def evaluate(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Protoc
         crop_batch: sliding-window crops per forward pass.
         restart: discard the state of an earlier run in ``out_dir``.
         on_image: called with each image id once it is counted.
+        text_cache: text embeddings shared with other runs of the same backbone (see :class:`Segmenter`).
     Returns:
         The result dict (the content of ``result.json``), on every rank.
     """
@@ -101,10 +103,10 @@ def evaluate(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Protoc
 
     if dense:
         seg = Segmenter(model, protocol, class_queries(spec, protocol), background=spec.background,
-                        crop_batch=crop_batch)
+                        crop_batch=crop_batch, text_cache=text_cache)
     else:
         seg = Segmenter(model, protocol, [c for c in dataset.classes], active=dataset.classes_in(ids),
-                        crop_batch=crop_batch)
+                        crop_batch=crop_batch, text_cache=text_cache)
     writer = state.writer(session, dist.rank)
     loader = DataLoader(_Items(dataset, shard), batch_size=None, collate_fn=_identity, num_workers=num_workers)
     bar = None
