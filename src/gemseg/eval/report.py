@@ -52,6 +52,36 @@ def _fmt(value, digits: int = 2) -> str:
     return str(value)
 
 
+def setting_text(value) -> str:
+    """A setting as written in tables, exactly (no rounding): ``None`` as "–", lists joined by commas."""
+    if value is None:
+        return "–"
+    if isinstance(value, (list, tuple)):
+        return ",".join(setting_text(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def run_settings(result: dict) -> dict:
+    """Every setting that identifies a run, flattened to dotted keys: ``dataset.*`` (name, root, limit,
+    metadata file), ``model.*`` (backbone name, weights, backend, method, precision) with
+    ``model.config.*`` (each GEM setting), and ``protocol.*`` (each protocol setting)."""
+    out = {}
+    dataset = result.get("dataset") or {}
+    for key in ("name", "root", "limit", "metadata"):
+        if key in dataset:
+            out[f"dataset.{key}"] = dataset[key]
+    model = result.get("model") or {}
+    for key, value in model.items():
+        if key == "config" and isinstance(value, dict):
+            out.update({f"model.config.{k}": v for k, v in value.items()})
+        else:
+            out[f"model.{key}"] = value
+    out.update({f"protocol.{k}": v for k, v in (result.get("protocol") or {}).items()})
+    return out
+
+
 def main_metric(result: dict) -> str:
     return "p-mIoU" if result["dataset"]["type"] == "points" else "mIoU"
 
@@ -74,6 +104,14 @@ def result_markdown(result: dict) -> str:
     lines += [f"| classes scored | {m['classes_scored']} |", f"| images | {result['dataset']['num_images']} |"]
     if speed:
         lines.append(f"| images/s | {_fmt(speed['images_per_s'])} ({speed['world_size']} × {speed['device']}) |")
+    model = result.get("model") or {}
+    if model:
+        lines += ["", "## Model", "", "| setting | value |", "|---|---|"]
+        lines += [f"| {k} | {setting_text(v)} |" for k, v in run_settings({"model": model}).items()]
+    dataset = {k: v for k, v in run_settings({"dataset": result["dataset"]}).items() if k != "dataset.name"}
+    if dataset:
+        lines += ["", "## Dataset", "", "| setting | value |", "|---|---|"]
+        lines += [f"| {k} | {setting_text(v)} |" for k, v in dataset.items()]
     if protocol:
         lines += ["", "## Protocol", "", "| setting | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in protocol.items()]
@@ -108,8 +146,9 @@ def load_result(path: str | os.PathLike) -> dict:
 
 
 def compare_markdown(results: Sequence[dict], names: Sequence[str] | None = None) -> str:
-    """Runs side by side: headline metrics, the settings that differ, and per-class IoU when the runs
-    share a class list."""
+    """Runs side by side: headline metrics, every setting that differs between them (dataset, backbone
+    and weights, method, GEM settings, protocol; see :func:`run_settings`), and per-class IoU when the
+    runs share a class list."""
     if not results:
         raise ValueError("nothing to compare")
     names = list(names) if names is not None else [f"run {i + 1}" for i in range(len(results))]
@@ -126,11 +165,12 @@ def compare_markdown(results: Sequence[dict], names: Sequence[str] | None = None
             row(f"**{key}**" if key in ("mIoU", "p-mIoU") else key, values)
     row("images", [r["dataset"]["num_images"] for r in results])
     row("images/s", [(r.get("speed") or {}).get("images_per_s") for r in results])
-    settings = sorted({k for r in results for k in r.get("protocol") or {}})
-    for key in settings:
-        values = [(r.get("protocol") or {}).get(key) for r in results]
+    flat = [run_settings(r) for r in results]
+    keys = list(dict.fromkeys(k for f in flat for k in f))  # dataset.*, model.*, protocol.*, first seen first
+    for key in keys:
+        values = [f.get(key) for f in flat]
         if any(v != values[0] for v in values):
-            row(f"protocol.{key}", values)
+            lines.append(f"| {key} | " + " | ".join(setting_text(v) for v in values) + " |")
     class_lists = [[c["name"] for c in r["metrics"]["per_class"]] for r in results]
     if all(c == class_lists[0] for c in class_lists) and len(class_lists[0]) <= 300:
         for i, name in enumerate(class_lists[0]):
