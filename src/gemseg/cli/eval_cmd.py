@@ -39,7 +39,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def register(subparsers) -> None:
-    from ..eval.protocols import INTERPOLATIONS, MODES, POINT_NORMALIZATIONS, RESIZES, VOCABULARIES, list_presets
+    from ..eval.protocols import list_presets
 
     p = subparsers.add_parser(
         "eval", help="benchmark mIoU / p-mIoU on a standard dataset under a named protocol",
@@ -65,6 +65,16 @@ def register(subparsers) -> None:
     info.add_argument("--show-protocol", action="store_true",
                       help="print the protocol --dataset/--preset and the flags resolve to")
     info.add_argument("--compare", nargs="+", metavar="RESULT", help="print result.json files side by side")
+    add_protocol_args(p)
+    add_model_args(p)
+    p.set_defaults(func=main)
+
+
+def add_protocol_args(p: argparse.ArgumentParser) -> None:
+    """--preset and one flag per protocol setting (each overrides the preset; unset flags are absent
+    from the namespace, see :func:`protocol_overrides`)."""
+    from ..eval.protocols import INTERPOLATIONS, MODES, POINT_NORMALIZATIONS, RESIZES, VOCABULARIES, list_presets
+
     g = p.add_argument_group("protocol (each flag overrides the preset; see --show-preset)")
     g.add_argument("--preset", default="gem", choices=list_presets(), help="protocol preset (default: %(default)s)")
     S = argparse.SUPPRESS
@@ -89,8 +99,11 @@ def register(subparsers) -> None:
     g.add_argument("--point-threshold", type=float, default=S, help="point labels: binarization threshold")
     g.add_argument("--point-normalize", choices=POINT_NORMALIZATIONS, default=S,
                    help="point labels: per-map min-max normalization or raw cosine")
-    add_model_args(p)
-    p.set_defaults(func=main)
+
+
+def protocol_overrides(args: argparse.Namespace) -> dict:
+    """The protocol settings given as flags."""
+    return {k: getattr(args, k) for k in _PROTOCOL_FLAGS if hasattr(args, k)}
 
 
 def _show_preset(name: str) -> None:
@@ -130,7 +143,7 @@ def main(args: argparse.Namespace) -> int:
         if not args.dataset:
             raise ValueError("--dataset is required (see --list-datasets)")
         spec = load_dataset_spec(args.dataset)
-        overrides = {k: getattr(args, k) for k in _PROTOCOL_FLAGS if hasattr(args, k)}
+        overrides = protocol_overrides(args)
         _warn_unused(spec, overrides)
         protocol, source = resolve_protocol(args.preset, spec, **overrides)
         protocol.check_dataset(spec)
