@@ -260,7 +260,7 @@ def test_cli_tables_and_compare_name_every_setting(voc, tiny_model_files, single
     assert "| model.pretrained |" in table_md
     result_md = (a.parent / "result.md").read_text()
     for line in ("## Model", "| model.method | gem |", "| model.config.depth | 3 |",
-                 "| model.config.temperature | – |", "| model.config.projections | v,k,q |", "| dataset.limit | 3 |",
+                 "| model.config.temperature | adaptive |", "| model.config.projections | v,k,q |", "| dataset.limit | 3 |",
                  "## Protocol"):
         assert line in result_md
 

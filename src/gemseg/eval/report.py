@@ -74,8 +74,9 @@ def run_settings(result: dict) -> dict:
             out[f"dataset.{key}"] = dataset[key]
     model = result.get("model") or {}
     for key, value in model.items():
-        if key == "config" and isinstance(value, dict):
-            out.update({f"model.config.{k}": v for k, v in value.items()})
+        if key == "config" and isinstance(value, dict):  # a temperature of None is GEM's adaptive one
+            out.update({f"model.config.{k}": "adaptive" if k == "temperature" and v is None else v
+                        for k, v in value.items()})
         else:
             out[f"model.{key}"] = value
     out.update({f"protocol.{k}": v for k, v in (result.get("protocol") or {}).items()})
