@@ -13,16 +13,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Backbone, Preprocess, ViTBlock, lazy_import, square_grid
-from .hf_clip import _read_preprocess
+from .base import Preprocess, ViTBlock, square_grid
+from .hf_clip import HFBackbone, _read_preprocess, _transformers, check_embeddings
 from .hf_siglip import resize_pos_grid
 from .weights import weights_unavailable
 
 SUPPORTED = ("BlipForImageTextRetrieval", "BlipModel")
-
-
-def _transformers():
-    return lazy_import("transformers", "hf", "transformers")
 
 
 class HFBlipBlock(ViTBlock):
@@ -44,10 +40,8 @@ def _check_supported(name: str, model: nn.Module) -> None:
         raise ValueError(f"{name}: expected a transformers {' or '.join(SUPPORTED)}, got {type(model).__name__} "
                          "(captioning and VQA BLIP models have no image-text projection; use a retrieval "
                          "checkpoint such as Salesforce/blip-itm-base-coco)")
-    emb = vision.embeddings
-    for attr in ("patch_embedding", "class_embedding", "position_embedding"):
-        if not hasattr(emb, attr):
-            raise ValueError(f"{name}: vision embeddings have no {attr}; not a BLIP ViT")
+    check_embeddings(name, vision.embeddings, ("patch_embedding", "class_embedding", "position_embedding"),
+                     "BLIP ViT")
     for i, layer in enumerate(vision.encoder.layers):
         attn = getattr(layer, "self_attn", None)
         qkv = getattr(attn, "qkv", None)
@@ -56,34 +50,24 @@ def _check_supported(name: str, model: nn.Module) -> None:
             raise ValueError(f"{name}: layer {i} has no fused qkv attention of the BLIP layout")
 
 
-class HFBlipBackbone(Backbone):
+class HFBlipBackbone(HFBackbone):
     """A transformers BLIP model seen through the :class:`Backbone` interface (class token: 1 prefix)."""
 
     def __init__(self, model: nn.Module, tokenizer, *, name: str, pretrained: str | None = None,
                  preprocess: Preprocess | None = None):
-        super().__init__()
         _check_supported(name, model)
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.name, self.pretrained = name, pretrained
+        super().__init__(model, tokenizer, name=name, pretrained=pretrained)
         self._retrieval = hasattr(model, "vision_proj")
-        vcfg, tcfg = model.config.vision_config, model.config.text_config
-        p = vcfg.patch_size
-        self.patch_size = (p, p) if isinstance(p, int) else tuple(p)
-        self.width = vcfg.hidden_size
+        tcfg = model.config.text_config
         self._proj = model.vision_proj if self._retrieval else model.visual_projection
         self.embed_dim = self._proj.out_features
         limit = getattr(tokenizer, "model_max_length", None)
         limit = limit if isinstance(limit, int) and 0 < limit < 100_000 else tcfg.max_position_embeddings
         self.context_length = int(min(limit, tcfg.max_position_embeddings))
         self.blocks = [HFBlipBlock(layer) for layer in model.vision_model.encoder.layers]
-        size = vcfg.image_size
-        self.preprocess = preprocess or Preprocess(image_size=(size, size) if isinstance(size, int) else tuple(size))
+        self.preprocess = preprocess or Preprocess(image_size=self.native_size)
 
     # image side
-    def _patch_embed(self, images):
-        emb = self.model.vision_model.embeddings.patch_embedding
-        return emb(images.to(emb.weight.dtype))
 
     def _class_token(self):
         return self.model.vision_model.embeddings.class_embedding.reshape(-1)  # (C,)

@@ -27,28 +27,26 @@ class HFCLIPBlock(ViTBlock):
         return a.q_proj(h), a.k_proj(h), a.v_proj(h)
 
 
-def _check_supported(name: str, model: nn.Module) -> None:
-    vision = getattr(model, "vision_model", None)
-    if vision is None or not hasattr(model, "text_model") or not hasattr(model, "visual_projection"):
-        raise ValueError(f"{name}: expected a transformers CLIPModel, got {type(model).__name__} "
-                         "(BLIP/SigLIP models have no class token and are not supported by the CLIP backend)")
-    emb = vision.embeddings
-    for attr in ("patch_embedding", "class_embedding", "position_embedding"):
-        if not hasattr(emb, attr):
-            raise ValueError(f"{name}: vision embeddings have no {attr}; not a class-token CLIP ViT")
-    for i, layer in enumerate(vision.encoder.layers):
+def check_qkv_layers(name: str, layers) -> None:
+    """Every layer must have a ``self_attn`` with separate q/k/v projections and an out projection."""
+    for i, layer in enumerate(layers):
         attn = getattr(layer, "self_attn", None)
         if attn is None or not all(hasattr(attn, p) for p in ("q_proj", "k_proj", "v_proj", "out_proj")):
             raise ValueError(f"{name}: layer {i} has no standard q/k/v attention")
 
 
-class HFCLIPBackbone(Backbone):
-    """A transformers ``CLIPModel`` seen through the :class:`Backbone` interface."""
+def check_embeddings(name: str, emb: nn.Module, attrs: tuple[str, ...], kind: str) -> None:
+    for attr in attrs:
+        if not hasattr(emb, attr):
+            raise ValueError(f"{name}: vision embeddings have no {attr}; not a {kind}")
 
-    def __init__(self, model: nn.Module, tokenizer, *, name: str, pretrained: str | None = None,
-                 preprocess: Preprocess | None = None):
+
+class HFBackbone(Backbone):
+    """What the transformers backbones share: the model, its tokenizer, patch size and width read from
+    ``model.config.vision_config``, and a conv patch embedding."""
+
+    def __init__(self, model: nn.Module, tokenizer, *, name: str, pretrained: str | None):
         super().__init__()
-        _check_supported(name, model)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name, self.pretrained = name, pretrained
@@ -56,16 +54,37 @@ class HFCLIPBackbone(Backbone):
         p = vcfg.patch_size
         self.patch_size = (p, p) if isinstance(p, int) else tuple(p)
         self.width = vcfg.hidden_size
-        self.embed_dim = model.visual_projection.out_features
-        self.context_length = int(model.config.text_config.max_position_embeddings)
-        self.blocks = [HFCLIPBlock(layer) for layer in model.vision_model.encoder.layers]
-        size = vcfg.image_size
-        self.preprocess = preprocess or Preprocess(image_size=(size, size) if isinstance(size, int) else tuple(size))
+        s = getattr(vcfg, "image_size", None)  # (H, W) the weights were trained at; None: flexible (NaFlex)
+        self.native_size = (s, s) if isinstance(s, int) else tuple(s) if s is not None else None
 
-    # image side
     def _patch_embed(self, images):
         emb = self.model.vision_model.embeddings.patch_embedding
         return emb(images.to(emb.weight.dtype))
+
+
+def _check_supported(name: str, model: nn.Module) -> None:
+    vision = getattr(model, "vision_model", None)
+    if vision is None or not hasattr(model, "text_model") or not hasattr(model, "visual_projection"):
+        raise ValueError(f"{name}: expected a transformers CLIPModel, got {type(model).__name__} "
+                         "(BLIP/SigLIP models have no class token and are not supported by the CLIP backend)")
+    check_embeddings(name, vision.embeddings, ("patch_embedding", "class_embedding", "position_embedding"),
+                     "class-token CLIP ViT")
+    check_qkv_layers(name, vision.encoder.layers)
+
+
+class HFCLIPBackbone(HFBackbone):
+    """A transformers ``CLIPModel`` seen through the :class:`Backbone` interface."""
+
+    def __init__(self, model: nn.Module, tokenizer, *, name: str, pretrained: str | None = None,
+                 preprocess: Preprocess | None = None):
+        _check_supported(name, model)
+        super().__init__(model, tokenizer, name=name, pretrained=pretrained)
+        self.embed_dim = model.visual_projection.out_features
+        self.context_length = int(model.config.text_config.max_position_embeddings)
+        self.blocks = [HFCLIPBlock(layer) for layer in model.vision_model.encoder.layers]
+        self.preprocess = preprocess or Preprocess(image_size=self.native_size)
+
+    # image side
 
     def _class_token(self):
         return self.model.vision_model.embeddings.class_embedding

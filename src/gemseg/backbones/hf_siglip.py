@@ -19,16 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, Preprocess, lazy_import, square_grid
-from .hf_clip import HFCLIPBlock
+from .base import Preprocess, square_grid
+from .hf_clip import HFBackbone, HFCLIPBlock, _transformers, check_embeddings, check_qkv_layers
 from .weights import weights_unavailable
 
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 _PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
-
-
-def _transformers():
-    return lazy_import("transformers", "hf", "transformers")
 
 
 def resize_pos_grid(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int], *,
@@ -54,17 +50,11 @@ def _check_supported(name: str, model: nn.Module) -> None:
             or not all(hasattr(pool, a) for a in ("layernorm", "mlp")):
         raise ValueError(f"{name}: the vision tower has no attention-pooling head (vision_use_head=False); "
                          "its tokens have no projection into the text space")
-    emb = vision.embeddings
-    for attr in ("patch_embedding", "position_embedding"):
-        if not hasattr(emb, attr):
-            raise ValueError(f"{name}: vision embeddings have no {attr}; not a SigLIP ViT")
-    for i, layer in enumerate(vision.encoder.layers):
-        a = getattr(layer, "self_attn", None)
-        if a is None or not all(hasattr(a, p) for p in ("q_proj", "k_proj", "v_proj", "out_proj")):
-            raise ValueError(f"{name}: layer {i} has no standard q/k/v attention")
+    check_embeddings(name, vision.embeddings, ("patch_embedding", "position_embedding"), "SigLIP ViT")
+    check_qkv_layers(name, vision.encoder.layers)
 
 
-class HFSiglipBackbone(Backbone):
+class HFSiglipBackbone(HFBackbone):
     """A transformers ``SiglipModel``/``Siglip2Model`` seen through the :class:`Backbone` interface.
 
     ``Siglip2Model`` takes patchified pixels and resizes its position embeddings per image; here images
@@ -77,17 +67,10 @@ class HFSiglipBackbone(Backbone):
 
     def __init__(self, model: nn.Module, tokenizer, *, name: str, pretrained: str | None = None,
                  preprocess: Preprocess | None = None):
-        super().__init__()
         _check_supported(name, model)
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.name, self.pretrained = name, pretrained
+        super().__init__(model, tokenizer, name=name, pretrained=pretrained)
         vision = model.vision_model
-        vcfg = model.config.vision_config
         self._naflex = isinstance(vision.embeddings.patch_embedding, nn.Linear)  # SigLIP 2 NaFlex
-        p = vcfg.patch_size
-        self.patch_size = (p, p) if isinstance(p, int) else tuple(p)
-        self.width = vcfg.hidden_size
         self.embed_dim = model.text_model.head.out_features
         if self.embed_dim != self.width:
             raise ValueError(f"{name}: the text head projects to {self.embed_dim} features but the image "
@@ -98,8 +81,7 @@ class HFSiglipBackbone(Backbone):
             side = square_grid(vision.embeddings.position_embedding.weight.shape[0])[0] * self.patch_size[0]
             size = (side, side)
         else:
-            s = vcfg.image_size
-            size = (s, s) if isinstance(s, int) else tuple(s)
+            size = self.native_size
         self.preprocess = preprocess or Preprocess(mean=SIGLIP_MEAN, std=SIGLIP_STD,
                                                    interpolation="bilinear" if self._naflex else "bicubic",
                                                    image_size=size)
