@@ -157,5 +157,5 @@ def create_open_clip(name: str, *, pretrained: str | None, checkpoint: str | Non
         tokenizer = open_clip.get_tokenizer(display)
     if checkpoint:
         load_checkpoint_strict(model, checkpoint, display)
-        pretrained = checkpoint
+        pretrained = os.path.abspath(checkpoint)  # reports name the file wherever they are read
     return OpenCLIPBackbone(model.to(device), tokenizer, name=display, pretrained=pretrained)
