@@ -117,6 +117,7 @@ def run_reference(out: Path) -> None:
 # stage 2: gemseg (runs in either environment)
 # --------------------------------------------------------------------------------------------------
 def run_gemseg(out: Path, label: str) -> None:
+    import logging
     import warnings
     from importlib.metadata import version
 
@@ -124,6 +125,7 @@ def run_gemseg(out: Path, label: str) -> None:
 
     import gemseg
 
+    logging.getLogger().setLevel(logging.ERROR)  # open_clip logs that it starts from random weights
     ref = torch.load(out / "reference.pt", weights_only=True)
     images = ref["images"]
     rows = []
@@ -220,7 +222,7 @@ def main(argv=None) -> int:
         out = Path(args.workdir or tmp)
         out.mkdir(parents=True, exist_ok=True)
         extra = [f"--workdir={out}"] + ([f"--threads={args.threads}"] if args.threads else [])
-        if not (args.reuse and (out / "reference.pt").is_file() and (out / "weights.pt").is_file()):
+        if not (args.reuse and all((out / f).is_file() for f in ("weights.pt", "reference.pt", "nearest.json"))):
             run_stage(args.ref_python, __file__, "--stage=reference", *extra)
         run_stage(args.ref_python, __file__, "--stage=gemseg", "--label=open_clip-2.23", *extra)
         run_stage(args.dev_python, __file__, "--stage=gemseg", "--label=open_clip-3.x", *extra)

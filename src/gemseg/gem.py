@@ -21,26 +21,47 @@ def self_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, in
     similarity weights the values, ``softmax(t * x̂ x̂ᵀ) v``. The outputs are averaged over the
     projections. ``inv_temp`` is a float or a per-image tensor [B].
 
-    All projections run as one batched fused attention (``scaled_dot_product_attention``), so no
-    [N, N] matrix is kept. Returns [B, h, N, d].
+    Each image's projections run as one batched fused attention (``scaled_dot_product_attention``)
+    with its temperature as the kernel's scale, so no [N, N] matrix is kept. Returns [B, h, N, d].
     """
     src = {"q": q, "k": k, "v": v}
     P, B = len(projections), q.shape[0]
-    x = torch.cat([src[p] for p in projections], dim=0)  # (P*B, h, N, d)
-    if isinstance(inv_temp, torch.Tensor):
-        t = inv_temp.to(x.dtype).reshape(1, B, 1, 1, 1).expand(P, B, 1, 1, 1).reshape(P * B, 1, 1, 1)
-    else:
-        t = float(inv_temp)
-    for _ in range(iterations):
-        if l2_normalize:
-            x = F.normalize(x, dim=-1)
-        # the temperature scales the query side: softmax(t * x x^T) with the kernel's own scale set to 1
-        x = F.scaled_dot_product_attention(x * t, x, x, scale=1.0)
+    if not isinstance(inv_temp, torch.Tensor):
+        temps = [float(inv_temp)] * B
+    elif inv_temp.device.type == "cpu" and not inv_temp.requires_grad:
+        temps = inv_temp.reshape(-1).expand(B).tolist()  # plain kernel scales, no pass over the queries
+    else:  # 0-d tensors: no host sync on an accelerator, and gradients reach the temperature
+        temps = list(inv_temp.reshape(-1).expand(B).unbind())
+    x = torch.stack([src[p] for p in projections], dim=1)  # (B, P, h, N, d), a fresh buffer
     if l2_normalize:
-        x = F.normalize(x, dim=-1)
-    values = v.repeat(P, 1, 1, 1)  # (P*B, h, N, d)
-    out = F.scaled_dot_product_attention(x * t, x, values, scale=1.0)  # (P*B, h, N, d)
-    return out.unflatten(0, (P, B)).mean(dim=0)  # (B, h, N, d)
+        x = _unit(x)
+    outs = []
+    # One kernel call per image: its temperature is a plain scale, the values are v[b] broadcast over
+    # the projections without a copy, and (on CPU) the smaller calls keep the keys in cache.
+    for b, t in enumerate(temps):
+        xb = x[b]  # (P, h, N, d)
+        for _ in range(iterations):
+            xb = _attend(xb, xb, t)  # softmax(t * x̂ x̂ᵀ) x̂
+            if l2_normalize:
+                xb = _unit(xb)
+        o = _attend(xb, v[b].expand(P, *v.shape[1:]), t)  # (P, h, N, d)
+        # average in the kernel's (N, h, d) memory layout, which the output projection reads copy-free
+        outs.append(o[0].transpose(0, 1) if P == 1 else o.transpose(1, 2).mean(dim=0))  # (N, h, d)
+    return torch.stack(outs).transpose(1, 2)  # (B, h, N, d)
+
+
+def _attend(x: torch.Tensor, values: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    """``softmax(t * x xᵀ) values`` for x, values [P, h, N, d]; t a float or a 0-d tensor."""
+    if isinstance(t, torch.Tensor):
+        return F.scaled_dot_product_attention(x * t.to(x.dtype), x, values, scale=1.0)
+    return F.scaled_dot_product_attention(x, x, values, scale=t)
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """``x / max(||x||, 1e-12)`` over the last dim (as ``F.normalize``); in place unless autograd
+    tracks ``x``. Only call it on buffers this module allocated."""
+    norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return x / norm if x.requires_grad else x.div_(norm)
 
 
 def adaptive_inv_temp(h: torch.Tensor, head_dim: int) -> torch.Tensor:
