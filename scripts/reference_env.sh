@@ -62,7 +62,7 @@ echo "==> gemseg (editable) from $ROOT"
 "${PIP[@]}" install "torch==$TORCH_VERSION" -e "$ROOT"
 
 echo "==> checking the environment"
-MPLBACKEND=Agg "$VENV/bin/python" - "$OPEN_CLIP_VERSION" <<'EOF'
+MPLBACKEND=Agg "$VENV/bin/python" -W ignore::FutureWarning - "$OPEN_CLIP_VERSION" <<'EOF'
 import sys
 from importlib.metadata import version
 
