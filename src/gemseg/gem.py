@@ -21,40 +21,52 @@ def self_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, in
     similarity weights the values, ``softmax(t * x̂ x̂ᵀ) v``. The outputs are averaged over the
     projections. ``inv_temp`` is a float or a per-image tensor [B].
 
-    Each image's projections run as one batched fused attention (``scaled_dot_product_attention``)
-    with its temperature as the kernel's scale, so no [N, N] matrix is kept. Returns [B, h, N, d].
+    The projections run as batched fused attention (``scaled_dot_product_attention``), so no [N, N]
+    matrix is kept: on CPU one call per image, with its temperature as the kernel's scale (the smaller
+    calls keep each image's keys in cache, and the values are broadcast without a copy); on other
+    devices one call for the whole batch. Returns [B, h, N, d].
     """
     src = {"q": q, "k": k, "v": v}
-    P, B = len(projections), q.shape[0]
-    if not isinstance(inv_temp, torch.Tensor):
-        temps = [float(inv_temp)] * B
-    elif inv_temp.device.type == "cpu" and not inv_temp.requires_grad:
-        temps = inv_temp.reshape(-1).expand(B).tolist()  # plain kernel scales, no pass over the queries
-    else:  # 0-d tensors: no host sync on an accelerator, and gradients reach the temperature
-        temps = list(inv_temp.reshape(-1).expand(B).unbind())
+    B = q.shape[0]
     x = torch.stack([src[p] for p in projections], dim=1)  # (B, P, h, N, d), a fresh buffer
     if l2_normalize:
         x = _unit(x)
+    per_image = x.device.type == "cpu"
+    if isinstance(inv_temp, torch.Tensor):
+        temps = inv_temp.reshape(-1).expand(B)  # (B,)
+        if per_image and not temps.requires_grad:
+            temps = temps.tolist()  # plain kernel scales, no pass over the queries
+        # else a tensor: no host sync on an accelerator, and gradients reach the temperature
+    else:
+        temps = [float(inv_temp)] * B
+    groups = [slice(b, b + 1) for b in range(B)] if per_image else [slice(0, B)]
     outs = []
-    # One kernel call per image: its temperature is a plain scale, the values are v[b] broadcast over
-    # the projections without a copy, and (on CPU) the smaller calls keep the keys in cache.
-    for b, t in enumerate(temps):
-        xb = x[b]  # (P, h, N, d)
+    for g in groups:
+        # a float (per image, or one fixed value for all) or the group's tensor of temperatures [G]
+        t = temps[g] if isinstance(temps, torch.Tensor) else temps[g.start]
+        xg, vg = x[g], v[g].unsqueeze(1)  # (G, P, h, N, d), (G, 1, h, N, d)
         for _ in range(iterations):
-            xb = _attend(xb, xb, t)  # softmax(t * x̂ x̂ᵀ) x̂
+            xg = _attend(xg, xg, t)  # softmax(t * x̂ x̂ᵀ) x̂
             if l2_normalize:
-                xb = _unit(xb)
-        o = _attend(xb, v[b].expand(P, *v.shape[1:]), t)  # (P, h, N, d)
-        # average in the kernel's (N, h, d) memory layout, which the output projection reads copy-free
-        outs.append(o[0].transpose(0, 1) if P == 1 else o.transpose(1, 2).mean(dim=0))  # (N, h, d)
-    return torch.stack(outs).transpose(1, 2)  # (B, h, N, d)
+                xg = _unit(xg)
+        o = _attend(xg, vg, t)  # (G, P, h, N, d), laid out as (G, P, N, h, d)
+        # average in the kernel's (N, h, d) layout, which the output projection reads without a copy
+        outs.append(o.transpose(2, 3).mean(dim=1))  # (G, N, h, d)
+    return (outs[0] if len(outs) == 1 else torch.cat(outs)).transpose(1, 2)  # (B, h, N, d)
 
 
 def _attend(x: torch.Tensor, values: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
-    """``softmax(t * x xᵀ) values`` for x, values [P, h, N, d]; t a float or a 0-d tensor."""
+    """``softmax(t * x xᵀ) values`` per image and projection: x (G, P, h, N, d), values (G, P or 1, h, N, d),
+    t a float or a tensor [G] (one temperature per image). Returns (G, P, h, N, d)."""
+    G, P = x.shape[:2]
+    flat = x.flatten(0, 1)  # (G*P, h, N, d), a view
+    vals = values.expand(G, P, *values.shape[2:]).reshape(G * P, *values.shape[2:])  # a view when G == 1
     if isinstance(t, torch.Tensor):
-        return F.scaled_dot_product_attention(x * t.to(x.dtype), x, values, scale=1.0)
-    return F.scaled_dot_product_attention(x, x, values, scale=t)
+        q = flat * t.to(x.dtype).repeat_interleave(P).view(G * P, 1, 1, 1)
+        out = F.scaled_dot_product_attention(q, flat, vals, scale=1.0)
+    else:
+        out = F.scaled_dot_product_attention(flat, flat, vals, scale=t)
+    return out.unflatten(0, (G, P))
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
