@@ -153,6 +153,14 @@ def test_batch_and_prompt_lists_are_consistent(backbone):
     assert torch.allclose(per_image[2, 0], batch[2, 1], atol=1e-6)
     emb = model.encode_text(["cat", "dog"])
     assert torch.equal(model.heatmaps(images, emb), batch)
+    seen = []
+    encode = backbone.encode_text
+    backbone.encode_text = lambda texts: seen.append(list(texts)) or encode(texts)
+    try:
+        model.heatmaps(images, [["cat", "dog"], ["dog", "cat"], ["dog", "dog"]])
+    finally:
+        del backbone.encode_text
+    assert seen == [["a photo of a cat.", "a photo of a dog."]]  # each distinct prompt encoded once
 
 
 def test_sizes_that_are_not_patch_multiples_are_padded_then_cropped(backbone):

@@ -181,7 +181,11 @@ class GEMModel(nn.Module):
                 raise ValueError(f"per-image prompt lists must have equal lengths, got {sorted(lengths)}; "
                                  "call heatmaps() per image or use gemseg.compat batched_forward")
             flat = [p for sub in prompts for p in sub]
-            return self.encode_text(flat, templates=templates).reshape(len(prompts), -1, self.backbone.embed_dim)
+            unique = list(dict.fromkeys(flat))  # each distinct prompt is encoded once
+            emb = self.encode_text(unique, templates=templates)  # (U, D)
+            position = {p: i for i, p in enumerate(unique)}
+            index = torch.tensor([position[p] for p in flat], device=emb.device)
+            return emb[index].reshape(len(prompts), -1, self.backbone.embed_dim)  # (B, P, D)
         return self.encode_text(prompts, templates=templates)
 
 
