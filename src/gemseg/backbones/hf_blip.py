@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .base import Preprocess, ViTBlock, square_grid
-from .hf_clip import HFBackbone, _read_preprocess, _transformers, check_embeddings
+from .hf_clip import HFBackbone, _read_preprocess, _transformers, check_embeddings, load_hf_config
 from .hf_siglip import resize_pos_grid
 from .weights import weights_unavailable
 
@@ -109,10 +109,7 @@ class HFBlipBackbone(HFBackbone):
 def create_hf_blip(name: str, *, device, cache_dir: str | None = None) -> HFBlipBackbone:
     """Load a BLIP retrieval (or ``BlipModel``) checkpoint and its tokenizer from a hub id or a folder."""
     transformers = _transformers()
-    try:
-        config = transformers.AutoConfig.from_pretrained(name, cache_dir=cache_dir)
-    except (OSError, ValueError) as e:
-        raise weights_unavailable(name, "hf", e) from e
+    config = load_hf_config(name, cache_dir)
     archs = list(getattr(config, "architectures", None) or [])
     which = next((a for a in SUPPORTED if a in archs), None)
     if getattr(config, "model_type", None) != "blip" or which is None:

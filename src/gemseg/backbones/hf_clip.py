@@ -27,6 +27,14 @@ class HFCLIPBlock(ViTBlock):
         return a.q_proj(h), a.k_proj(h), a.v_proj(h)
 
 
+def load_hf_config(name: str, cache_dir: str | None):
+    """A hub id's or folder's ``AutoConfig``; missing offline -> the one-line weights error."""
+    try:
+        return _transformers().AutoConfig.from_pretrained(name, cache_dir=cache_dir)
+    except (OSError, ValueError) as e:
+        raise weights_unavailable(name, "hf", e) from e
+
+
 def check_qkv_layers(name: str, layers) -> None:
     """Every layer must have a ``self_attn`` with separate q/k/v projections and an out projection."""
     for i, layer in enumerate(layers):

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Preprocess, square_grid
-from .hf_clip import HFBackbone, HFCLIPBlock, _transformers, check_embeddings, check_qkv_layers
+from .hf_clip import (HFBackbone, HFCLIPBlock, _transformers, check_embeddings, check_qkv_layers,
+                      load_hf_config)
 from .weights import weights_unavailable
 
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
@@ -150,10 +151,7 @@ def _read_preprocess(name: str, defaults: Preprocess, cache_dir: str | None) -> 
 def create_hf_siglip(name: str, *, device, cache_dir: str | None = None) -> HFSiglipBackbone:
     """Load a ``SiglipModel`` or ``Siglip2Model`` checkpoint and its tokenizer from a hub id or a folder."""
     transformers = _transformers()
-    try:
-        config = transformers.AutoConfig.from_pretrained(name, cache_dir=cache_dir)
-    except (OSError, ValueError) as e:
-        raise weights_unavailable(name, "hf", e) from e
+    config = load_hf_config(name, cache_dir)
     kind = getattr(config, "model_type", None)
     classes = {"siglip": "SiglipModel", "siglip2": "Siglip2Model"}
     if kind not in classes:
