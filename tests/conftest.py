@@ -155,3 +155,12 @@ def tiny_model_files(tmp_path_factory):
     if HAS_TRANSFORMERS:
         files["hf"] = write_tiny_hf(root / "hf")
     return files
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_files):
+    """A GEMModel (depth 3) on the tiny open_clip model from disk, for end-to-end evaluation tests."""
+    from gemseg import create_model
+
+    cfg, ckpt = tiny_model_files["open_clip"]
+    return create_model(cfg, checkpoint=ckpt, depth=3)

@@ -12,7 +12,7 @@ from PIL import Image
 
 import eval_data
 from conftest import HAS_OPEN_CLIP
-from gemseg import GEMConfig, GEMModel, create_model
+from gemseg import GEMConfig, GEMModel
 from gemseg.cli import main as cli
 from gemseg.eval import compare_markdown, load_dataset_spec, resolve_protocol
 from gemseg.eval.ablation import (AblationDataset, ablation_markdown, load_ablation, parse_grid, plan_settings,
@@ -23,12 +23,6 @@ pytestmark = [pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip_torch not 
               pytest.mark.filterwarnings("ignore:.*the standard split has:UserWarning")]
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model_files):
-    cfg, ckpt = tiny_model_files["open_clip"]
-    return create_model(cfg, checkpoint=ckpt, depth=3)
 
 
 @pytest.fixture(scope="module")

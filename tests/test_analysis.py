@@ -139,7 +139,7 @@ def test_layer_tokens_follow_both_paths(backbone):
     # a block's output is the head of the library's blocks run that far
     x = backbone.embed(images)
     for blk in backbone.blocks[:2]:
-        x = gemseg.gem._block(blk, x)
+        x = blk.plain(x)
     assert torch.allclose(o[1], backbone.head(x), atol=1e-6)
     with pytest.raises(ValueError, match="path"):
         layer_tokens(backbone, images, CFG, path="x")

@@ -8,7 +8,6 @@ import pytest
 
 import eval_data
 from conftest import HAS_OPEN_CLIP
-from gemseg import create_model
 from gemseg.cli import main as cli
 from gemseg.eval import compare_markdown, evaluate, load_dataset_spec, resolve_protocol
 from gemseg.eval.score import score_folders
@@ -18,12 +17,6 @@ pytestmark = [pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip_torch not 
               pytest.mark.filterwarnings("ignore:.*the standard split has:UserWarning")]
 
 SMALL = dict(size=48, crop=32, stride=16, templates="single")
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model_files):
-    cfg, ckpt = tiny_model_files["open_clip"]
-    return create_model(cfg, checkpoint=ckpt, depth=3)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from PIL import Image
 
 from .backbones.base import Backbone
 from .config import GEMConfig
-from .gem import _block, adaptive_inv_temp, gem_tokens, self_self_attention
+from .gem import adaptive_inv_temp, gem_tokens, self_self_attention
 
 IGNORE_INDEX = 255
 
@@ -226,7 +226,7 @@ def layer_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,
     x, x_gem, out = backbone.embed(images), None, []
     for i, blk in enumerate(blocks):
         if i < first:
-            x = _block(blk, x)
+            x = blk.plain(x)
         else:  # the GEM block of gem_tokens, keeping both paths
             h = blk.ln_1(x)
             q, k, v = blk.qkv(h)

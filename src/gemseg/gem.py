@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .backbones.base import Backbone, ViTBlock
+from .backbones.base import Backbone
 from .config import GEMConfig
 
 
@@ -81,13 +81,6 @@ def adaptive_inv_temp(h: torch.Tensor, head_dim: int) -> torch.Tensor:
     return h.norm(dim=-1).mean(dim=-1) * head_dim ** -0.5
 
 
-def _block(blk: ViTBlock, x: torch.Tensor) -> torch.Tensor:
-    """A plain pre-norm block: x + attn(ln_1 x), then + mlp(ln_2 x). [B, N, C] -> [B, N, C]."""
-    q, k, v = blk.qkv(blk.ln_1(x))
-    x = x + blk.attn_out(F.scaled_dot_product_attention(q, k, v))
-    return x + blk.mlp_residual(x)
-
-
 def gem_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,
                return_ori: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the image encoder with the GEM path.
@@ -107,7 +100,7 @@ def gem_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,
     x = backbone.embed(images)  # (B, N, C)
     first = len(blocks) - n_gem
     for blk in blocks[:first]:
-        x = _block(blk, x)
+        x = blk.plain(x)
     x_gem = x
     for i, blk in enumerate(blocks[first:]):
         h = blk.ln_1(x)

@@ -59,6 +59,13 @@ class ViTBlock:
         """``x`` [B, N, C] -> MLP residual branch ``ls_2(mlp(ln_2(x)))`` [B, N, C]."""
         return self.ls_2(self.mlp(self.ln_2(x)))
 
+    def plain(self, x: torch.Tensor, *, causal: bool = False) -> torch.Tensor:
+        """The block as its model runs it: ``x + attn(ln_1 x)``, then ``+ mlp(ln_2 x)``; ``causal`` masks
+        later tokens (text towers). [B, N, C] -> [B, N, C]."""
+        q, k, v = self.qkv(self.ln_1(x))
+        x = x + self.attn_out(F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+        return x + self.mlp_residual(x)
+
 
 class Backbone(nn.Module):
     """A class-token ViT image encoder with its text encoder, seen through one small interface.

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..backbones.base import Backbone, ViTBlock
 from ..config import GEMConfig
-from ..gem import _block, gem_tokens
+from ..gem import gem_tokens
 
 _DEFAULTS = GEMConfig()
 NACLIP_STD = 5.0  # NACLIP's Gaussian standard deviation, in patches
@@ -38,14 +38,14 @@ def _trunk(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
     """Tokens entering the last block, [B, N, C]: every block but the last, unmodified."""
     x = backbone.embed(images)  # (B, N, C)
     for blk in backbone.blocks[:-1]:
-        x = _block(blk, x)
+        x = blk.plain(x)
     return x
 
 
 def _finish(backbone: Backbone, x: torch.Tensor, y: torch.Tensor,
             return_ori: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``head(y)``, and with ``return_ori`` the unmodified last block's ``head`` of ``x``."""
-    ori = backbone.head(_block(backbone.blocks[-1], x)) if return_ori else None
+    ori = backbone.head(backbone.blocks[-1].plain(x)) if return_ori else None
     return backbone.head(y), ori
 
 
@@ -110,7 +110,7 @@ def clip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,
     _warn_ignored("clip", config)
     x = backbone.embed(images)
     for blk in backbone.blocks:
-        x = _block(blk, x)
+        x = blk.plain(x)
     out = backbone.head(x)
     return out, (out if return_ori else None)
 
