@@ -190,3 +190,45 @@ def test_list_models_covers_the_reference_models():
         assert (name, tag) in entries
     assert not any(name.startswith("RN") or "SigLIP" in name or "coca" in name for name, _ in entries)
     assert {e.name for e in list_models("hf")} >= {"openai/clip-vit-base-patch16", "facebook/metaclip-b16-400m"}
+
+
+def _full_context_text_embeddings(backbone, texts):
+    """The library's own text forward on inputs padded to the whole context."""
+    with torch.no_grad():
+        if hasattr(backbone.model, "text_model"):  # transformers CLIPModel
+            inputs = backbone.tokenizer(texts, padding="max_length", truncation=True,
+                                        max_length=backbone.context_length, return_tensors="pt")
+            pooled = backbone.model.text_model(input_ids=inputs["input_ids"],
+                                               attention_mask=inputs["attention_mask"]).pooler_output
+            return backbone.model.text_projection(pooled)
+        return backbone.model.encode_text(backbone.tokenizer(texts))
+
+
+def test_text_runs_only_up_to_the_end_token_and_matches_the_full_context(backbone):
+    texts = ["cat", "a photo of a remote control.", "dog"]
+    if hasattr(backbone.model, "text_model"):
+        assert backbone._tokenize(texts)[1]["input_ids"].shape[1] < backbone.context_length
+    else:
+        assert backbone.text_blocks is not None  # the shortened causal path is the one under test
+    with torch.no_grad():
+        ours = backbone.encode_text(texts)
+    full = _full_context_text_embeddings(backbone, texts)
+    assert ours.shape == full.shape == (3, backbone.embed_dim)
+    assert torch.allclose(ours, full, atol=1e-5), (ours - full).abs().max()
+    # one text alone gets the same embedding as inside a batch of longer ones
+    with torch.no_grad():
+        assert torch.allclose(backbone.encode_text(["cat"])[0], ours[0], atol=1e-5)
+
+
+@needs_open_clip
+@pytest.mark.openclip
+def test_other_open_clip_text_towers_run_the_models_own_forward():
+    from gemseg.backbones.open_clip import OpenCLIPBackbone
+
+    model = tiny_open_clip_backbone().model
+    model.text_pool_type = "last"  # pooled at the last position: the padding matters, nothing is dropped
+    backbone = OpenCLIPBackbone(model, tiny_open_clip_backbone().tokenizer, name="tiny")
+    assert backbone.text_blocks is None
+    with torch.no_grad():
+        ours = backbone.encode_text(["cat", "a dog"])
+        assert torch.equal(ours, model.encode_text(backbone.tokenizer(["cat", "a dog"])))

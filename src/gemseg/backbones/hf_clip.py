@@ -110,7 +110,9 @@ class HFCLIPBackbone(HFBackbone):
     # text side
     def _tokenize(self, texts):
         lengths = [len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"]]
-        inputs = self.tokenizer(texts, padding="max_length", truncation=True,
+        # padded to the longest text, not to the context: CLIP's text tower is causal and pools at the
+        # end token, so the padding after it never changes an embedding, and it is most of the work
+        inputs = self.tokenizer(texts, padding=True, truncation=True,
                                 max_length=self.context_length, return_tensors="pt")
         return lengths, dict(inputs)
 

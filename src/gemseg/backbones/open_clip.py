@@ -33,6 +33,32 @@ class OpenCLIPBlock(ViTBlock):
         return F.linear(h, self.attn.in_proj_weight, self.attn.in_proj_bias).chunk(3, dim=-1)
 
 
+def _standard_block(block: nn.Module) -> bool:
+    attn = getattr(block, "attn", None)
+    return isinstance(attn, nn.MultiheadAttention) and getattr(attn, "in_proj_weight", None) is not None \
+        and hasattr(block, "ln_1") and hasattr(block, "mlp")
+
+
+def _causal_text_blocks(model: nn.Module) -> list[OpenCLIPBlock] | None:
+    """The text tower's blocks when it is a CLIP-style causal transformer pooled at the end-of-text
+    token; then a text's embedding depends only on its tokens up to that one, and the padding after
+    it can be dropped. ``None`` (run the model's own ``encode_text``) for any other text tower."""
+    needed = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
+    mask = getattr(model, "attn_mask", None)
+    pool = getattr(model, "text_pool_type", "argmax")
+    if not all(hasattr(model, a) for a in needed) or not isinstance(mask, torch.Tensor) or mask.ndim != 2 \
+            or pool not in ("argmax", "eos") or (pool == "eos" and getattr(model, "text_eos_id", None) is None):
+        return None
+    n = mask.shape[0]
+    upper = torch.ones(n, n, dtype=torch.bool, device=mask.device).triu(1)
+    if not (bool(torch.isneginf(mask[upper]).all()) and bool((mask[~upper] == 0).all())):
+        return None  # not exactly causal
+    blocks = list(getattr(model.transformer, "resblocks", []))
+    if not blocks or not all(_standard_block(b) for b in blocks):
+        return None
+    return [OpenCLIPBlock(b) for b in blocks]
+
+
 def _check_supported(name: str, visual: nn.Module) -> None:
     required = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post")
     missing = [a for a in required if not hasattr(visual, a)]
@@ -45,9 +71,7 @@ def _check_supported(name: str, visual: nn.Module) -> None:
     if getattr(visual, "input_patchnorm", False):
         raise ValueError(f"{name}: ViTs with input patch norm are not supported")
     for i, block in enumerate(visual.transformer.resblocks):
-        attn = getattr(block, "attn", None)
-        if not isinstance(attn, nn.MultiheadAttention) or getattr(attn, "in_proj_weight", None) is None \
-                or not hasattr(block, "ln_1") or not hasattr(block, "mlp"):
+        if not _standard_block(block):
             raise ValueError(
                 f"{name}: block {i} ({type(block).__name__}) is not a standard pre-norm attention block "
                 "(custom attention such as qk-norm or scaled-cosine attention is not supported)")
@@ -71,6 +95,7 @@ class OpenCLIPBackbone(Backbone):
         self.embed_dim = proj.shape[1] if proj is not None else self.width
         self.context_length = int(getattr(tokenizer, "context_length", None) or model.context_length)
         self.blocks = [OpenCLIPBlock(b) for b in visual.transformer.resblocks]
+        self.text_blocks = _causal_text_blocks(model)
         cfg = getattr(visual, "preprocess_cfg", None) or {}
         image_size = tuple(getattr(visual, "image_size", None) or (224, 224))
         defaults = Preprocess()
@@ -109,7 +134,25 @@ class OpenCLIPBackbone(Backbone):
         return lengths, {"text": self.tokenizer(texts)}
 
     def _encode_tokens(self, inputs):
-        return self.model.encode_text(inputs["text"].to(self.device))
+        text = inputs["text"].to(self.device)  # (P, context_length), padded
+        if self.text_blocks is None:
+            return self.model.encode_text(text)
+        # a causal tower pooled at the end token: run only the tokens up to the last end token of the
+        # batch (a short prompt is a few of the 77 positions), with the model's own modules
+        m = self.model
+        if getattr(m, "text_pool_type", "argmax") == "argmax":
+            ends = text.argmax(dim=-1)  # the end token has the largest id
+        else:
+            ends = (text == m.text_eos_id).int().argmax(dim=-1)
+        n = int(ends.max()) + 1
+        x = m.token_embedding(text[:, :n]).to(m.positional_embedding.dtype) + m.positional_embedding[:n]
+        for blk in self.text_blocks:
+            x = blk.plain(x, causal=True)  # (P, n, width)
+        x = m.ln_final(x)[torch.arange(len(text), device=text.device), ends]  # (P, width)
+        proj = m.text_projection
+        if proj is None:
+            return x
+        return proj(x) if isinstance(proj, nn.Module) else x @ proj
 
 
 def create_open_clip(name: str, *, pretrained: str | None, checkpoint: str | None, device,
