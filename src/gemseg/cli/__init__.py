@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # command modules, in the order `gemseg --help` lists them
-COMMAND_MODULES = ("heatmap", "segment", "models", "eval_cmd", "ablate", "score")
+COMMAND_MODULES = ("heatmap", "segment", "models", "eval_cmd", "ablate", "score", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
