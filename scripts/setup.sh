@@ -8,4 +8,4 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -c scripts/constraints.txt -e ".[openclip,hf,test]" "$@"
+.venv/bin/python -m pip install --quiet -c scripts/constraints.txt -e ".[openclip,hf,siglip,test]" "$@"

@@ -15,10 +15,12 @@ import torch  # noqa: E402
 
 HAS_OPEN_CLIP = importlib.util.find_spec("open_clip") is not None
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+HAS_SENTENCEPIECE = importlib.util.find_spec("sentencepiece") is not None  # SigLIP's real tokenizer
 
 # CI sets GEMSEG_REQUIRE_BACKENDS=1 so that a missing backend fails instead of skipping
 if os.environ.get("GEMSEG_REQUIRE_BACKENDS") == "1":
-    assert HAS_OPEN_CLIP and HAS_TRANSFORMERS, "CI requires both open_clip and transformers installed"
+    assert HAS_OPEN_CLIP and HAS_TRANSFORMERS and HAS_SENTENCEPIECE, \
+        "CI requires open_clip, transformers and sentencepiece installed"
 
 TINY_OPEN_CLIP = {
     "embed_dim": 32,

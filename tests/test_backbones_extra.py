@@ -16,7 +16,7 @@ from gemseg.backbones import list_models, resolve_backend
 from gemseg.config import GEMConfig
 from gemseg.methods import METHODS
 
-from conftest import HAS_TRANSFORMERS
+from conftest import HAS_SENTENCEPIECE, HAS_TRANSFORMERS
 
 pytestmark = [pytest.mark.hf, pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers not installed")]
 torch.set_grad_enabled(False)
@@ -88,11 +88,31 @@ def _word_tokenizer(folder):
     return len(vocab)
 
 
-def write_tiny_siglip(folder, version=1, seed=0):
+def _sentencepiece_tokenizer(folder):
+    """A SiglipTokenizer (sentencepiece, as the released SigLIP models have) trained here on a few phrases."""
+    import io
+
+    import sentencepiece as spm
+
+    phrases = ["a photo of a cat", "a photo of the small dog", "green grass and blue sky",
+               "the remote control on a sofa", "a red car"]
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(phrases * 20), model_writer=proto, vocab_size=40,
+                                   hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
+                                   minloglevel=2)
+    with open(os.path.join(folder, "spiece.model"), "wb") as f:
+        f.write(proto.getvalue())
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "SiglipTokenizer", "model_max_length": 12}, f)
+    return spm.SentencePieceProcessor(model_proto=proto.getvalue()).get_piece_size()
+
+
+def write_tiny_siglip(folder, version=1, seed=0, tokenizer=_word_tokenizer):
     import transformers
 
     os.makedirs(folder, exist_ok=True)
-    n = _word_tokenizer(folder)
+    n = tokenizer(folder)
     torch.manual_seed(seed)
     text = dict(vocab_size=n, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                 max_position_embeddings=12, projection_size=64)
@@ -245,6 +265,26 @@ def test_siglip_text_is_padded_to_the_context_without_a_mask(tiny_extra, kind):
     assert ids.shape == (2, 12) and bb.context_length == 12
     assert torch.allclose(emb, bb.model.text_model(input_ids=ids).pooler_output, atol=1e-6)
     assert emb.shape == (2, 64) and torch.isfinite(emb).all()
+
+
+@pytest.mark.skipif(not HAS_SENTENCEPIECE, reason="sentencepiece not installed (pip install gemseg[siglip])")
+def test_siglip_with_its_sentencepiece_tokenizer(tmp_path):
+    folder = write_tiny_siglip(tmp_path / "siglip-sp", tokenizer=_sentencepiece_tokenizer)
+    bb = _load(folder).backbone
+    assert type(bb.tokenizer).__name__.startswith("Siglip") and bb.context_length == 12
+    tok = bb.tokenizer
+    texts = ["a photo of a cat.", "grass", "the small dog on a sofa and a red car on the green grass"]
+    lengths, inputs = bb._tokenize(texts)
+    ids = inputs["input_ids"]
+    assert ids.shape == (3, 12) and lengths[2] > 12 >= max(lengths[:2])
+    for row, n in zip(ids.tolist()[:2], lengths):  # the text, its end token, then padding to the context
+        assert row[n - 1] == tok.eos_token_id and row[n:] == [tok.pad_token_id] * (12 - n)
+        assert "<unk>" not in tok.convert_ids_to_tokens(row[:n])
+    assert "cat" in tok.decode(ids[0], skip_special_tokens=True)
+    with pytest.warns(UserWarning, match="truncated"):
+        emb = bb.encode_text(texts)
+    assert torch.allclose(emb, bb.model.text_model(input_ids=ids).pooler_output, atol=1e-6)
+    assert not torch.allclose(emb[0], emb[1])
 
 
 # ---------------------------------------------------------------------------------------------
