@@ -232,3 +232,22 @@ def test_other_open_clip_text_towers_run_the_models_own_forward():
     with torch.no_grad():
         ours = backbone.encode_text(["cat", "a dog"])
         assert torch.equal(ours, model.encode_text(backbone.tokenizer(["cat", "a dog"])))
+
+
+@needs_open_clip
+@pytest.mark.openclip
+def test_open_clip_text_pooled_at_an_eos_id_takes_the_short_path_too():
+    import copy
+
+    from gemseg.backbones.open_clip import OpenCLIPBackbone
+
+    argmax = tiny_open_clip_backbone()
+    model = copy.deepcopy(argmax.model)
+    model.text_pool_type, model.text_eos_id = "eos", int(argmax.tokenizer(["cat"])[0].max())  # CLIP's end token
+    eos = OpenCLIPBackbone(model, argmax.tokenizer, name="tiny")
+    assert eos.text_blocks is not None
+    texts = ["cat", "a photo of a dog."]
+    with torch.no_grad():
+        assert torch.allclose(eos.encode_text(texts), argmax.encode_text(texts), atol=1e-6)
+    model.text_eos_id = None  # 'eos' pooling without an id: the model's own forward decides
+    assert OpenCLIPBackbone(model, argmax.tokenizer, name="tiny").text_blocks is None
