@@ -130,3 +130,13 @@ def test_bad_requests_get_an_error_and_the_server_keeps_serving(server):
 def test_serve_is_a_command_with_help():
     args = build_parser().parse_args(["serve", "--port", "0", "--random-weights", "--size", "64"])
     assert args.port == 0 and args.size == (64, 64) and args.func.__module__ == "gemseg.cli.serve"
+
+
+def test_serve_refuses_a_model_it_cannot_build_in_one_line(capsys):
+    from gemseg.cli import main
+
+    assert main(["serve", "--model", "ViT-B-61", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ViT-B-61" in err[0] and "did you mean" in err[0]
+    assert main(["serve", "--random-weights", "--checkpoint", "w.pt", "--port", "0"]) == 2
+    assert "contradicts" in capsys.readouterr().err

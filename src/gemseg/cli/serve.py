@@ -218,7 +218,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         check_weights_args(args)
         model = build_model(args)
-    except (CLIError, ValueError, OSError) as e:
+    except (CLIError, ValueError, OSError, ImportError, RuntimeError) as e:  # RuntimeError: weights unavailable
         report.error(one_line(e))
         return 2
     if model.backbone.pretrained is None:
