@@ -17,3 +17,4 @@ if ! "${job[@]}" --model ViT-B/16 --pretrained openai 2> >(tee "$err" >&2); then
   fi
 fi
 echo "demo: results in outputs/demo/ (grid: outputs/demo/chelsea.png/grid.png)"
+echo "demo: for the same in a browser, run: .venv/bin/gemseg serve   (then open http://127.0.0.1:7860/)"
