@@ -32,9 +32,10 @@ MODES = ("heatmaps", "segment")
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "serve", help="web demo: heatmaps and segmentations of uploaded pictures in the browser",
-        description="Serve a one-page web demo on http://HOST:PORT/: upload a picture, type prompts separated "
-                    "by commas, and get one heatmap per prompt or a segmentation (background rule "
-                    "'auto' of `gemseg segment`). The model is loaded once; requests run one at a time.",
+        description="Serve a one-page web demo on http://HOST:PORT/: upload a picture, type prompts\n"
+                    "separated by commas, and get one heatmap per prompt or a segmentation (background\n"
+                    "rule 'auto' of `gemseg segment`). The model is loaded once; requests run one at a\n"
+                    "time. No authentication: keep --host on 127.0.0.1 unless the network is trusted.",
         epilog="example:\n  gemseg serve --port 7860            # then open http://127.0.0.1:7860/",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1",
