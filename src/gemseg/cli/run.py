@@ -259,11 +259,15 @@ def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, R
 def similarity_maps(model, items: list[Item], text, size: tuple[int, int]) -> list:
     """Cosine similarity of each image with each query: a list of [Q, H, W] float tensors on the CPU at
     the model's input ``size``; ``text`` is [Q, D] from ``model.encode_text``, computed once per run."""
+    return image_maps(model, [it.loaded.image for it in items], text, size)
+
+
+def image_maps(model, images: list, text, size: tuple[int, int]) -> list:
+    """:func:`similarity_maps` of PIL images; ``text`` is [Q, D] or Q prompt strings."""
     from ..transforms import preprocess
 
     pre = model.backbone.preprocess
-    x = preprocess([it.loaded.image for it in items], size=size, mean=pre.mean, std=pre.std,
-                   interpolation=pre.interpolation)  # (B, 3, H, W)
+    x = preprocess(images, size=size, mean=pre.mean, std=pre.std, interpolation=pre.interpolation)  # (B, 3, H, W)
     return list(model.heatmaps(x, text).float().cpu())  # B x (Q, H, W)
 
 

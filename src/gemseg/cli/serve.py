@@ -93,12 +93,9 @@ class Demo:
 
     def _maps(self, image, queries: list[str]):
         """Cosine maps [Q, H, W] at the picture's size."""
-        from .run import resize_maps
-        from ..transforms import preprocess
+        from .run import image_maps, resize_maps
 
-        pre = self.model.backbone.preprocess
-        x = preprocess([image], size=self.size, mean=pre.mean, std=pre.std, interpolation=pre.interpolation)
-        return resize_maps(self.model.heatmaps(x, queries)[0].float().cpu(), image.size)
+        return resize_maps(image_maps(self.model, [image], queries, self.size)[0], image.size)
 
     def _heatmaps(self, image, names: list[str]):
         from .. import viz
