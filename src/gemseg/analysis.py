@@ -38,17 +38,21 @@ def _mean(total: float, count: int) -> float:
     return total / count if count else float("nan")
 
 
+class _Sums:
+    """Dataclasses of running sums: ``a + b`` adds them field by field (e.g. across processes)."""
+
+    def __add__(self, other):
+        return type(self)(*(x + y for x, y in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+
 @dataclass
-class Grouping:
+class Grouping(_Sums):
     """Token grouping: sums of cosine similarities over ordered pairs of distinct labelled patches."""
 
     intra_sum: float = 0.0  # pairs with the same label
     intra_pairs: int = 0
     inter_sum: float = 0.0  # pairs with different labels
     inter_pairs: int = 0
-
-    def __add__(self, other: "Grouping") -> "Grouping":
-        return Grouping(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
 
     @property
     def intra(self) -> float:
@@ -64,16 +68,13 @@ class Grouping:
 
 
 @dataclass
-class Alignment:
+class Alignment(_Sums):
     """Vision-language alignment, summed over labelled patch tokens."""
 
     correct_sum: float = 0.0  # cos(token, text of its class)
     other_sum: float = 0.0  # mean over the other classes of cos(token, text of that class)
     top1: int = 0  # tokens whose most similar text is their own class
     tokens: int = 0
-
-    def __add__(self, other: "Alignment") -> "Alignment":
-        return Alignment(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
 
     @property
     def correct(self) -> float:
