@@ -7,7 +7,7 @@ from PIL import Image
 
 from cli_util import model_args, record, run_cli, run_json, tree, write_image
 from conftest import BACKENDS
-from gemseg.cli.segment import AUTO_BACKGROUND, DEFAULT_THRESHOLD
+from gemseg.segment import AUTO_BACKGROUND, DEFAULT_THRESHOLD
 
 CLASS_KEYS = {"index", "name", "color", "pixels", "fraction", "mean_score", "mean_probability"}
 
@@ -59,16 +59,27 @@ def _scores_and_labels(out, key="a.png"):
 
 
 def test_auto_background_follows_the_documented_rule(tmp_path, capsys, tiny_model_files):
-    """auto: background prompts compete as class 0, and pixels under the threshold become 0."""
+    """auto: background prompts compete as class 0, and pixels under the threshold become 0. With
+    --reduction max_then_softmax the probabilities are the softmax of the saved class scores; the default
+    (softmax over all prompts, then max) gives the same argmax and never a higher probability."""
     a = write_image(tmp_path / "a.png", (40, 30), seed=4)
-    out = tmp_path / "out"
-    r = run_cli(capsys, "segment", a, "-c", "cat,dog", "--save-raw", "-o", out, *model_args(tiny_model_files))
+    common = [a, "-c", "cat,dog", "--save-raw", *model_args(tiny_model_files)]
+    r = run_cli(capsys, "segment", *common, "--reduction", "max_then_softmax", "-o", tmp_path / "old")
     assert r.code == 0, r.err
-    scores, labels = _scores_and_labels(out)
+    scores, old = _scores_and_labels(tmp_path / "old")
     assert scores.shape == (3, 30, 40) and not np.isnan(scores).any()
     probs = _softmax(100.0 * scores.astype(np.float64))
     expected = np.where(probs.max(0) < DEFAULT_THRESHOLD, 0, probs.argmax(0))
-    assert (expected == labels).mean() > 0.999  # float32 ties aside
+    assert (expected == old).mean() > 0.999  # float32 ties aside
+    r = run_cli(capsys, "segment", *common, "-o", tmp_path / "new")
+    assert r.code == 0, r.err
+    scores_new, new = _scores_and_labels(tmp_path / "new")
+    np.testing.assert_array_equal(scores_new, scores)  # cosines do not depend on the reduction
+    assert record(tmp_path / "new", "a.png")["reduction"] == "softmax_then_max"
+    fg = new > 0
+    assert (new[fg] == scores.argmax(0)[fg]).mean() > 0.999
+    assert (new[scores.argmax(0) == 0] == 0).all()
+    assert (new[old == 0] == 0).mean() > 0.999  # lower or equal probabilities: background stays background
 
 
 def test_none_gives_every_pixel_a_class(tmp_path, capsys, tiny_model_files):
@@ -141,7 +152,7 @@ def test_classes_file(tmp_path, capsys, tiny_model_files):
     (["-c", "cat,,dog"], "class 2 is empty"),
     (["-c", ",".join(f"c{i}" for i in range(256))], "at most 255 fit"),
     (["-c", "cat", "--background", "cat"], "no background prompts left"),
-    (["-c", "cat", "--logit-scale", "0"], "--logit-scale must be > 0"),
+    (["-c", "cat", "--logit-scale", "0"], "--logit-scale: must be > 0"),
     (["-c", "cat", "--threshold", "1.5"], "expected a number in [0, 1]"),
 ])
 def test_bad_class_arguments(tmp_path, capsys, tiny_model_files, argv, message):

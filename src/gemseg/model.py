@@ -5,25 +5,32 @@ import contextlib
 import dataclasses
 from typing import Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from .backbones.base import Backbone
 from .config import GEMConfig
 from .methods import get_method
+from .postprocess import DEFAULT_REDUCTION
+from .segment import DEFAULT_LOGIT_SCALE, Segmentation
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 Prompts = Union[Sequence[str], Sequence[Sequence[str]], torch.Tensor]
+Images = Union[torch.Tensor, Image.Image, np.ndarray, Sequence[Image.Image], Sequence[np.ndarray]]
+Size = Union[int, Sequence[int], None]
 
 
 class GEMModel(nn.Module):
     """Open-vocabulary localization with the Grounding Everything Module.
 
     Build one with :func:`gemseg.create_model`. Images are ``[B, 3, H, W]`` float tensors, RGB,
-    normalized with ``self.backbone.preprocess`` (see :func:`gemseg.preprocess`).
+    normalized with ``self.backbone.preprocess`` (see :func:`gemseg.preprocess`); :meth:`heatmaps` and
+    :meth:`segment` also take PIL images, which they preprocess at ``size``.
     """
 
     def __init__(self, backbone: Backbone, *, config: GEMConfig | None = None, precision: str = "fp32",
@@ -117,22 +124,25 @@ class GEMModel(nn.Module):
         return self.encode_image(images, return_ori=return_ori)
 
     @torch.no_grad()
-    def heatmaps(self, images: torch.Tensor, prompts: Prompts, *, templates: Sequence[str] | None = None,
-                 normalize: bool = False, return_ori: bool = False) -> torch.Tensor:
+    def heatmaps(self, images: Images, prompts: Prompts, *, templates: Sequence[str] | None = None,
+                 normalize: bool = False, return_ori: bool = False, size: Size = 448) -> torch.Tensor:
         """Cosine similarity between every pixel and every prompt.
 
         Args:
-            images: [B, 3, H, W].
+            images: [B, 3, H, W] normalized tensor, or PIL image(s) / uint8 arrays [H, W, 3], which are
+                resized to ``size`` and normalized with :meth:`preprocess` (a tensor is used as it is).
             prompts: one list of P strings for all images, or B lists (one per image, each of P
                 strings), or precomputed text embeddings from :meth:`encode_text`: [P, D] for all
                 images or [B, P, D] per image.
             templates: prompt templates used when ``prompts`` are strings.
             normalize: min-max normalize each map to [0, 1] (a constant map becomes 0).
             return_ori: use the original path instead of GEM's.
+            size: input size of PIL/array images: ``448``, ``(H, W)`` or ``None`` (their own size).
         Returns:
             [B, P, H, W] cosine similarities in [-1, 1] (or [0, 1] with ``normalize``), patch
             similarities upsampled bilinearly to the input size.
         """
+        images = self._as_batch(images, size)
         B, _, H, W = images.shape if isinstance(images, torch.Tensor) and images.ndim == 4 else (None,) * 4
         text = self._text_for_batch(prompts, B, templates)  # (P, D) or (B, P, D)
         feats = self.encode_image(images, return_ori=return_ori)  # (B, D, gh, gw)
@@ -144,7 +154,50 @@ class GEMModel(nn.Module):
         sims = upsample_to(sims, (H, W), self.patch_size)
         return min_max(sims) if normalize else sims
 
+    @torch.no_grad()
+    def segment(self, images: Images, classes: Sequence[str], *, background: str | Sequence[str] | None = "auto",
+                threshold: float | None = None, logit_scale: float = DEFAULT_LOGIT_SCALE, size: Size = 448,
+                out_size: Sequence[int] | None = None, templates: Sequence[str] | None = None,
+                reduction: str = DEFAULT_REDUCTION) -> "Segmentation":
+        """Label every pixel with one of ``classes`` or background (label 0).
+
+        Args:
+            images: as in :meth:`heatmaps` (PIL images are resized to ``size``).
+            classes: C class names; label ``k`` is ``classes[k - 1]``.
+            background: ``"auto"`` (generic scene prompts, :data:`gemseg.segment.AUTO_BACKGROUND`, minus
+                the classes), ``"none"``, or your own background prompts (a list or ``"a,b,c"``).
+            threshold: pixels whose top class probability is below it become background (``None``: 0.5
+                with background prompts, off with ``"none"``; ``0``: off).
+            logit_scale: probabilities are ``softmax(logit_scale * cosine)``.
+            out_size: ``(H, W)`` of the outputs; the query maps are resized bilinearly before the
+                reduction (default: the model input size).
+            templates: prompt templates (default ``"a photo of a {}."``).
+            reduction: ``"softmax_then_max"`` (default: softmax over all queries, then max per class, as
+                SCLIP/ClearCLIP/NACLIP) or ``"max_then_softmax"``.
+        Returns:
+            A :class:`gemseg.Segmentation`: ``labels`` [B, H, W], ``probabilities`` and ``scores``
+            [B, 1 + C, H, W], ``confidence`` [B, H, W], ``areas`` [B, 1 + C].
+        """
+        from .segment import background_rule, clean_prompts, resize_maps, segment_maps
+
+        classes = clean_prompts(classes, "class")
+        bg = background_rule(background, classes, threshold=threshold, logit_scale=logit_scale)
+        text = self.encode_text(classes + list(bg.prompts), templates=templates)  # (C + P, D)
+        sims = self.heatmaps(images, text, size=size).float()  # (B, C + P, H, W)
+        if out_size is not None:
+            sims = resize_maps(sims, tuple(out_size))
+        return segment_maps(sims, classes, bg, reduction=reduction)
+
     # --- checks -------------------------------------------------------------------------------
+    def _as_batch(self, images: Images, size: Size) -> torch.Tensor:
+        """A tensor as it is; PIL image(s) / uint8 arrays preprocessed at ``size`` -> [B, 3, H, W]."""
+        if isinstance(images, torch.Tensor):
+            return images
+        if isinstance(images, (list, tuple)) and images and all(isinstance(i, torch.Tensor) for i in images):
+            raise TypeError("images must be one [B, 3, H, W] tensor, not a list of tensors; torch.stack them")
+        x = self.preprocess(images, size=size)
+        return x[None] if x.ndim == 3 else x  # (B, 3, H, W)
+
     def _check_images(self, images) -> torch.Tensor:
         if not isinstance(images, torch.Tensor):
             raise TypeError(f"images must be a torch.Tensor [B, 3, H, W], got {type(images).__name__}; "

@@ -2,6 +2,11 @@
 
 Each command lives in its own module with ``register(subparsers)``, which adds its parser and sets
 ``func`` to the function that runs it.
+
+Error policy, here and nowhere else: the errors of :func:`usage_errors` (bad arguments or input,
+missing files, unavailable weights or optional packages, a folder that cannot be resumed) become one
+line ``gemseg: error: ...`` on stderr and exit code 2; anything else (``TypeError``,
+``AssertionError``, ... raised inside the library) is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -33,13 +38,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_USAGE = 2
+
+
+def usage_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "the command cannot run as asked", not "gemseg has a bug"."""
+    from ..errors import WeightsUnavailableError
+    from ..eval.state import StateError
+    from .report import CLIError
+
+    # ImportError: a missing optional package, whose message says what to `pip install`
+    return (CLIError, ValueError, FileNotFoundError, WeightsUnavailableError, StateError, ImportError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except Exception as e:
+        if not isinstance(e, usage_errors()):
+            raise
+        text = str(e.args[0]) if isinstance(e, KeyError) and len(e.args) == 1 else str(e).strip()
+        print(f"gemseg: error: {text.splitlines()[0] if text else type(e).__name__}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

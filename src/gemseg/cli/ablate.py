@@ -86,41 +86,36 @@ def _datasets(args: argparse.Namespace):
 
 def main(args: argparse.Namespace) -> int:
     from ..eval.ablation import SWEEPS, ablation_markdown, parse_grid, plan_settings, run_ablation
-    from ..eval.state import StateError
     from .eval_cmd import _distributed
 
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    unknown = [s for s in args.sweep if s not in (*SWEEPS, "all")]
+    if unknown:
+        raise ValueError(f"unknown sweep {unknown[0]!r}; choose from {', '.join(SWEEPS)}, all")
+    grid = parse_grid(args.grid)
+    if not args.sweep and not grid:
+        raise ValueError("give --sweep NAME (projections, temperature, iterations, depth, l2, mlp, all) "
+                         "or --grid SETTING=V1,V2")
+    datasets = _datasets(args)
+    out = args.out or f"gemseg-ablate/{'-'.join(d.spec.name for d in datasets)}-{args.preset}"
+    dist = _distributed(args)
     try:
-        if args.limit is not None and args.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {args.limit}")
-        unknown = [s for s in args.sweep if s not in (*SWEEPS, "all")]
-        if unknown:
-            raise ValueError(f"unknown sweep {unknown[0]!r}; choose from {', '.join(SWEEPS)}, all")
-        grid = parse_grid(args.grid)
-        if not args.sweep and not grid:
-            raise ValueError("give --sweep NAME (projections, temperature, iterations, depth, l2, mlp, all) "
-                             "or --grid SETTING=V1,V2")
-        datasets = _datasets(args)
-        out = args.out or f"gemseg-ablate/{'-'.join(d.spec.name for d in datasets)}-{args.preset}"
-        dist = _distributed(args)
-        try:
-            from .common import build_model
+        from .common import build_model
 
-            model = build_model(args)
-            settings = plan_settings(model.config, sweeps=args.sweep, grid=grid, num_blocks=len(model.backbone.blocks))
-            if args.show_plan:
-                if dist.is_main:
-                    _print_plan(settings, datasets, out)
-                return 0
-            log = (lambda line: print(f"gemseg ablate: {line}", file=sys.stderr, flush=True))
-            table = run_ablation(model, datasets, settings, out_dir=out, dist=dist, restart=args.restart,
-                                 save_every=args.save_every, num_workers=args.workers, crop_batch=args.crop_batch,
-                                 progress=not args.no_progress, plots=not args.no_plots, sweeps=args.sweep,
-                                 grid=grid, log=log)
-        finally:
-            dist.close()
-    except (ValueError, FileNotFoundError, StateError) as e:
-        print(f"gemseg ablate: error: {e}", file=sys.stderr)
-        return 2
+        model = build_model(args)
+        settings = plan_settings(model.config, sweeps=args.sweep, grid=grid, num_blocks=len(model.backbone.blocks))
+        if args.show_plan:
+            if dist.is_main:
+                _print_plan(settings, datasets, out)
+            return 0
+        log = (lambda line: print(f"gemseg ablate: {line}", file=sys.stderr, flush=True))
+        table = run_ablation(model, datasets, settings, out_dir=out, dist=dist, restart=args.restart,
+                             save_every=args.save_every, num_workers=args.workers, crop_batch=args.crop_batch,
+                             progress=not args.no_progress, plots=not args.no_plots, sweeps=args.sweep,
+                             grid=grid, log=log)
+    finally:
+        dist.close()
     if dist.is_main:
         md = ablation_markdown(table)
         results = md[md.index("## Results"):md.index("## Datasets and protocols")]

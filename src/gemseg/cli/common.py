@@ -60,8 +60,12 @@ def build_model(args: argparse.Namespace):
     """Create the model ``args`` describe (random weights quietly when --random-weights)."""
     import warnings
 
+    import torch
+
     from .. import create_model
 
+    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available here; use --device cpu")
     with warnings.catch_warnings():
         if args.random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")

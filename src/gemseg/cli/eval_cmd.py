@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from .common import add_model_args
 
@@ -128,47 +127,42 @@ def _list_datasets() -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..eval import compare_markdown, describe, evaluate, load_dataset_spec, load_result, resolve_protocol
-    from ..eval.state import StateError
 
+    if args.list_datasets:
+        _list_datasets()
+        return 0
+    if args.compare:
+        print(compare_markdown([load_result(p) for p in args.compare], names=args.compare), end="")
+        return 0
+    if args.show_preset:
+        _show_preset(args.show_preset)
+        return 0
+    if not args.dataset:
+        raise ValueError("--dataset is required (see --list-datasets)")
+    spec = load_dataset_spec(args.dataset)
+    overrides = protocol_overrides(args)
+    _warn_unused(spec, overrides)
+    protocol, source = resolve_protocol(args.preset, spec, **overrides)
+    protocol.check_dataset(spec)
+    if args.show_protocol:
+        print(f"dataset {spec.name}, preset {args.preset}:\n{describe(protocol, source)}")
+        return 0
+    if not args.data_root:
+        raise ValueError("--data-root is required" + (f" (conventionally .../{spec.root})" if spec.root else ""))
+    if args.save_preds and spec.type != "dense":
+        raise ValueError("--save-preds saves label maps, which point-label datasets do not have")
+    out = args.out or f"gemseg-eval/{spec.name}-{args.preset}"
+    dist = _distributed(args)
     try:
-        if args.list_datasets:
-            _list_datasets()
-            return 0
-        if args.compare:
-            print(compare_markdown([load_result(p) for p in args.compare], names=args.compare), end="")
-            return 0
-        if args.show_preset:
-            _show_preset(args.show_preset)
-            return 0
-        if not args.dataset:
-            raise ValueError("--dataset is required (see --list-datasets)")
-        spec = load_dataset_spec(args.dataset)
-        overrides = protocol_overrides(args)
-        _warn_unused(spec, overrides)
-        protocol, source = resolve_protocol(args.preset, spec, **overrides)
-        protocol.check_dataset(spec)
-        if args.show_protocol:
-            print(f"dataset {spec.name}, preset {args.preset}:\n{describe(protocol, source)}")
-            return 0
-        if not args.data_root:
-            raise ValueError("--data-root is required" + (f" (conventionally .../{spec.root})" if spec.root else ""))
-        if args.save_preds and spec.type != "dense":
-            raise ValueError("--save-preds saves label maps, which point-label datasets do not have")
-        out = args.out or f"gemseg-eval/{spec.name}-{args.preset}"
-        dist = _distributed(args)
-        try:
-            from .common import build_model
+        from .common import build_model
 
-            model = build_model(args)
-            result = evaluate(model, spec, args.data_root, protocol, protocol_source=source, dist=dist,
-                              out_dir=out, limit=args.limit,
-                              save_preds=args.save_preds, save_every=args.save_every, num_workers=args.workers,
-                              crop_batch=args.crop_batch, restart=args.restart, progress=not args.no_progress)
-        finally:
-            dist.close()
-    except (ValueError, FileNotFoundError, StateError) as e:
-        print(f"gemseg eval: error: {e}", file=sys.stderr)
-        return 2
+        model = build_model(args)
+        result = evaluate(model, spec, args.data_root, protocol, protocol_source=source, dist=dist,
+                          out_dir=out, limit=args.limit,
+                          save_preds=args.save_preds, save_every=args.save_every, num_workers=args.workers,
+                          crop_batch=args.crop_batch, restart=args.restart, progress=not args.no_progress)
+    finally:
+        dist.close()
     if dist.is_main:
         metric = "p-mIoU" if spec.type == "points" else "mIoU"
         value = result["metrics"][metric]

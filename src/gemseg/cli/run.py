@@ -3,7 +3,7 @@ batches and write each image, with a progress bar, a summary and an exit code.
 
 Exit codes: 0 every image done or skipped; 1 some input or image failed (the others were still
 processed); 2 nothing was run (bad arguments, no images, model or weights unavailable, output folder
-not writable); 130 interrupted.
+not writable; printed by :func:`gemseg.cli.main`); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -233,10 +233,8 @@ def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, R
         except KeyboardInterrupt:
             report.error("interrupted")
             return EXIT_INTERRUPTED
-        except (CLIError, ValueError, TypeError, OSError, ImportError, RuntimeError, AssertionError) as e:
-            # RuntimeError covers WeightsUnavailableError and devices that do not exist (--device cuda)
-            report.error(one_line(e))
-            return EXIT_USAGE
+        # bad arguments, missing files and unavailable weights propagate to gemseg.cli.main, which prints
+        # them as one line and exits with EXIT_USAGE; anything else is a bug and keeps its traceback
         run_info = {"model": layout.model_info, "random_weights": random_weights, "started": started}
         layout.write_run({**run_info, "last_run": None})
         run_images(args, layout=layout, sources=found.sources, infer=task.infer, write=task.write,
@@ -258,24 +256,12 @@ def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, R
 # --- model side -------------------------------------------------------------------------------------
 def similarity_maps(model, items: list[Item], text, size: tuple[int, int]) -> list:
     """Cosine similarity of each image with each query: a list of [Q, H, W] float tensors on the CPU at
-    the model's input ``size``; ``text`` is [Q, D] from ``model.encode_text``, computed once per run."""
-    return image_maps(model, [it.loaded.image for it in items], text, size)
-
-
-def image_maps(model, images: list, text, size: tuple[int, int]) -> list:
-    """:func:`similarity_maps` of PIL images; ``text`` is [Q, D] or Q prompt strings."""
-    from ..transforms import preprocess
-
-    pre = model.backbone.preprocess
-    x = preprocess(images, size=size, mean=pre.mean, std=pre.std, interpolation=pre.interpolation)  # (B, 3, H, W)
-    return list(model.heatmaps(x, text).float().cpu())  # B x (Q, H, W)
+    the model's input ``size`` (H, W); ``text`` is [Q, D] from ``model.encode_text``, computed once per run."""
+    return list(model.heatmaps([it.loaded.image for it in items], text, size=size).float().cpu())  # B x (Q, H, W)
 
 
 def resize_maps(maps, size: tuple[int, int]):
     """[Q, h, w] tensor -> [Q, H, W] tensor at ``size`` = (width, height), bilinear."""
-    import torch.nn.functional as F
+    from ..segment import resize_maps as resize
 
-    w, h = size
-    if tuple(maps.shape[-2:]) == (h, w):
-        return maps
-    return F.interpolate(maps[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    return resize(maps, (size[1], size[0]))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 EXAMPLES = """\
 examples:
@@ -38,23 +37,19 @@ def main(args: argparse.Namespace) -> int:
     from ..eval import load_dataset_spec, result_markdown
     from ..eval.score import adhoc_spec, score_folders
 
-    try:
-        if args.dataset:
-            spec = load_dataset_spec(args.dataset)
-            if spec.type != "dense":
-                raise ValueError(f"{spec.name} has point labels; `gemseg score` scores label maps")
-        elif args.num_classes:
-            spec = adhoc_spec(args.num_classes, ignore_index=args.ignore_index, gt_suffix=args.gt_suffix)
-        else:
-            raise ValueError("give --dataset, or --num-classes for label maps that already hold class indices")
-        ids = None
-        if args.split:
-            with open(args.split) as f:
-                ids = [line.strip() for line in f if line.strip()]
-        result = score_folders(args.pred, args.gt, spec, ids=ids)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"gemseg score: error: {e}", file=sys.stderr)
-        return 2
+    if args.dataset:
+        spec = load_dataset_spec(args.dataset)
+        if spec.type != "dense":
+            raise ValueError(f"{spec.name} has point labels; `gemseg score` scores label maps")
+    elif args.num_classes:
+        spec = adhoc_spec(args.num_classes, ignore_index=args.ignore_index, gt_suffix=args.gt_suffix)
+    else:
+        raise ValueError("give --dataset, or --num-classes for label maps that already hold class indices")
+    ids = None
+    if args.split:
+        with open(args.split) as f:
+            ids = [line.strip() for line in f if line.strip()]
+    result = score_folders(args.pred, args.gt, spec, ids=ids)
     print(result_markdown(result), end="")
     if args.json:
         with open(args.json, "w") as f:

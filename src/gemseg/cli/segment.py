@@ -4,20 +4,26 @@ from __future__ import annotations
 import argparse
 import os
 import textwrap
-from dataclasses import dataclass
 
+from ..postprocess import DEFAULT_REDUCTION, REDUCTIONS
+from ..segment import AUTO_BACKGROUND, DEFAULT_LOGIT_SCALE, DEFAULT_THRESHOLD, clean_prompts
 from .common import add_model_args
-from .options import add_image_args, clean_prompts, fraction, model_settings, read_templates
+from .options import add_image_args, fraction, model_settings, read_templates
 from .output import Fonts, Layout, fit, grid_size, output_size, save_png
 from .report import CLIError, Reporter
-from .run import Item, Task, execute, resize_maps, similarity_maps
+from .run import Item, Task, execute, similarity_maps
 
-# Generic scene "stuff" that competes with the classes as background under --background auto; a class
-# the user names is taken out of it. Chosen by hand, not tuned on any benchmark.
-AUTO_BACKGROUND = ("sky", "wall", "floor", "ceiling", "ground", "road", "grass", "tree", "building", "water")
-DEFAULT_THRESHOLD = 0.5  # a pixel keeps its class only if the class holds at least half the probability
-DEFAULT_LOGIT_SCALE = 100.0  # CLIP's trained logit scale: softmax(100 * cosine)
 MAX_CLASSES = 255  # label 0 is background; an indexed PNG holds 256 values
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
 
 _AUTO_LIST = textwrap.fill(", ".join(AUTO_BACKGROUND), width=62, initial_indent=" " * 18,
                            subsequent_indent=" " * 18)
@@ -32,11 +38,16 @@ examples:
 background rules (label 0 is background, classes are 1..C in the order given):
   auto (default)  these prompts compete as background (minus any class you name):
 {_AUTO_LIST}
-                  and a pixel whose top probability, softmax(logit_scale * cosine), is
-                  below --threshold (default {DEFAULT_THRESHOLD:g}) becomes background too
+                  and a pixel whose top class probability is below --threshold
+                  (default {DEFAULT_THRESHOLD:g}) becomes background too
   "a,b,c"         your own background prompts instead, with the same threshold
   none            no background prompts and no threshold: every pixel gets a class
                   (unless you pass --threshold)
+
+probabilities: softmax(logit_scale * cosine) over all prompts (classes and background
+prompts), then each class takes the max over its prompts (the order of the official
+SCLIP/ClearCLIP/NACLIP code); --reduction max_then_softmax takes the max of cosines
+per class first, then the softmax over classes (gemseg 0.1.0's order)
 """
 
 
@@ -56,28 +67,16 @@ def register(subparsers) -> None:
     b.add_argument("--threshold", type=fraction, default=None, metavar="P",
                    help=f"pixels whose top class probability is below P become background (default: "
                         f"{DEFAULT_THRESHOLD:g} with auto or a prompt list, off with none; 0 turns it off)")
-    b.add_argument("--logit-scale", type=float, default=DEFAULT_LOGIT_SCALE, metavar="S",
+    b.add_argument("--logit-scale", type=_positive_float, default=DEFAULT_LOGIT_SCALE, metavar="S",
                    help="probabilities are softmax(S * cosine similarity) (default: %(default)g)")
+    b.add_argument("--reduction", choices=REDUCTIONS, default=DEFAULT_REDUCTION,
+                   help="prompts -> class probabilities (default: %(default)s); see below")
     add_image_args(p)
     add_model_args(p)
     p.set_defaults(func=main)
 
 
-@dataclass(frozen=True)
-class Background:
-    """How pixels become background (label 0)."""
-
-    rule: str  # "auto", "prompts" or "none"
-    prompts: tuple[str, ...]  # background queries, all mapped to label 0
-    threshold: float | None  # probability threshold, None: off
-    logit_scale: float
-
-    def to_dict(self) -> dict:
-        return {"rule": self.rule, "prompts": list(self.prompts), "threshold": self.threshold,
-                "logit_scale": self.logit_scale}
-
-
-def read_classes(args: argparse.Namespace, report: Reporter) -> list[str]:
+def read_classes(args: argparse.Namespace) -> list[str]:
     names = [c for group in args.classes for c in group.split(",")]
     if args.classes_file:
         try:
@@ -87,98 +86,24 @@ def read_classes(args: argparse.Namespace, report: Reporter) -> list[str]:
             raise CLIError(f"cannot read classes file {args.classes_file}: {e}") from e
     if not names:
         raise CLIError("no classes given: use -c 'cat,dog' or --classes-file FILE")
-    classes = clean_prompts(names, "class", report)
+    classes = clean_prompts(names, "class")
     if len(classes) > MAX_CLASSES:
         raise CLIError(f"{len(classes)} classes given; at most {MAX_CLASSES} fit in an indexed PNG label map")
     return classes
 
 
-def background_rule(spec: str, threshold: float | None, logit_scale: float, classes: list[str],
-                    report: Reporter) -> Background:
-    """Resolve --background/--threshold into a :class:`Background`."""
-    if not logit_scale > 0:
-        raise CLIError(f"--logit-scale must be > 0, got {logit_scale:g}")
-    taken = {c.lower() for c in classes}
-    key = spec.strip().lower()
-    if key == "none":
-        return Background("none", (), threshold or None, logit_scale)
-    thr = DEFAULT_THRESHOLD if threshold is None else (threshold or None)
-    if key == "auto":
-        return Background("auto", tuple(p for p in AUTO_BACKGROUND if p not in taken), thr, logit_scale)
-    prompts = clean_prompts(spec.split(","), "background prompt", report)
-    clash = [p for p in prompts if p.lower() in taken]
-    if clash:
-        report.warn(f"background prompt(s) {', '.join(clash)} are also classes; they stay classes")
-        prompts = [p for p in prompts if p.lower() not in taken]
-    if not prompts:
-        raise CLIError("no background prompts left; use --background none for no background")
-    return Background("prompts", tuple(prompts), thr, logit_scale)
-
-
-def class_scores(sims, num_classes: int, bg: Background):
-    """Queries' similarities [C + len(bg.prompts), h, w] (classes first) -> class scores [C + 1, h, w]:
-    row 0 is the best background prompt (NaN without background prompts), row k the k-th class."""
-    import torch
-
-    from ..postprocess import reduce_queries
-
-    C = num_classes
-    if bg.prompts:
-        q2c = list(range(1, C + 1)) + [0] * len(bg.prompts)
-        return reduce_queries(sims[None], q2c, C + 1)[0]  # (C+1, h, w)
-    return torch.cat([torch.full_like(sims[:1], float("nan")), sims[:C]])
-
-
-def label_map(scores, bg: Background):
-    """Class scores [C + 1, H, W] -> (labels [H, W] long, 0 = background; probability of each pixel's
-    label [H, W], NaN where the threshold made a pixel background without background prompts)."""
-    import torch
-
-    from ..postprocess import predict_labels
-
-    if bg.prompts:
-        labels, _ = predict_labels(scores[None], logit_scale=bg.logit_scale, prob_threshold=bg.threshold,
-                                   background_index=0)
-        labels = labels[0]
-        logits = bg.logit_scale * scores
-        return labels, torch.exp(logits.gather(0, labels[None])[0] - torch.logsumexp(logits, dim=0))
-    labels, _ = predict_labels(scores[None, 1:], logit_scale=bg.logit_scale, prob_threshold=bg.threshold,
-                               background_index=-1)
-    labels = labels[0] + 1  # (H, W), thresholded pixels -1 -> 0
-    logits = bg.logit_scale * scores[1:]
-    picked = logits.gather(0, (labels - 1).clamp_min(0)[None])[0]
-    prob = torch.where(labels > 0, torch.exp(picked - torch.logsumexp(logits, dim=0)),
-                       torch.full_like(picked, float("nan")))
-    return labels, prob
-
-
-def class_stats(labels, scores, prob, names: list[str], colors) -> list[dict]:
-    """Per label: pixels, fraction, mean score and mean probability over its pixels."""
-    total = labels.numel()
-    out = []
-    for k, name in enumerate(names):
-        mask = labels == k
-        n = int(mask.sum())
-        mean_score = float(scores[k][mask].mean()) if n else None
-        mean_prob = float(prob[mask].mean()) if n else None
-        out.append({"index": k, "name": name, "color": [int(c) for c in colors[k]], "pixels": n,
-                    "fraction": round(n / total, 6),
-                    "mean_score": None if mean_score is None or mean_score != mean_score else round(mean_score, 6),
-                    "mean_probability": None if mean_prob is None or mean_prob != mean_prob else round(mean_prob, 6)})
-    return out
-
-
 def make_task(args: argparse.Namespace, report: Reporter) -> Task:
     from .. import viz
+    from ..segment import background_rule, resize_maps, segment_maps
 
-    classes = read_classes(args, report)
-    bg = background_rule(args.background, args.threshold, args.logit_scale, classes, report)
+    classes = read_classes(args)
+    bg = background_rule(args.background, classes, threshold=args.threshold, logit_scale=args.logit_scale)
     templates = read_templates(args)
     names = ["background"] + classes
     colors = viz.palette(len(names))
     fonts = Fonts(args.font)
     settings = {**model_settings(args, templates), "classes": classes, "background": bg.to_dict(),
-                "cmap": args.cmap}
+                "reduction": args.reduction, "cmap": args.cmap}
     state: dict = {}
 
     def setup(model) -> None:
@@ -189,16 +114,18 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
     def infer(items: list[Item]) -> list:
         return similarity_maps(state["model"], items, state["text"], args.size)
 
+    def segment(sims, size: tuple[int, int]):
+        """Query maps [Q, h, w] -> Segmentation of one image at ``size`` = (width, height)."""
+        return segment_maps(resize_maps(sims, (size[1], size[0]))[None], classes, bg, reduction=args.reduction)
+
     def write(item: Item, sims) -> dict:
         import numpy as np
 
         size = output_size(*item.loaded.image.size, args.max_side)
         image = fit(item.loaded.image, size)
-        small = class_scores(sims, len(classes), bg)  # (C+1, h, w) at the model's size
-        scores = resize_maps(small, size)  # (C+1, H, W)
-        labels, prob = label_map(scores, bg)
-        stats = class_stats(labels, scores, prob, names, colors)
-        labels_np = labels.numpy().astype(np.uint8)
+        seg = segment(sims, size)
+        stats = [{**s, "color": [int(c) for c in colors[s["index"]]]} for s in seg.stats(0)]
+        labels_np = seg.labels[0].numpy().astype(np.uint8)
         folder = item.folder
         viz.label_image(labels_np, colors).save(os.path.join(folder, "labels.png"))
         font = fonts.for_size(*size)
@@ -209,9 +136,9 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
             gsize = grid_size(size)
             gfont = fonts.for_size(*gsize)
             gimage = fit(image, gsize)
-            gscores = resize_maps(small, gsize)
-            glabels, _ = label_map(gscores, bg)
-            glabels = glabels.numpy().astype(np.uint8)
+            gseg = segment(sims, gsize)
+            gscores = gseg.scores[0]  # (1 + C, H, W)
+            glabels = gseg.labels[0].numpy().astype(np.uint8)
             panels = [("image", gimage)]
             panels += [(name, viz.heatmap_figure(gimage, gscores[k].numpy(), cmap=args.cmap, alpha=args.opacity,
                                                  font=gfont)) for k, name in enumerate(names) if k > 0]
@@ -221,12 +148,12 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
             save_png(g, os.path.join(folder, "grid.png"), random_weights=state["random"], font=gfont)
             files["grid"] = "grid.png"
         if args.save_raw:
-            np.save(os.path.join(folder, "scores.npy"), scores.numpy().astype(np.float32))
+            np.save(os.path.join(folder, "scores.npy"), seg.scores[0].numpy().astype(np.float32))
             files["scores"] = "scores.npy"
         found = sorted((s for s in stats[1:] if s["pixels"]), key=lambda s: -s["pixels"])
         return {"output_width": size[0], "output_height": size[1], "classes": stats,
-                "found": [s["name"] for s in found], "background": bg.to_dict(), "templates": templates,
-                "files": files}
+                "found": [s["name"] for s in found], "background": bg.to_dict(), "reduction": args.reduction,
+                "templates": templates, "files": files}
 
     def finish(layout: Layout) -> None:
         entries = [(f"{k}  {n}", c) for k, (n, c) in enumerate(zip(names, colors))]

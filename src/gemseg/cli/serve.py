@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from .common import add_model_args, build_model
 from .options import _size, check_weights_args, clean_prompts
 from .output import RANDOM_BANNER, output_size, fit
-from .report import CLIError, Reporter, one_line
+from .report import Reporter, one_line
 
 MAX_REQUEST_BYTES = 25 * 2 ** 20  # base64 of an image of about 18 MB
 MAX_PROMPTS = 32
@@ -93,9 +93,9 @@ class Demo:
 
     def _maps(self, image, queries: list[str]):
         """Cosine maps [Q, H, W] at the picture's size."""
-        from .run import image_maps, resize_maps
+        from ..segment import resize_maps
 
-        return resize_maps(image_maps(self.model, [image], queries, self.size)[0], image.size)
+        return resize_maps(self.model.heatmaps([image], queries, size=self.size)[0].float().cpu(), image.size[::-1])
 
     def _heatmaps(self, image, names: list[str]):
         from .. import viz
@@ -109,16 +109,12 @@ class Demo:
         import numpy as np
 
         from .. import viz
-        from .segment import (DEFAULT_LOGIT_SCALE, background_rule, class_scores, class_stats, label_map,
-                              legend_entries)
+        from .segment import legend_entries
 
-        report = Reporter(quiet=True)
-        bg = background_rule("auto", None, DEFAULT_LOGIT_SCALE, classes, report)
-        scores = class_scores(self._maps(image, classes + list(bg.prompts)), len(classes), bg)
-        labels, prob = label_map(scores, bg)
-        names = ["background"] + classes
-        colors = viz.palette(len(names))
-        stats = class_stats(labels, scores, prob, names, colors)
+        seg = self.model.segment([image], classes, size=self.size, out_size=image.size[::-1])  # background "auto"
+        colors = viz.palette(len(seg.names))
+        stats = [{**s, "color": [int(c) for c in colors[s["index"]]]} for s in seg.stats(0)]
+        labels = seg.labels[0].cpu()
         font = viz.get_font(viz.font_size_for(*image.size))
         fig = viz.segmentation_figure(image, labels.numpy().astype(np.uint8), colors, legend_entries(stats),
                                       font=font)
@@ -213,12 +209,8 @@ def make_server(demo: Demo, host: str = "127.0.0.1", port: int = 7860) -> Thread
 
 def main(args: argparse.Namespace) -> int:
     report = Reporter()
-    try:
-        check_weights_args(args)
-        model = build_model(args)
-    except (CLIError, ValueError, OSError, ImportError, RuntimeError) as e:  # RuntimeError: weights unavailable
-        report.error(one_line(e))
-        return 2
+    check_weights_args(args)  # errors: one line and exit 2 from gemseg.cli.main
+    model = build_model(args)
     if model.backbone.pretrained is None:
         report.warn("random weights: the pictures will be meaningless (demo/test)")
     try:
