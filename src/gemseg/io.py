@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import io
 import os
 import warnings
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -69,31 +71,57 @@ def _pixel_limit(max_pixels: int | None):
         Image.MAX_IMAGE_PIXELS = old
 
 
-def load_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-               alpha_background: tuple[int, int, int] | None = (255, 255, 255)) -> LoadedImage:
-    """Read ``path`` as an upright 8-bit RGB image (see the module docstring for every conversion).
+def load_image(source: str | os.PathLike | bytes | BinaryIO, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               alpha_background: tuple[int, int, int] | None = (255, 255, 255),
+               name: str | None = None) -> LoadedImage:
+    """Read an image file as an upright 8-bit RGB image (see the module docstring for every conversion).
 
     Args:
+        source: a path, the file's bytes, or a binary file object (read from its current position;
+            uploads need no temporary file). The same guards apply to all three.
         max_pixels: refuse images with more pixels than this (``None``: no limit).
         alpha_background: RGB colour transparent pixels are composited on; ``None`` drops the alpha
             channel instead (hidden colours under transparent pixels then show).
+        name: how messages and :attr:`LoadedImage.path` call the image (default: the path, the file
+            object's ``name``, or ``"<bytes>"``).
     Raises:
         ImageLoadError: missing, empty, unreadable, truncated, zero-sized or too large files.
+        TypeError: ``source`` is none of the above.
     """
-    path = os.fspath(path)
+    if isinstance(source, (bytes, bytearray, memoryview)) or hasattr(source, "read"):
+        data = bytes(source) if not hasattr(source, "read") else source.read()
+        if not isinstance(data, bytes):
+            raise TypeError(f"the file object must be opened in binary mode ('rb'), got {type(data).__name__}")
+        label = name or (str(getattr(source, "name", "")) or "<bytes>")
+        if not data:
+            raise ImageLoadError(f"{label}: empty file (0 bytes)")
+        return _load(io.BytesIO(data), label, data[:64], max_pixels, alpha_background)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"expected a path, bytes or a binary file object, got {type(source).__name__}")
+    path = os.fspath(source)
+    label = name or path
     try:
         nbytes = os.path.getsize(path)
     except OSError as e:
-        raise ImageLoadError(f"{path}: cannot read ({e.strerror or e})") from e
+        raise ImageLoadError(f"{label}: cannot read ({e.strerror or e})") from e
     if os.path.isdir(path):
-        raise ImageLoadError(f"{path}: is a folder, not an image")
+        raise ImageLoadError(f"{label}: is a folder, not an image")
     if nbytes == 0:
-        raise ImageLoadError(f"{path}: empty file (0 bytes)")
+        raise ImageLoadError(f"{label}: empty file (0 bytes)")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    return _load(path, label, head, max_pixels, alpha_background)
+
+
+def _load(fp, path: str, head: bytes, max_pixels: int | None,
+          alpha_background: tuple[int, int, int] | None) -> LoadedImage:
+    """:func:`load_image` of an open-able ``fp`` (path or file object) named ``path``, whose first bytes
+    are ``head``."""
     with _pixel_limit(max_pixels):
         try:
-            im = Image.open(path)
+            im = Image.open(fp)
         except UnidentifiedImageError as e:
-            raise ImageLoadError(f"{path}: {_why_unreadable(path)}") from e
+            raise ImageLoadError(f"{path}: {_why_unreadable(head)}") from e
         except Image.DecompressionBombError as e:
             raise ImageLoadError(f"{path}: refused by PIL's decompression-bomb guard ({e})") from e
         except OSError as e:
@@ -127,11 +155,9 @@ _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8
                (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"RIFF", "WEBP"))
 
 
-def _why_unreadable(path: str) -> str:
-    """Why PIL could not identify ``path``: a zero-sized header, a known format with a broken
-    header, or no image format at all."""
-    with open(path, "rb") as f:
-        head = f.read(64)
+def _why_unreadable(head: bytes) -> str:
+    """Why PIL could not identify a file starting with ``head``: a zero-sized header, a known format
+    with a broken header, or no image format at all."""
     size = None
     if head.startswith(b"\x89PNG") and head[12:16] == b"IHDR" and len(head) >= 24:
         size = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")

@@ -1,10 +1,16 @@
-"""Image preprocessing with PIL and torch only (no torchvision)."""
+"""Image preprocessing with PIL and torch only (no torchvision).
+
+:func:`preprocess` is CLIP's preprocessing (PIL resize, antialiased); :func:`resized_size` and
+:func:`preprocess_cv2` are the evaluation protocols' resizes (fixed / short side with a long-side cap,
+and OpenCV-style bilinear without antialiasing, as mmseg's pipelines do).
+"""
 from __future__ import annotations
 
 from typing import Sequence, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .backbones.base import OPENAI_MEAN, OPENAI_STD
@@ -13,6 +19,7 @@ _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Im
              "lanczos": Image.LANCZOS}
 
 ImageLike = Union[Image.Image, np.ndarray]
+RESIZES = ("fixed", "short_side", "none")
 
 
 def to_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -76,6 +83,40 @@ def preprocess(images: ImageLike | Sequence[ImageLike], *, size: int | Sequence[
     if len(shapes) > 1:
         raise ValueError(f"images have different sizes {sorted(shapes)}; pass size= to resize them to one")
     return torch.stack(out)
+
+
+def resized_size(height: int, width: int, *, resize: str, size: int, max_long_side: int | None = None
+                 ) -> tuple[int, int]:
+    """``(h, w)`` an image of ``height`` x ``width`` is resized to under a protocol's rule.
+
+    ``"fixed"``: ``size`` x ``size`` (aspect not kept); ``"short_side"``: the short side to ``size``, aspect
+    kept, but the long side at most ``max_long_side`` (mmseg ``Resize(scale=(max_long_side, size),
+    keep_ratio=True)``), rounded half up; ``"none"``: unchanged.
+    """
+    if resize not in RESIZES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}")
+    if resize == "fixed":
+        return size, size
+    if resize == "short_side":
+        scale = min(size / min(height, width), (max_long_side or float("inf")) / max(height, width))
+        return int(height * scale + 0.5), int(width * scale + 0.5)
+    return height, width
+
+
+def preprocess_cv2(image: np.ndarray, *, size: tuple[int, int] | None = None, mean: Sequence[float] = OPENAI_MEAN,
+                   std: Sequence[float] = OPENAI_STD, device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 RGB [H, W, 3] -> normalized [1, 3, h, w] on ``device``: bilinear resize to ``size = (h, w)``
+    without antialiasing (as OpenCV's ``INTER_LINEAR``), rounded back to uint8 values as mmseg stores
+    them, then ``(x / 255 - mean) / std``. ``size=None`` keeps the image's size."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 RGB array [H, W, 3], got {getattr(image, 'dtype', type(image).__name__)} "
+                         f"{list(getattr(image, 'shape', []))}")
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+    if size is not None and tuple(size) != image.shape[:2]:
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False).round().clamp(0, 255)
+    mean_t = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x / 255.0 - mean_t) / std_t
 
 
 def denormalize(images: torch.Tensor, *, mean: Sequence[float] = OPENAI_MEAN,

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..postprocess import reduce_queries
-from ..transforms import preprocess
+from ..postprocess import class_probabilities, reduce_queries
+from ..transforms import preprocess, preprocess_cv2, resized_size
 from .datasets import DatasetSpec, read_templates
 from .pamr import pamr
 from .protocols import Protocol
@@ -85,23 +85,11 @@ class Segmenter:
     def prepare(self, image: np.ndarray) -> torch.Tensor:
         """uint8 RGB [H, W, 3] -> the network input [1, 3, h, w], resized and normalized."""
         p, pre = self.protocol, self.model.backbone.preprocess
-        H, W = image.shape[:2]
-        if p.resize == "fixed":
-            size = (p.size, p.size)
-        elif p.resize == "short_side":
-            scale = min(p.size / min(H, W), p.max_long_side / max(H, W))
-            size = (int(H * scale + 0.5), int(W * scale + 0.5))
-        else:
-            size = (H, W)
-        if p.interpolation != "bilinear-cv2":
-            return preprocess(image, size=size, mean=pre.mean, std=pre.std, interpolation=p.interpolation)[None].to(
-                self.model.device)
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.model.device).permute(2, 0, 1)[None].float()
-        if size != (H, W):  # OpenCV-style bilinear (no antialiasing), then back to uint8 values as mmseg stores
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).round().clamp(0, 255)
-        mean = torch.tensor(pre.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(pre.std, device=x.device).view(1, 3, 1, 1)
-        return (x / 255.0 - mean) / std
+        size = resized_size(*image.shape[:2], resize=p.resize, size=p.size, max_long_side=p.max_long_side)
+        if p.interpolation == "bilinear-cv2":
+            return preprocess_cv2(image, size=size, mean=pre.mean, std=pre.std, device=self.model.device)
+        return preprocess(image, size=size, mean=pre.mean, std=pre.std, interpolation=p.interpolation)[None].to(
+            self.model.device)
 
     @torch.no_grad()
     def query_scores(self, image: np.ndarray, out_size: tuple[int, int],
@@ -136,11 +124,13 @@ class Segmenter:
         """Query scores [Q, H, W] (all classes) -> ``(labels [H, W] long, confidence [H, W])``.
 
         ``softmax(logit_scale * scores)`` over all queries; a class's probability is the max over its
-        queries; then the area rule, the argmax, and pixels below ``prob_threshold`` become background.
+        queries (the library's default reduction, :func:`gemseg.postprocess.class_probabilities`, as the
+        official SCLIP/ClearCLIP/NACLIP code); then the area rule, the argmax, and pixels below
+        ``prob_threshold`` become background.
         """
         p = self.protocol
-        probs = torch.softmax(p.logit_scale * scores.float(), dim=0)
-        cls = reduce_queries(probs[None], self.query_to_class.to(probs.device), self.num_classes)[0]  # (C, H, W)
+        cls = class_probabilities(scores[None], self.query_to_class.to(scores.device), self.num_classes,
+                                  logit_scale=p.logit_scale, reduction="softmax_then_max")[0]  # (C, H, W)
         if p.area_threshold is not None:
             pred = cls.argmax(0)
             fg = pred != self.background
