@@ -196,6 +196,44 @@ def test_pixel_limit_is_configurable(tmp_path):
     assert load_image(tmp_path / "a.png", max_pixels=100).size == (10, 10)
 
 
+# --- bytes and file objects (uploads) ---------------------------------------------------------------
+def test_bytes_and_file_objects_load_like_the_file(tmp_path):
+    arr = np.zeros((4, 6, 3), dtype=np.uint8)
+    arr[0, 0] = (255, 255, 255)
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "e.png", exif=exif)
+    data = (tmp_path / "e.png").read_bytes()
+    want = load_image(tmp_path / "e.png")
+    for source in (data, bytearray(data), io.BytesIO(data)):
+        got = load_image(source)
+        assert got.exif_transposed and got.size == want.size == (4, 6)
+        np.testing.assert_array_equal(np.asarray(got.image), np.asarray(want.image))
+    assert load_image(data).path == "<bytes>" and load_image(data, name="upload").path == "upload"
+    with open(tmp_path / "e.png", "rb") as f:
+        assert load_image(f).path == str(tmp_path / "e.png")
+
+
+def test_bytes_get_the_same_guards():
+    buf = io.BytesIO()
+    Image.fromarray(_rgb(64, 64)).save(buf, "JPEG")
+    with pytest.raises(ImageLoadError, match="^upload: corrupt or truncated"):
+        load_image(buf.getvalue()[: len(buf.getvalue()) // 2], name="upload")
+    with pytest.raises(ImageLoadError, match="^<bytes>: empty file"):
+        load_image(b"")
+    with pytest.raises(ImageLoadError, match="over the limit of 100 megapixels"):
+        load_image(_png_header(30000, 30000))
+    with pytest.raises(ImageLoadError, match="looks like a PNG"):
+        load_image(io.BytesIO(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30))
+    with pytest.raises(ImageLoadError, match="not an image"):
+        load_image(b"hello")
+    with pytest.raises(TypeError, match="binary mode"):
+        load_image(io.StringIO("hello"))
+    with pytest.raises(TypeError, match="a path, bytes or a binary file object"):
+        load_image(3)
+
+
 # --- discovery --------------------------------------------------------------------------------------
 def _touch_images(root, *names):
     for n in names:

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from gemseg import denormalize, preprocess
+from gemseg.transforms import preprocess_cv2, resized_size
 from gemseg.backbones.base import OPENAI_MEAN, OPENAI_STD
 
 
@@ -51,3 +52,25 @@ def test_bad_inputs_raise():
         preprocess([])
     with pytest.raises(ValueError, match="size must be"):
         preprocess(_img(), size=(0, 4))
+
+
+def test_protocol_sizes():
+    assert resized_size(100, 1000, resize="short_side", size=336, max_long_side=2048) == (205, 2048)
+    assert resized_size(100, 1000, resize="short_side", size=50, max_long_side=2048) == (50, 500)
+    assert resized_size(300, 200, resize="short_side", size=100) == (150, 100)
+    assert resized_size(100, 1000, resize="fixed", size=64) == (64, 64)
+    assert resized_size(100, 1000, resize="none", size=64) == (100, 1000)
+    with pytest.raises(ValueError, match="resize must be one of fixed, short_side, none"):
+        resized_size(10, 10, resize="long_side", size=5)
+
+
+def test_cv2_style_resize_is_unantialiased_bilinear_on_uint8_values():
+    img = _img(30, 40)
+    x = preprocess_cv2(img, size=(20, 20))
+    ref = torch.nn.functional.interpolate(torch.from_numpy(img).permute(2, 0, 1)[None].float(), size=(20, 20),
+                                          mode="bilinear", align_corners=False, antialias=False).round()
+    ref = (ref / 255 - torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)) / torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(x, ref)
+    torch.testing.assert_close(preprocess_cv2(img), preprocess(img, size=None)[None])  # no resize: same values
+    with pytest.raises(ValueError, match=r"expected a uint8 RGB array \[H, W, 3\]"):
+        preprocess_cv2(img.astype(np.float32))
