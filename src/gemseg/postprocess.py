@@ -1,4 +1,4 @@
-"""From similarity maps to label maps: query-to-class reduction and background rules.
+"""From query similarities to class scores and probabilities: the query-to-class reduction.
 
 A *query* is one text prompt; several queries can name one class (synonyms, or a set of background
 prompts that all mean "background").
@@ -43,27 +43,6 @@ def reduce_queries(sims: torch.Tensor, query_to_class: Sequence[int] | torch.Ten
     B, _, H, W = sims.shape
     out = sims.new_full((B, num_classes, H, W), float("-inf"))
     return out.scatter_reduce(1, idx.view(1, -1, 1, 1).expand_as(sims), sims, reduce="amax", include_self=True)
-
-
-def predict_labels(scores: torch.Tensor, *, logit_scale: float = 100.0, prob_threshold: float | None = None,
-                   background_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pixel argmax with an optional probability threshold for background.
-
-    ``p = softmax(logit_scale * scores)`` over classes; a pixel whose top probability is below
-    ``prob_threshold`` gets ``background_index``. (Thresholding *raw* similarities scaled by CLIP's
-    logit scale works; thresholding a softmax of min-max normalized maps does not, because its values
-    never exceed e / (e + C - 1).)
-
-    Args:
-        scores: [B, C, H, W] class similarities.
-    Returns:
-        ``(labels [B, H, W] long, confidence [B, H, W] float)``.
-    """
-    probs = torch.softmax(logit_scale * scores.float(), dim=1)
-    conf, labels = probs.max(dim=1)
-    if prob_threshold is not None:
-        labels = torch.where(conf < prob_threshold, torch.full_like(labels, background_index), labels)
-    return labels, conf
 
 
 def class_probabilities(sims: torch.Tensor, query_to_class: Sequence[int] | torch.Tensor, num_classes: int, *,
