@@ -29,6 +29,7 @@ from PIL import Image
 from .backbones.base import Backbone
 from .config import GEMConfig
 from .gem import adaptive_inv_temp, gem_tokens, self_self_attention
+from .transforms import _to_pil
 
 IGNORE_INDEX = 255
 
@@ -344,14 +345,6 @@ def palette(n: int) -> np.ndarray:
     """``n`` distinct RGB colours [n, 3] uint8 (golden-ratio hues, alternating brightness)."""
     rgb = [colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.8, 1.0 if i % 2 == 0 else 0.67) for i in range(n)]
     return (np.array(rgb, dtype=np.float64).reshape(n, 3) * 255).round().astype(np.uint8)
-
-
-def _to_pil(image: Image.Image | np.ndarray) -> Image.Image:
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-            raise ValueError(f"a numpy image must be uint8 [H, W, 3], got {image.dtype} {list(image.shape)}")
-        return Image.fromarray(image)
-    return image.convert("RGB")
 
 
 def render_clusters(image: Image.Image | np.ndarray, labels: torch.Tensor | np.ndarray, *,
