@@ -15,7 +15,7 @@ from .backbones.base import Backbone
 from .config import GEMConfig
 from .methods import get_method
 from .postprocess import DEFAULT_REDUCTION
-from .segment import DEFAULT_LOGIT_SCALE, Segmentation
+from .segment import DEFAULT_LOGIT_SCALE, Segmentation, background_rule, clean_prompts, resize_maps, segment_maps
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -158,7 +158,7 @@ class GEMModel(nn.Module):
     def segment(self, images: Images, classes: Sequence[str], *, background: str | Sequence[str] | None = "auto",
                 threshold: float | None = None, logit_scale: float = DEFAULT_LOGIT_SCALE, size: Size = 448,
                 out_size: Sequence[int] | None = None, templates: Sequence[str] | None = None,
-                reduction: str = DEFAULT_REDUCTION) -> "Segmentation":
+                reduction: str = DEFAULT_REDUCTION) -> Segmentation:
         """Label every pixel with one of ``classes`` or background (label 0).
 
         Args:
@@ -178,8 +178,6 @@ class GEMModel(nn.Module):
             A :class:`gemseg.Segmentation`: ``labels`` [B, H, W], ``probabilities`` and ``scores``
             [B, 1 + C, H, W], ``confidence`` [B, H, W], ``areas`` [B, 1 + C].
         """
-        from .segment import background_rule, clean_prompts, resize_maps, segment_maps
-
         classes = clean_prompts(classes, "class")
         bg = background_rule(background, classes, threshold=threshold, logit_scale=logit_scale)
         text = self.encode_text(classes + list(bg.prompts), templates=templates)  # (C + P, D)
