@@ -12,8 +12,6 @@ import base64
 import binascii
 import io
 import json
-import os
-import tempfile
 import threading
 import time
 from http import HTTPStatus
@@ -74,16 +72,10 @@ class Demo:
         names = _prompts(prompts)
         if not image_bytes:
             raise DemoError("no image: choose a picture file first")
-        fd, path = tempfile.mkstemp(prefix="gemseg-serve-")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(image_bytes)
-            try:
-                image = load_image(path).image
-            except ImageLoadError as e:
-                raise DemoError(str(e).replace(path, "the uploaded file")) from e
-        finally:
-            os.unlink(path)
+            image = load_image(image_bytes, name="the uploaded file").image  # no temporary file
+        except ImageLoadError as e:
+            raise DemoError(str(e)) from e
         image = fit(image, output_size(*image.size, self.max_side))
         start = time.perf_counter()
         with self.lock:
