@@ -34,8 +34,8 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
         cache_dir: where hub downloads are cached (default: the libraries' own cache).
         depth, iterations, temperature, projections, l2_normalize, gem_mlp: GEM settings, see
             :class:`gemseg.GEMConfig`.
-        method: the dense method: ``"gem"`` (default), ``"clip"``, ``"maskclip"``, ``"vv"``, ``"sclip"``,
-            ``"clearclip"``, ``"naclip"`` or one added with :func:`gemseg.register_method`
+        method: the dense method: ``"gem"`` (default), ``"clip"``, ``"maskclip"``, ``"maskclip-vproj"``, ``"vv"``,
+            ``"sclip"``,            ``"clearclip"``, ``"naclip"`` or one added with :func:`gemseg.register_method`
             (docs/methods.md).
         pos_embed: how position embeddings are resampled to other grids: ``"bicubic-aa"`` (default,
             gem-torch), ``"bicubic-scale"`` (SCLIP/ClearCLIP/NACLIP) or ``"bilinear"`` (CLIP Surgery); see
