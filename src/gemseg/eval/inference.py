@@ -12,17 +12,20 @@ from ..postprocess import reduce_queries
 from ..transforms import preprocess
 from .datasets import DatasetSpec, read_templates
 from .pamr import pamr
-from .protocols import Protocol
+from .protocols import Protocol, vocabulary_classes
 
 
 def class_queries(spec: DatasetSpec, protocol: Protocol) -> list[tuple[str, ...]]:
-    """The queries of each class under ``protocol``: its display name ("names") or every name of the
-    dataset's synonym file ("synonyms"); ``background_prompts`` replace the background class's."""
-    per_class = [s if protocol.vocabulary == "synonyms" else c[:1] for c, s in zip(spec.classes, spec.synonyms)]
+    """The queries of each class under ``protocol``: its display name ("names"), every name of the
+    dataset's synonym file ("synonyms") or its line of a class file; ``background_prompts`` replace the
+    background class's, and with ``background_query=False`` the background class has none."""
+    per_class = vocabulary_classes(spec, protocol)
     if protocol.background_prompts is not None:
         if spec.background is None:
             raise ValueError(f"background_prompts need a background class, and {spec.name} has none")
         per_class[spec.background] = protocol.background_prompts
+    if not protocol.background_query and spec.background is not None:
+        per_class[spec.background] = ()
     return per_class
 
 
@@ -136,11 +139,18 @@ class Segmenter:
         """Query scores [Q, H, W] (all classes) -> ``(labels [H, W] long, confidence [H, W])``.
 
         ``softmax(logit_scale * scores)`` over all queries; a class's probability is the max over its
-        queries; then the area rule, the argmax, and pixels below ``prob_threshold`` become background.
+        queries (0 for a class without queries, e.g. background under ``background_query=False``); then
+        the area rule, the argmax, and pixels below ``prob_threshold`` become background.
         """
         p = self.protocol
         probs = torch.softmax(p.logit_scale * scores.float(), dim=0)
-        cls = reduce_queries(probs[None], self.query_to_class.to(probs.device), self.num_classes)[0]  # (C, H, W)
+        owner = self.query_to_class.to(probs.device)
+        scored = torch.unique(owner)  # sorted classes that have queries; the others get probability 0
+        if len(scored) == self.num_classes:
+            cls = reduce_queries(probs[None], owner, self.num_classes)[0]  # (C, H, W)
+        else:
+            cls = probs.new_zeros((self.num_classes, *probs.shape[1:]))
+            cls[scored] = reduce_queries(probs[None], torch.searchsorted(scored, owner), len(scored))[0]
         if p.area_threshold is not None:
             pred = cls.argmax(0)
             fg = pred != self.background
