@@ -165,7 +165,7 @@ _SCLIP_CFG = "SCLIP configs/cfg_*.py (as recorded earlier in gemseg; not re-read
 _CLEAR_CFG = "ClearCLIP configs/cfg_*.py Resize(scale=(2048, 448))"
 _NA_CFG = "NACLIP configs/cfg_*.py Resize(scale=(2048, 336))"
 _SLIDE_NOTES = {"max_long_side": "mmseg Resize scale=(2048, size)", "interpolation": "mmseg Resize (cv2 bilinear)",
-                "templates": "prompts/imagenet_template.py (80)", "vocabulary": "configs/cls_*.txt",
+                "templates": "prompts/imagenet_template.py (80)",
                 "background_query": "the background line of configs/cls_*.txt",
                 "pos_embed": "clip/model.py interpolate_pos_encoding, scale_factor (g + 0.1) / g0"}
 # where each preset's own value of a setting comes from (settings they do not use are left out)
@@ -178,10 +178,13 @@ PRESET_NOTES: dict[str, dict[str, str]] = {
             "prob_threshold": f"{_OURS} per dataset (README: chosen by a sweep; its 0.85 is for min-max maps)",
             "area_threshold": _OURS, "pamr_steps": _OURS, "point_threshold": _OURS, "point_normalize": _OURS,
             "pos_embed": "gem-torch (open_clip resize, bicubic antialiased)"},
-    "sclip": {**_SLIDE_NOTES, "resize": _SCLIP_CFG, "size": _SCLIP_CFG, "mode": _SCLIP_CFG,
+    "sclip": {**_SLIDE_NOTES, "vocabulary": "SCLIP configs/cls_*.txt (the *_sclip.txt synonym files)",
+              "resize": _SCLIP_CFG, "size": _SCLIP_CFG, "mode": _SCLIP_CFG,
               "crop": _SCLIP_CFG, "stride": _SCLIP_CFG, "logit_scale": _SCLIP_CFG, "prob_threshold": _SCLIP_CFG,
               "area_threshold": _SCLIP_CFG, "pamr_steps": "SCLIP main table: no PAMR"},
-    "clearclip": {**_SLIDE_NOTES, "resize": _CLEAR_CFG, "size": _CLEAR_CFG,
+    "clearclip": {**_SLIDE_NOTES, "vocabulary": "SCLIP's synonym files, assumed (ClearCLIP's cls_*.txt read for "
+                                                "VOC21 only, see the dataset's value)",
+                  "resize": _CLEAR_CFG, "size": _CLEAR_CFG,
                   "mode": "clearclip_segmentor.py slide_crop=448",
                   "crop": "clearclip_segmentor.py slide_crop=448",
                   "stride": "clearclip_segmentor.py slide_stride=224",
@@ -189,7 +192,9 @@ PRESET_NOTES: dict[str, dict[str, str]] = {
                   "prob_threshold": "configs/cfg_*.py prob_thd (default 0.0)",
                   "area_threshold": "ClearCLIP has no area rule", "pamr_steps": "ClearCLIP has no PAMR",
                   "pos_embed": "open_clip/transformer.py interpolate_pos_encoding, scale_factor (g + 0.1) / g0"},
-    "naclip": {**_SLIDE_NOTES, "resize": _NA_CFG, "size": _NA_CFG, "mode": "naclip.py slide_crop=224",
+    "naclip": {**_SLIDE_NOTES, "vocabulary": "SCLIP's synonym files, assumed (NACLIP's README: dataset configs "
+                                             "follow SCLIP; its cls_*.txt not read)",
+               "resize": _NA_CFG, "size": _NA_CFG, "mode": "naclip.py slide_crop=224",
                "crop": "naclip.py slide_crop=224", "stride": "naclip.py slide_stride=112", "logit_scale": "naclip.py logit_scale=40",
                "prob_threshold": "configs/cfg_*.py prob_thd (default 0.0)",
                "area_threshold": "NACLIP has no area rule",
