@@ -149,3 +149,23 @@ def test_create_model_takes_the_convention(tiny_model_files):
     config, checkpoint = tiny_model_files["open_clip"]
     model = create_model(config, checkpoint=checkpoint, depth=3, pos_embed="bicubic-scale")
     assert model.pos_embed == "bicubic-scale"
+
+
+def test_the_eval_applies_the_protocols_convention():
+    import numpy as np
+
+    from gemseg.eval import Segmenter, class_queries, load_dataset_spec, resolve_protocol
+
+    model = GEMModel(tiny_open_clip_backbone(), method="clip")  # bicubic-aa
+    spec = load_dataset_spec("voc20")
+    image = np.random.default_rng(0).integers(0, 256, size=(40, 48, 3), dtype=np.uint8)  # a 5x6 grid
+    scores = {}
+    for mode in POS_EMBED_MODES:
+        protocol, _ = resolve_protocol("gem", spec, resize="none", pos_embed=mode)
+        seg = Segmenter(model, protocol, class_queries(spec, protocol))
+        assert seg.image_model.pos_embed == mode and seg.image_model.backbone is model.backbone
+        scores[mode] = seg.query_scores(image, (40, 48))
+        expected = model.with_pos_embed(mode).heatmaps(seg.prepare(image), seg.text)[0]
+        torch.testing.assert_close(scores[mode], expected.float())
+    assert (scores["bicubic-aa"] - scores["bicubic-scale"]).abs().max() > 1e-5
+    assert model.pos_embed == "bicubic-aa"  # the caller's model is not changed

@@ -58,6 +58,9 @@ class Segmenter:
     def __init__(self, model, protocol: Protocol, queries: Sequence[Sequence[str]], *, background: int | None = None,
                  active: Sequence[int] | None = None, crop_batch: int = 8, text_cache: dict | None = None):
         self.model, self.protocol, self.background = model, protocol, background
+        # the images go through the protocol's position-embedding resampling (same weights, same text encoder)
+        same = getattr(model, "pos_embed", protocol.pos_embed) == protocol.pos_embed
+        self.image_model = model if same else model.with_pos_embed(protocol.pos_embed)
         self.num_classes = len(queries)
         keep = set(range(self.num_classes)) if active is None else set(active)
         flat, owner = [], []
@@ -113,7 +116,7 @@ class Segmenter:
         computed at the network resolution and resized bilinearly to ``out_size``, then PAMR."""
         x = self.prepare(image)
         text = self.text if rows is None else self.text[torch.as_tensor(list(rows), dtype=torch.long)]
-        sims = self.model.heatmaps(x, text) if self.protocol.mode == "whole" else self._slide(x, text)
+        sims = self.image_model.heatmaps(x, text) if self.protocol.mode == "whole" else self._slide(x, text)
         sims = F.interpolate(sims.float(), size=tuple(out_size), mode="bilinear", align_corners=False)
         if self.protocol.pamr_steps:
             guide = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
@@ -128,7 +131,7 @@ class Segmenter:
         for i in range(0, len(windows), self.crop_batch):
             chunk = windows[i: i + self.crop_batch]
             crops = torch.cat([x[..., y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])
-            sims = self.model.heatmaps(crops, text)  # (n, Q, crop_h, crop_w)
+            sims = self.image_model.heatmaps(crops, text)  # (n, Q, crop_h, crop_w)
             for (y1, y2, x1, x2), s in zip(chunk, sims):
                 total[0, :, y1:y2, x1:x2] += s
                 count[..., y1:y2, x1:x2] += 1

@@ -75,8 +75,6 @@ def evaluate(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Protoc
     """
     dist = dist or Dist()
     protocol.check_dataset(spec)
-    if getattr(model, "pos_embed", protocol.pos_embed) != protocol.pos_embed:
-        model = model.with_pos_embed(protocol.pos_embed)  # the protocol's resampling, same weights
     dataset = open_dataset(spec, root, limit=limit)
     ids = dataset.ids
     dense = spec.type == "dense"
