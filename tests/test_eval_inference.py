@@ -123,6 +123,18 @@ def test_labels_softmax_over_queries_then_max_per_class_then_threshold():
     assert _rules(no_threshold, [0, 1, 1, 2], 3).labels(scores)[0][1, 0] == 2
 
 
+def test_without_a_background_query_background_is_where_the_foreground_is_unsure():
+    protocol, _ = resolve_protocol("gem", logit_scale=10.0, prob_threshold=0.6)  # background_query=False
+    seg = _rules(protocol, [1, 2], 3)  # queries for classes 1 and 2 only; class 0 is background
+    scores = torch.tensor([[0.3, 0.0], [0.0, 0.02]])[..., None]  # (Q=2, H=2, W=1)
+    labels, conf = seg.labels(scores)
+    probs = torch.softmax(10 * scores, dim=0)  # over the foreground queries only
+    assert float(conf[0, 0]) == pytest.approx(float(probs[0, 0, 0])) and labels[0, 0] == 1  # p = 0.95
+    assert float(conf[1, 0]) == pytest.approx(0.55, abs=1e-2) and labels[1, 0] == 0  # below 0.6
+    loose, _ = resolve_protocol("gem", logit_scale=10.0, prob_threshold=0.5)
+    assert _rules(loose, [1, 2], 3).labels(scores)[0][:, 0].tolist() == [1, 2]  # background never argmax
+
+
 def test_area_threshold_drops_small_foreground_classes():
     protocol, _ = resolve_protocol("gem", logit_scale=50.0, area_threshold=0.2)
     scores = torch.zeros(3, 1, 10)
@@ -137,7 +149,7 @@ def test_area_threshold_drops_small_foreground_classes():
 
 def test_background_prompts_replace_the_background_queries():
     spec = load_dataset_spec("voc21")
-    protocol, _ = resolve_protocol("gem", spec, background_prompts=("sky", "wall"))
+    protocol, _ = resolve_protocol("gem", spec, background_prompts=("sky", "wall"), background_query=True)
     queries = class_queries(spec, protocol)
     assert queries[0] == ("sky", "wall") and queries[1] == ("aeroplane",)
     sclip, _ = resolve_protocol("sclip", spec)

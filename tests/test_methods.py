@@ -20,7 +20,7 @@ from gemseg.methods import baselines
 torch.set_grad_enabled(False)
 
 CFG = GEMConfig(depth=3)  # the tiny models have 4 blocks; the default depth 7 needs 6
-BUILTIN = ("gem", "clip", "maskclip", "vv", "sclip", "clearclip", "naclip")
+BUILTIN = ("gem", "clip", "maskclip", "maskclip-vproj", "vv", "sclip", "clearclip", "naclip")
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +85,7 @@ def _reference(backbone, images, kind, bias=None):
         for j in range(H):
             sl = slice(j * d, (j + 1) * d)
             qj, kj, vj = q[:, sl], k[:, sl], v[:, sl]
-            if kind == "maskclip":
+            if kind in ("maskclip", "maskclip-vproj"):
                 heads.append(vj)
             elif kind == "clearclip":
                 heads.append(torch.softmax(qj @ qj.T / math.sqrt(d), -1) @ vj)
@@ -97,9 +97,9 @@ def _reference(backbone, images, kind, bias=None):
             elif kind == "vv":
                 heads.append(torch.softmax(vj @ vj.T / math.sqrt(d), -1) @ vj)
         y = out_proj(torch.cat(heads, dim=-1))
-        if kind in ("sclip", "vv"):  # residual kept
+        if kind in ("sclip", "vv", "maskclip"):  # residual kept
             y = x + y
-        if kind == "sclip":  # and the MLP
+        if kind in ("sclip", "maskclip"):  # and the MLP
             y = y + mlp(ln_2(y))
         outs.append(head(y))
     return torch.stack(outs)
@@ -118,7 +118,7 @@ def _hand_window(gh, gw, std, prefix):
 # ---------------------------------------------------------------------------------------------
 # formulas
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["maskclip", "clearclip", "sclip"])
+@pytest.mark.parametrize("kind", ["maskclip", "maskclip-vproj", "clearclip", "sclip"])
 def test_last_block_methods_match_their_formulas(backbone, kind):
     images = torch.randn(2, 3, 40, 48)  # 5x6 grid, resampled position embeddings
     tokens, _ = get_method(kind)(backbone, images, CFG)
@@ -181,14 +181,15 @@ def test_clip_is_gem_with_depth_zero_and_the_base_model(backbone):
     assert torch.allclose(clip, _raw_last(backbone)[-1](last), atol=1e-5)
 
 
-@pytest.mark.parametrize("kind,residual", [("maskclip", False), ("clearclip", False), ("naclip", False),
-                                           ("sclip", True)])
+@pytest.mark.parametrize("kind,residual", [("maskclip", True), ("maskclip-vproj", False), ("clearclip", False),
+                                           ("naclip", False), ("sclip", True)])
 def test_which_last_blocks_drop_the_residual_stream(backbone, kind, residual):
     """Without the residual, a block's output depends on x only through ln_1(x), which does not see
     the scale of x; with it, scaling x changes the output."""
     blk = backbone.blocks[-1]
     x = _library_trunk(backbone, torch.randn(1, 3, 32, 32), len(backbone.blocks) - 1)
-    fn = {"maskclip": baselines.maskclip_block, "clearclip": baselines.clearclip_block,
+    fn = {"maskclip": baselines.maskclip_block, "maskclip-vproj": baselines.maskclip_vproj_block,
+          "clearclip": baselines.clearclip_block,
           "sclip": baselines.sclip_block,
           "naclip": functools.partial(baselines.naclip_block, bias=neighbourhood_bias((4, 4)))}[kind]
     y, y_scaled = fn(blk, x), fn(blk, 3.0 * x)
@@ -198,15 +199,24 @@ def test_which_last_blocks_drop_the_residual_stream(backbone, kind, residual):
         assert torch.allclose(y, y_scaled, atol=1e-4), (y - y_scaled).abs().max()
 
 
-def test_maskclip_tokens_do_not_mix(backbone):
-    """MaskCLIP has no attention: a patch's token depends on no other token of the last block input."""
+@pytest.mark.parametrize("block", [baselines.maskclip_block, baselines.maskclip_vproj_block])
+def test_maskclip_tokens_do_not_mix(backbone, block):
+    """Neither MaskCLIP has attention: a patch's token depends on no other token of the last block input."""
     blk = backbone.blocks[-1]
     x = _library_trunk(backbone, torch.randn(1, 3, 32, 32), len(backbone.blocks) - 1)
     x2 = x.clone()
     x2[:, 5:] = torch.randn_like(x2[:, 5:])
-    y, y2 = baselines.maskclip_block(blk, x), baselines.maskclip_block(blk, x2)
+    y, y2 = block(blk, x), block(blk, x2)
     assert torch.allclose(y[:, :5], y2[:, :5], atol=1e-6)
     assert not torch.allclose(baselines.clearclip_block(blk, x)[:, :5], baselines.clearclip_block(blk, x2)[:, :5])
+
+
+def test_the_two_maskclips_differ(backbone):
+    images = torch.randn(1, 3, 32, 32)
+    original, _ = get_method("maskclip")(backbone, images, CFG)
+    vproj, _ = get_method("maskclip-vproj")(backbone, images, CFG)
+    cos = torch.nn.functional.cosine_similarity(original, vproj, dim=-1)
+    assert cos.min() < 0.999, cos
 
 
 @pytest.mark.parametrize("name", BUILTIN)

@@ -15,7 +15,8 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
                  backend: str = "auto", device: str | torch.device = "cpu", precision: str = "fp32",
                  cache_dir: str | None = None, depth: int = 7, iterations: int = 1,
                  temperature: float | None = None, projections: Sequence[str] = ("v", "k", "q"),
-                 l2_normalize: bool = True, gem_mlp: bool = False, method: str = "gem") -> GEMModel:
+                 l2_normalize: bool = True, gem_mlp: bool = False, method: str = "gem",
+                 pos_embed: str = "bicubic-aa") -> GEMModel:
     """Build a GEM model.
 
     Args:
@@ -33,9 +34,12 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
         cache_dir: where hub downloads are cached (default: the libraries' own cache).
         depth, iterations, temperature, projections, l2_normalize, gem_mlp: GEM settings, see
             :class:`gemseg.GEMConfig`.
-        method: the dense method: ``"gem"`` (default), ``"clip"``, ``"maskclip"``, ``"vv"``, ``"sclip"``,
-            ``"clearclip"``, ``"naclip"`` or one added with :func:`gemseg.register_method`
+        method: the dense method: ``"gem"`` (default), ``"clip"``, ``"maskclip"``, ``"maskclip-vproj"``, ``"vv"``,
+            ``"sclip"``,            ``"clearclip"``, ``"naclip"`` or one added with :func:`gemseg.register_method`
             (docs/methods.md).
+        pos_embed: how position embeddings are resampled to other grids: ``"bicubic-aa"`` (default,
+            gem-torch), ``"bicubic-scale"`` (SCLIP/ClearCLIP/NACLIP) or ``"bilinear"`` (CLIP Surgery); see
+            :func:`gemseg.backbones.base.resample_pos_embed`.
     """
     config = GEMConfig(depth=depth, iterations=iterations, temperature=temperature,
                        projections=tuple(projections), l2_normalize=l2_normalize, gem_mlp=gem_mlp)
@@ -44,4 +48,4 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
     if backbone.pretrained is None:
         warnings.warn(f"{model}: no pretrained weights given; the model has random weights "
                       "(pass pretrained= or checkpoint=)", stacklevel=2)
-    return GEMModel(backbone, config=config, precision=precision, method=method)
+    return GEMModel(backbone, config=config, precision=precision, method=method, pos_embed=pos_embed)

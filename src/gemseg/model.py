@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from typing import Sequence, Union
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .backbones.base import Backbone
+from .backbones.base import Backbone, check_pos_embed_mode
 from .config import GEMConfig
 from .methods import get_method
 from .postprocess import DEFAULT_REDUCTION
@@ -34,8 +35,12 @@ class GEMModel(nn.Module):
     """
 
     def __init__(self, backbone: Backbone, *, config: GEMConfig | None = None, precision: str = "fp32",
-                 method: str = "gem"):
+                 method: str = "gem", pos_embed: str = "bicubic-aa"):
         super().__init__()
+        self.pos_embed = check_pos_embed_mode(pos_embed)  # position-embedding resampling, see POS_EMBED_MODES
+        if pos_embed != "bicubic-aa" and type(backbone).embed is not Backbone.embed:
+            warnings.warn(f"{type(backbone).__name__} resamples its position embeddings its own way; "
+                          f"pos_embed={pos_embed!r} is ignored", stacklevel=2)
         self._tokens = get_method(method)
         self.method = method
         if precision not in PRECISIONS:
@@ -60,7 +65,13 @@ class GEMModel(nn.Module):
     def with_config(self, **changes) -> "GEMModel":
         """A model sharing these weights with some GEM settings changed (e.g. ``depth=4``)."""
         return GEMModel(self.backbone, config=dataclasses.replace(self.config, **changes), precision=self.precision,
-                        method=self.method)
+                        method=self.method, pos_embed=self.pos_embed)
+
+    def with_pos_embed(self, pos_embed: str) -> "GEMModel":
+        """A model sharing these weights whose position embeddings are resampled the ``pos_embed`` way
+        (``"bicubic-aa"``, ``"bicubic-scale"`` or ``"bilinear"``, see :func:`~gemseg.backbones.base.resample_pos_embed`)."""
+        return GEMModel(self.backbone, config=self.config, precision=self.precision, method=self.method,
+                        pos_embed=pos_embed)
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
@@ -112,7 +123,7 @@ class GEMModel(nn.Module):
         """
         images = self._check_images(images)
         padded = _pad_to_multiple(images, self.patch_size)
-        with self._autocast():
+        with self._autocast(), self.backbone.resampling(self.pos_embed):
             gem, ori = self._tokens(self.backbone, padded, self.config, return_ori=return_ori)
         tokens = (ori if return_ori else gem)[:, self.backbone.num_prefix_tokens:].float()  # (B, h*w, D)
         B, _, Hp, Wp = padded.shape

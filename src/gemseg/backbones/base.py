@@ -1,6 +1,7 @@
 """The one interface every backbone implements, and helpers shared by the backends."""
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -13,6 +14,12 @@ from torch import nn
 # Defaults for CLIP-style preprocessing (OpenAI's statistics); backends override per checkpoint.
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# How learned position embeddings are resampled to a grid other than the trained one (docs/evaluation.md):
+# "bicubic-aa": bicubic, antialiased, by target size (gem-torch; the default);
+# "bicubic-scale": bicubic, not antialiased, by scale factor (g + 0.1) / g0 per axis (SCLIP, ClearCLIP, NACLIP);
+# "bilinear": bilinear, not antialiased, by target size (CLIP Surgery).
+POS_EMBED_MODES = ("bicubic-aa", "bicubic-scale", "bilinear")
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,7 @@ class Backbone(nn.Module):
     context_length: int
     preprocess: Preprocess
     blocks: Sequence[ViTBlock]
+    pos_embed_mode: str = "bicubic-aa"  # see POS_EMBED_MODES; set for a call with :meth:`resampling`
 
     # --- image side ---------------------------------------------------------------------------
     def _patch_embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -114,16 +122,29 @@ class Backbone(nn.Module):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` [B, 3, H, W] (normalized) -> tokens [B, 1 + h * w, C] entering block 0.
 
-        ``h, w = H // ph, W // pw``; the position embeddings are resampled to that grid.
+        ``h, w = H // ph, W // pw``; the position embeddings are resampled to that grid the
+        ``pos_embed_mode`` way.
         """
         x = self._patch_embed(images)  # (B, C, h, w)
         B, C, h, w = x.shape
         x = x.flatten(2).transpose(1, 2)  # (B, h*w, C)
         cls = self._class_token().to(x.dtype).expand(B, 1, C)
         pos, grid = self._pos_embed()
-        pos = resample_pos_embed(pos, old_grid=grid, new_grid=(h, w), num_prefix_tokens=1)
+        pos = resample_pos_embed(pos, old_grid=grid, new_grid=(h, w), num_prefix_tokens=1, mode=self.pos_embed_mode)
         x = torch.cat([cls, x], dim=1) + pos.to(x.dtype)
         return self._pre_norm(x)
+
+    @contextlib.contextmanager
+    def resampling(self, mode: str):
+        """Within the ``with`` block, :meth:`embed` resamples position embeddings the ``mode`` way (one of
+        :data:`POS_EMBED_MODES`); the previous mode is restored on exit."""
+        check_pos_embed_mode(mode)
+        previous = self.pos_embed_mode
+        self.pos_embed_mode = mode
+        try:
+            yield self
+        finally:
+            self.pos_embed_mode = previous
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm and projection: tokens [B, N, C] -> [B, N, embed_dim]."""
@@ -157,10 +178,27 @@ class Backbone(nn.Module):
         return next(self.parameters()).device
 
 
+def check_pos_embed_mode(mode: str) -> str:
+    if mode not in POS_EMBED_MODES:
+        raise ValueError(f"pos_embed must be one of {', '.join(POS_EMBED_MODES)}, got {mode!r}")
+    return mode
+
+
 def resample_pos_embed(pos: torch.Tensor, *, old_grid: tuple[int, int], new_grid: tuple[int, int],
-                       num_prefix_tokens: int = 1) -> torch.Tensor:
-    """Resample position embeddings ``pos`` [prefix + gh * gw, C] to ``new_grid`` (bicubic,
-    antialiased; the prefix tokens' embeddings are kept). Returns [prefix + h * w, C]."""
+                       num_prefix_tokens: int = 1, mode: str = "bicubic-aa") -> torch.Tensor:
+    """Resample position embeddings ``pos`` [prefix + gh * gw, C] to ``new_grid`` ``(h, w)``; the prefix
+    tokens' embeddings are kept. Returns [prefix + h * w, C]; the trained grid is returned unchanged.
+
+    ``mode`` (see :data:`POS_EMBED_MODES`), with ``align_corners=False`` throughout:
+
+    - ``"bicubic-aa"``: bicubic, antialiased, to the target size (gem-torch's convention).
+    - ``"bicubic-scale"``: bicubic without antialiasing, called with ``scale_factor = ((h + 0.1) / gh,
+      (w + 0.1) / gw)``, so the output size is ``floor(g0 * (g + 0.1) / g0) = g`` while the sampling
+      positions use that scale factor, not ``g / g0`` (``interpolate_pos_encoding`` of SCLIP, ClearCLIP
+      and NACLIP; each axis with its own factor, so non-square grids are handled per axis).
+    - ``"bilinear"``: bilinear without antialiasing, to the target size (CLIP Surgery).
+    """
+    mode = check_pos_embed_mode(mode)
     if tuple(old_grid) == tuple(new_grid):
         return pos
     prefix, grid = pos[:num_prefix_tokens], pos[num_prefix_tokens:]
@@ -170,7 +208,13 @@ def resample_pos_embed(pos: torch.Tensor, *, old_grid: tuple[int, int], new_grid
     C = grid.shape[-1]
     dtype = grid.dtype
     grid = grid.float().reshape(1, *old_grid, C).permute(0, 3, 1, 2)  # (1, C, gh, gw)
-    grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic", antialias=True, align_corners=False)
+    if mode == "bicubic-scale":
+        scale = tuple((n + 0.1) / o for n, o in zip(new_grid, old_grid))
+        grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", align_corners=False)
+        assert tuple(grid.shape[-2:]) == tuple(new_grid), "scale factor (g + 0.1) / g0 must give g rows"
+    else:
+        grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic" if mode == "bicubic-aa" else "bilinear",
+                             antialias=mode == "bicubic-aa", align_corners=False)
     grid = grid.permute(0, 2, 3, 1).reshape(-1, C).to(dtype)  # (h*w, C)
     return torch.cat([prefix, grid], dim=0)
 

@@ -11,6 +11,7 @@ examples:
   gemseg eval --dataset ade20k --data-root data/ADEChallengeData2016 --preset gem --limit 50
   torchrun --nproc_per_node=8 -m gemseg.cli eval --dataset coco_stuff --data-root data/coco_stuff164k
   gemseg eval --dataset my_dataset.json --data-root data/mine --preset sclip --mode whole
+  gemseg eval --list-presets                   # the paper tables each preset reproduces
   gemseg eval --show-preset sclip              # every setting, and each dataset's own values
   gemseg eval --dataset voc21 --preset sclip --pamr-steps 10 --show-protocol
   gemseg eval --compare runs/a/result.json runs/b/result.json
@@ -21,8 +22,9 @@ starts over. Results: OUT/result.json and OUT/result.md.
 
 # protocol settings that have a flag, with the flag's parser
 _PROTOCOL_FLAGS = ("resize", "size", "max_long_side", "interpolation", "mode", "crop", "stride", "templates",
-                   "vocabulary", "background_prompts", "logit_scale", "prob_threshold", "area_threshold",
-                   "pamr_steps", "pamr_dilations", "point_threshold", "point_normalize")
+                   "vocabulary", "background_query", "background_prompts", "logit_scale", "prob_threshold",
+                   "area_threshold", "pamr_steps", "pamr_dilations", "point_threshold", "point_normalize",
+                   "pos_embed")
 
 
 def _optional_float(text: str) -> float | None:
@@ -59,6 +61,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     info = p.add_argument_group("information (nothing is evaluated)")
     info.add_argument("--list-datasets", action="store_true", help="list the built-in datasets")
+    info.add_argument("--list-presets", action="store_true",
+                      help="list the presets: the paper table, model, method, datasets and sources of each")
     info.add_argument("--show-preset", metavar="NAME", choices=list_presets(),
                       help="print a preset in full, with each dataset's own values")
     info.add_argument("--show-protocol", action="store_true",
@@ -72,7 +76,8 @@ def register(subparsers) -> None:
 def add_protocol_args(p: argparse.ArgumentParser) -> None:
     """--preset and one flag per protocol setting (each overrides the preset; unset flags are absent
     from the namespace, see :func:`protocol_overrides`)."""
-    from ..eval.protocols import INTERPOLATIONS, MODES, POINT_NORMALIZATIONS, RESIZES, VOCABULARIES, list_presets
+    from ..backbones.base import POS_EMBED_MODES
+    from ..eval.protocols import INTERPOLATIONS, MODES, POINT_NORMALIZATIONS, RESIZES, list_presets
 
     g = p.add_argument_group("protocol (each flag overrides the preset; see --show-preset)")
     g.add_argument("--preset", default="gem", choices=list_presets(), help="protocol preset (default: %(default)s)")
@@ -85,7 +90,11 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crop", type=int, default=S, help="sliding-window crop size")
     g.add_argument("--stride", type=int, default=S, help="sliding-window stride")
     g.add_argument("--templates", default=S, help="single, imagenet80, or a file with one template per line")
-    g.add_argument("--vocabulary", choices=VOCABULARIES, default=S, help="class names only, or all synonyms")
+    g.add_argument("--vocabulary", default=S, metavar="names|synonyms|FILE.txt",
+                   help="class names only, all synonyms, or a class file (one line per class)")
+    g.add_argument("--background-query", action=argparse.BooleanOptionalAction, default=S,
+                   help="score background by its own queries (--no-background-query: background where the "
+                        "top foreground probability is below --prob-threshold)")
     g.add_argument("--background-prompts", type=_prompt_list, default=S, metavar="A,B,C|none",
                    help="queries that replace the background class's names")
     g.add_argument("--logit-scale", type=float, default=S, help="softmax(logit_scale * cosine)")
@@ -98,6 +107,9 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--point-threshold", type=float, default=S, help="point labels: binarization threshold")
     g.add_argument("--point-normalize", choices=POINT_NORMALIZATIONS, default=S,
                    help="point labels: per-map min-max normalization or raw cosine")
+    g.add_argument("--pos-embed", choices=POS_EMBED_MODES, default=S,
+                   help="position-embedding resampling: bicubic-aa (gem-torch), bicubic-scale (SCLIP, ClearCLIP, "
+                        "NACLIP), bilinear (CLIP Surgery)")
 
 
 def protocol_overrides(args: argparse.Namespace) -> dict:
@@ -130,6 +142,11 @@ def main(args: argparse.Namespace) -> int:
 
     if args.list_datasets:
         _list_datasets()
+        return 0
+    if args.list_presets:
+        from ..eval.protocols import preset_table
+
+        print(preset_table())
         return 0
     if args.compare:
         print(compare_markdown([load_result(p) for p in args.compare], names=args.compare), end="")
@@ -172,7 +189,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-_DENSE_ONLY = ("vocabulary", "background_prompts", "logit_scale", "prob_threshold", "area_threshold")
+_DENSE_ONLY = ("vocabulary", "background_query", "background_prompts", "logit_scale", "prob_threshold", "area_threshold")
 _POINTS_ONLY = ("point_threshold", "point_normalize")
 
 

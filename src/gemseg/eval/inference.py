@@ -12,17 +12,20 @@ from ..postprocess import class_probabilities, reduce_queries
 from ..transforms import preprocess, preprocess_cv2, resized_size
 from .datasets import DatasetSpec, read_templates
 from .pamr import pamr
-from .protocols import Protocol
+from .protocols import Protocol, vocabulary_classes
 
 
 def class_queries(spec: DatasetSpec, protocol: Protocol) -> list[tuple[str, ...]]:
-    """The queries of each class under ``protocol``: its display name ("names") or every name of the
-    dataset's synonym file ("synonyms"); ``background_prompts`` replace the background class's."""
-    per_class = [s if protocol.vocabulary == "synonyms" else c[:1] for c, s in zip(spec.classes, spec.synonyms)]
+    """The queries of each class under ``protocol``: its display name ("names"), every name of the
+    dataset's synonym file ("synonyms") or its line of a class file; ``background_prompts`` replace the
+    background class's, and with ``background_query=False`` the background class has none."""
+    per_class = vocabulary_classes(spec, protocol)
     if protocol.background_prompts is not None:
         if spec.background is None:
             raise ValueError(f"background_prompts need a background class, and {spec.name} has none")
         per_class[spec.background] = protocol.background_prompts
+    if not protocol.background_query and spec.background is not None:
+        per_class[spec.background] = ()
     return per_class
 
 
@@ -55,6 +58,9 @@ class Segmenter:
     def __init__(self, model, protocol: Protocol, queries: Sequence[Sequence[str]], *, background: int | None = None,
                  active: Sequence[int] | None = None, crop_batch: int = 8, text_cache: dict | None = None):
         self.model, self.protocol, self.background = model, protocol, background
+        # the images go through the protocol's position-embedding resampling (same weights, same text encoder)
+        same = getattr(model, "pos_embed", protocol.pos_embed) == protocol.pos_embed
+        self.image_model = model if same else model.with_pos_embed(protocol.pos_embed)
         self.num_classes = len(queries)
         keep = set(range(self.num_classes)) if active is None else set(active)
         flat, owner = [], []
@@ -98,7 +104,7 @@ class Segmenter:
         computed at the network resolution and resized bilinearly to ``out_size``, then PAMR."""
         x = self.prepare(image)
         text = self.text if rows is None else self.text[torch.as_tensor(list(rows), dtype=torch.long)]
-        sims = self.model.heatmaps(x, text) if self.protocol.mode == "whole" else self._slide(x, text)
+        sims = self.image_model.heatmaps(x, text) if self.protocol.mode == "whole" else self._slide(x, text)
         sims = F.interpolate(sims.float(), size=tuple(out_size), mode="bilinear", align_corners=False)
         if self.protocol.pamr_steps:
             guide = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
@@ -113,7 +119,7 @@ class Segmenter:
         for i in range(0, len(windows), self.crop_batch):
             chunk = windows[i: i + self.crop_batch]
             crops = torch.cat([x[..., y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])
-            sims = self.model.heatmaps(crops, text)  # (n, Q, crop_h, crop_w)
+            sims = self.image_model.heatmaps(crops, text)  # (n, Q, crop_h, crop_w)
             for (y1, y2, x1, x2), s in zip(chunk, sims):
                 total[0, :, y1:y2, x1:x2] += s
                 count[..., y1:y2, x1:x2] += 1
@@ -125,12 +131,16 @@ class Segmenter:
 
         ``softmax(logit_scale * scores)`` over all queries; a class's probability is the max over its
         queries (the library's default reduction, :func:`gemseg.postprocess.class_probabilities`, as the
-        official SCLIP/ClearCLIP/NACLIP code); then the area rule, the argmax, and pixels below
-        ``prob_threshold`` become background.
+        official SCLIP/ClearCLIP/NACLIP code; 0 for a class without queries, e.g. background under
+        ``background_query=False``); then the area rule, the argmax, and pixels below ``prob_threshold``
+        become background.
         """
         p = self.protocol
-        cls = class_probabilities(scores[None], self.query_to_class.to(scores.device), self.num_classes,
-                                  logit_scale=p.logit_scale, reduction="softmax_then_max")[0]  # (C, H, W)
+        owner = self.query_to_class.to(scores.device)
+        scored = torch.unique(owner)  # sorted classes that have queries; the others get probability 0
+        cls = scores.new_zeros((self.num_classes, *scores.shape[1:]), dtype=torch.float32)  # (C, H, W)
+        cls[scored] = class_probabilities(scores[None], torch.searchsorted(scored, owner), len(scored),
+                                          logit_scale=p.logit_scale, reduction="softmax_then_max")[0]
         if p.area_threshold is not None:
             pred = cls.argmax(0)
             fg = pred != self.background

@@ -3,14 +3,18 @@ printed in full and overridden one setting at a time.
 
 Resolution order: the preset's settings, then the dataset's own values for that preset (the
 ``presets`` key of its metadata, e.g. SCLIP's logit scale 65 on VOC21), then explicit overrides.
+Where each preset's values come from: :data:`PRESET_NOTES` and docs/evaluation.md; the tables they
+reproduce: :data:`PRESET_INFO` and docs/reproduce.md.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from .datasets import DatasetSpec, read_templates
+from ..backbones.base import POS_EMBED_MODES
+from .datasets import DatasetSpec, read_class_file, read_templates
 
 RESIZES = ("fixed", "short_side", "none")
 INTERPOLATIONS = ("bicubic", "bilinear", "bilinear-cv2")
@@ -35,7 +39,11 @@ class Protocol:
     stride: int = 112  # "slide": crop stride in pixels; overlapping scores are averaged
     templates: str = "single"  # prompt template set ("single", "imagenet80") or a text file, one per line
     vocabulary: str = "names"  # "names": one query per class (its display name); "synonyms": every synonym
-    #                            of the dataset's synonym file is a query, a class scores the max over them
+    #                            of the dataset's synonym file is a query, a class scores the max over them;
+    #                            "<file>.txt": that class file (next to the dataset's metadata, or a path)
+    background_query: bool = True  # True: the background class is scored by its own queries; False: only
+    #                                foreground classes are queries, background is where the top probability
+    #                                is below prob_threshold (the GEM authors' rule)
     background_prompts: tuple[str, ...] | None = None  # queries replacing the background class's names
     logit_scale: float = 100.0  # probabilities are softmax(logit_scale * cosine) over all queries
     prob_threshold: float | None = None  # pixels whose top class probability is below become background
@@ -45,6 +53,8 @@ class Protocol:
     pamr_dilations: tuple[int, ...] = (8, 16)  # PAMR neighbourhood dilations, in pixels
     point_threshold: float = 0.5  # point labels: a point is predicted positive where the normalized score >= this
     point_normalize: str = "minmax"  # point labels: "minmax" per image and class, or "none" (raw cosine)
+    pos_embed: str = "bicubic-aa"  # position-embedding resampling of the model (POS_EMBED_MODES): gem-torch's
+    #                                antialiased bicubic by size; "bicubic-scale" SCLIP's family; "bilinear"
 
     def __post_init__(self):
         for name in ("size", "max_long_side", "crop", "stride", "pamr_steps"):
@@ -52,8 +62,13 @@ class Protocol:
         for name in ("logit_scale", "point_threshold", "prob_threshold", "area_threshold"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, float(getattr(self, name)))
+        if self.vocabulary not in VOCABULARIES and not str(self.vocabulary).endswith(".txt"):
+            raise ValueError(f"vocabulary must be one of {', '.join(VOCABULARIES)} or a class file (.txt), "
+                             f"got {self.vocabulary!r}")
+        if not isinstance(self.background_query, bool):
+            raise TypeError(f"background_query must be True or False, got {self.background_query!r}")
         for name, allowed in (("resize", RESIZES), ("interpolation", INTERPOLATIONS), ("mode", MODES),
-                              ("vocabulary", VOCABULARIES), ("point_normalize", POINT_NORMALIZATIONS)):
+                              ("point_normalize", POINT_NORMALIZATIONS), ("pos_embed", POS_EMBED_MODES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         for name in ("size", "max_long_side", "crop", "stride"):
@@ -80,34 +95,138 @@ class Protocol:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def check_dataset(self, spec: DatasetSpec) -> None:
-        """Raise if a setting needs something the dataset lacks (a background class, templates)."""
+        """Raise if a setting needs something the dataset lacks (a background class, templates, a
+        vocabulary file with one line per class) or leaves background unpredictable."""
         read_templates(self.templates)
-        if spec.type == "dense" and spec.background is None:
+        if spec.type != "dense":
+            return
+        if spec.background is None:
             for name in ("background_prompts", "prob_threshold", "area_threshold"):
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name} needs a background class, and {spec.name} has none")
+        elif not self.background_query:
+            if self.prob_threshold is None:
+                raise ValueError(f"without a background query, background ({spec.name}) is predicted only "
+                                 "below prob_threshold; set --prob-threshold P, or --background-query")
+            if self.background_prompts is not None:
+                raise ValueError("background_prompts are queries, which background_query=False removes; "
+                                 "pass --background-query with them")
+        vocabulary_classes(spec, self)
+
+
+def vocabulary_classes(spec: DatasetSpec, protocol: Protocol) -> list[tuple[str, ...]]:
+    """Per class of ``spec``, the names its queries are made of under ``protocol.vocabulary`` (before
+    background rules): the display name, the synonym file's names, or a class file's line."""
+    if protocol.vocabulary == "names":
+        return [c[:1] for c in spec.classes]
+    if protocol.vocabulary == "synonyms":
+        return list(spec.synonyms)
+    path = Path(protocol.vocabulary)
+    if not path.is_absolute() and not path.exists():
+        path = Path(spec.path).parent / path
+    if not path.is_file():
+        raise ValueError(f"vocabulary file {protocol.vocabulary} not found (looked next to {spec.path} too)")
+    classes = read_class_file(path)
+    if len(classes) != spec.num_classes:
+        raise ValueError(f"vocabulary file {path} has {len(classes)} classes, {spec.name} has {spec.num_classes}")
+    return classes
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Protocol)}
+_SLIDE_FAMILY = {"resize": "short_side", "max_long_side": 2048, "interpolation": "bilinear-cv2", "mode": "slide",
+                 "templates": "imagenet80", "vocabulary": "synonyms", "background_query": True,
+                 "prob_threshold": None, "area_threshold": None, "pos_embed": "bicubic-scale"}
 
-# Each preset lists every setting, so that printing it shows the whole protocol.
+# Each preset lists every setting, so that printing it shows the whole protocol. Per-dataset values live
+# in each dataset's metadata (``presets``), with their sources; PRESET_NOTES says where each value is from.
 PRESETS: dict[str, dict[str, Any]] = {
-    # GEM paper (Bousselham et al., CVPR 2024): the whole image resized to 448x448 (bicubic, as CLIP's
-    # preprocessing), one forward pass, the single template "a photo of a {}.", one query per class.
-    # Background, where a dataset has one, is the class named "background" in its class file.
+    # GEM (Bousselham et al., CVPR 2024; github.com/WalBouss/GEM): 448x448 bicubic, one pass, one template,
+    # one query per foreground class; background where the top probability is below a threshold.
     "gem": {**_DEFAULTS, "preset": "gem", "resize": "fixed", "size": 448, "interpolation": "bicubic",
-            "mode": "whole", "templates": "single", "vocabulary": "names", "logit_scale": 100.0,
-            "prob_threshold": None, "area_threshold": None, "pamr_steps": 0, "point_threshold": 0.5,
-            "point_normalize": "minmax"},
-    # SCLIP / ClearCLIP / NACLIP tables (SCLIP configs, github.com/wangf3014/SCLIP): short side 336 with the
-    # long side capped at 2048 (mmseg Resize, OpenCV bilinear), 224 crops with stride 112, the 80 ImageNet
-    # templates, the published synonym files, logit scale 40 and no threshold unless the dataset says
-    # otherwise (VOC21, Context60, COCO-Object set logit scale and a background probability threshold;
-    # COCO-Stuff uses short side 448 and Cityscapes 560; see each dataset's metadata).
-    "sclip": {**_DEFAULTS, "preset": "sclip", "resize": "short_side", "size": 336, "max_long_side": 2048,
-              "interpolation": "bilinear-cv2", "mode": "slide", "crop": 224, "stride": 112,
-              "templates": "imagenet80", "vocabulary": "synonyms", "logit_scale": 40.0, "prob_threshold": None,
-              "area_threshold": None, "pamr_steps": 0, "pamr_dilations": (8, 16)},
+            "mode": "whole", "templates": "single", "vocabulary": "names", "background_query": False,
+            "logit_scale": 100.0, "prob_threshold": None, "area_threshold": None, "pamr_steps": 0,
+            "point_threshold": 0.5, "point_normalize": "minmax", "pos_embed": "bicubic-aa"},
+    # SCLIP (Wang et al., ECCV 2024; github.com/wangf3014/SCLIP configs/): short side 336 (mmseg Resize
+    # scale=(2048, 336)), 224 crops with stride 112, 80 templates, synonym files, logit scale 40.
+    "sclip": {**_DEFAULTS, **_SLIDE_FAMILY, "preset": "sclip", "size": 336, "crop": 224, "stride": 112,
+              "logit_scale": 40.0, "pamr_steps": 0},
+    # ClearCLIP (Lan et al., ECCV 2024; github.com/mc-lan/ClearCLIP configs/, clearclip_segmentor.py):
+    # short side 448, 448 crops with stride 224, logit scale 50.
+    "clearclip": {**_DEFAULTS, **_SLIDE_FAMILY, "preset": "clearclip", "size": 448, "crop": 448, "stride": 224,
+                  "logit_scale": 50.0, "pamr_steps": 0},
+    # NACLIP (Hajimiri et al., WACV 2025; github.com/sinahmr/NACLIP configs/, naclip.py): short side 336,
+    # 224 crops with stride 112, logit scale 40, PAMR 10 steps with dilations 8, 16 (main table).
+    "naclip": {**_DEFAULTS, **_SLIDE_FAMILY, "preset": "naclip", "size": 336, "crop": 224, "stride": 112,
+               "logit_scale": 40.0, "pamr_steps": 10, "pamr_dilations": (8, 16)},
+}
+
+_OURS = "our choice"
+_SCLIP_CFG = "SCLIP configs/cfg_*.py (as recorded earlier in gemseg; not re-read for the new presets)"
+_CLEAR_CFG = "ClearCLIP configs/cfg_*.py Resize(scale=(2048, 448))"
+_NA_CFG = "NACLIP configs/cfg_*.py Resize(scale=(2048, 336))"
+_SLIDE_NOTES = {"max_long_side": "mmseg Resize scale=(2048, size)", "interpolation": "mmseg Resize (cv2 bilinear)",
+                "templates": "prompts/imagenet_template.py (80)",
+                "background_query": "the background line of configs/cls_*.txt",
+                "pos_embed": "clip/model.py interpolate_pos_encoding, scale_factor (g + 0.1) / g0"}
+# where each preset's own value of a setting comes from (settings they do not use are left out)
+PRESET_NOTES: dict[str, dict[str, str]] = {
+    "gem": {"resize": "GEM gem/gem.py get_gem_img_transform: Resize((448, 448), BICUBIC)", "size": "gem/gem.py get_gem_img_transform",
+            "interpolation": "gem/gem.py get_gem_img_transform", "mode": "GEM README (one forward pass per image)", "templates": "gem-torch's prompt 'a photo of a {}.' (as recorded earlier in gemseg)",
+            "vocabulary": "GEM README (foreground class names)",
+            "background_query": "GEM README: no background prompt, threshold rule",
+            "logit_scale": f"{_OURS} (CLIP's learned scale 100; GEM's README softmaxes min-max maps)",
+            "prob_threshold": f"{_OURS} per dataset (README: chosen by a sweep; its 0.85 is for min-max maps)",
+            "area_threshold": _OURS, "pamr_steps": _OURS, "point_threshold": _OURS, "point_normalize": _OURS,
+            "pos_embed": "gem-torch (open_clip resize, bicubic antialiased)"},
+    "sclip": {**_SLIDE_NOTES, "vocabulary": "SCLIP configs/cls_*.txt (the *_sclip.txt synonym files)",
+              "resize": _SCLIP_CFG, "size": _SCLIP_CFG, "mode": _SCLIP_CFG,
+              "crop": _SCLIP_CFG, "stride": _SCLIP_CFG, "logit_scale": _SCLIP_CFG, "prob_threshold": _SCLIP_CFG,
+              "area_threshold": _SCLIP_CFG, "pamr_steps": "SCLIP main table: no PAMR"},
+    "clearclip": {**_SLIDE_NOTES, "vocabulary": "SCLIP's synonym files, assumed (ClearCLIP's cls_*.txt read for "
+                                                "VOC21 only, see the dataset's value)",
+                  "resize": _CLEAR_CFG, "size": _CLEAR_CFG,
+                  "mode": "clearclip_segmentor.py slide_crop=448",
+                  "crop": "clearclip_segmentor.py slide_crop=448",
+                  "stride": "clearclip_segmentor.py slide_stride=224",
+                  "logit_scale": "clearclip_segmentor.py logit_scale=50",
+                  "prob_threshold": "configs/cfg_*.py prob_thd (default 0.0)",
+                  "area_threshold": "ClearCLIP has no area rule", "pamr_steps": "ClearCLIP has no PAMR",
+                  "pos_embed": "open_clip/transformer.py interpolate_pos_encoding, scale_factor (g + 0.1) / g0"},
+    "naclip": {**_SLIDE_NOTES, "vocabulary": "SCLIP's synonym files, assumed (NACLIP's README: dataset configs "
+                                             "follow SCLIP; its cls_*.txt not read)",
+               "resize": _NA_CFG, "size": _NA_CFG, "mode": "naclip.py slide_crop=224",
+               "crop": "naclip.py slide_crop=224", "stride": "naclip.py slide_stride=112", "logit_scale": "naclip.py logit_scale=40",
+               "prob_threshold": "configs/cfg_*.py prob_thd (default 0.0)",
+               "area_threshold": "NACLIP has no area rule",
+               "pamr_steps": "naclip.py pamr_steps=10; README main results: test_all.sh ... pamr on",
+               "pamr_dilations": "naclip.py pamr_stride=(8, 16)"},
+}
+
+_EIGHT = ("voc21", "context60", "coco_object", "voc20", "cityscapes", "context59", "ade20k", "coco_stuff")
+# The table each preset reproduces: paper, model, method, datasets, published mIoU with its source
+# (None: not verified in the sources read for gemseg; fill in from the paper and cite it).
+PRESET_INFO: dict[str, dict[str, Any]] = {
+    "gem": {"paper": "GEM, Bousselham et al., CVPR 2024 (arXiv 2312.00878)", "method": "gem",
+            "model": "ViT-B/16", "pretrained": "openai", "datasets": ("voc21", "context60", "coco_object",
+                                                                      "voc20", "context59", "ade20k",
+                                                                      "openimages_v7"),
+            "source": "github.com/WalBouss/GEM (README, gem/gem.py)", "published": {}, "published_from": None},
+    "sclip": {"paper": "SCLIP, Wang et al., ECCV 2024 (arXiv 2312.01597)", "method": "sclip",
+              "model": "ViT-B/16", "pretrained": "openai", "datasets": _EIGHT,
+              "source": "github.com/wangf3014/SCLIP configs/",
+              "published": {"voc21": 59.63, "context60": 31.74, "coco_object": 33.52, "voc20": 81.54,
+                            "cityscapes": 32.34, "context59": 34.46, "ade20k": 16.45, "coco_stuff": 22.77},
+              "published_from": "SCLIP README, 'Results' (the repository's default setup)"},
+    "clearclip": {"paper": "ClearCLIP, Lan et al., ECCV 2024 (arXiv 2407.12442)", "method": "clearclip",
+                  "model": "ViT-B/16", "pretrained": "openai", "datasets": _EIGHT,
+                  "source": "github.com/mc-lan/ClearCLIP configs/, clearclip_segmentor.py", "published": {},
+                  "published_from": None},
+    "naclip": {"paper": "NACLIP, Hajimiri et al., WACV 2025 (arXiv 2404.08181)", "method": "naclip",
+               "model": "ViT-B/16", "pretrained": "openai", "datasets": _EIGHT,
+               "source": "github.com/sinahmr/NACLIP configs/, naclip.py",
+               "published": {"voc21": 64.07, "context60": 34.99, "coco_object": 36.19, "voc20": 83.03,
+                             "cityscapes": 38.27, "context59": 38.35, "ade20k": 19.05, "coco_stuff": 25.69},
+               "published_from": "NACLIP README, 'Results' (default setup, PAMR on)"},
 }
 
 
@@ -144,11 +263,35 @@ def resolve_protocol(preset: str = "gem", spec: DatasetSpec | None = None,
 
 
 def describe(protocol: Protocol, source: dict[str, str] | None = None) -> str:
-    """Every setting of ``protocol``, one per line, with where it came from."""
+    """Every setting of ``protocol``, one per line, with where it came from (for a preset's own value,
+    also the repository file or "our choice", from :data:`PRESET_NOTES`)."""
     lines = []
+    notes = PRESET_NOTES.get(protocol.preset, {})
     for key, value in protocol.to_dict().items():
         text = f"{key:<20} {value!r}" if value is None or isinstance(value, str) else f"{key:<20} {value}"
         if source and key in source and key != "preset":
-            text = f"{text:<44} # {source[key]}"
+            origin = source[key]
+            if origin == f"preset {protocol.preset}" and key in notes:
+                origin = f"{origin}: {notes[key]}"
+            text = f"{text:<44} # {origin}"
         lines.append(text)
     return "\n".join(lines)
+
+
+def preset_table() -> str:
+    """Every preset, the paper table it reproduces, its model and method, the datasets it covers and
+    its sources, one block per preset (``gemseg eval --list-presets``)."""
+    blocks = []
+    for name in list_presets():
+        info = PRESET_INFO.get(name)
+        if info is None:
+            blocks.append(f"{name}\n  (no reproduction table recorded)")
+            continue
+        covered = ", ".join(f"{d} ({info['published'][d]:.2f})" if d in info["published"] else d
+                            for d in info["datasets"])
+        blocks.append(f"{name:<10} {info['paper']}\n"
+                      f"  model      --model {info['model']} --pretrained {info['pretrained']} --method {info['method']}\n"
+                      f"  datasets   {covered}\n"
+                      f"  published  {info['published_from'] or 'not recorded (see docs/reproduce.md)'}\n"
+                      f"  settings   {info['source']}")
+    return "\n".join(blocks)

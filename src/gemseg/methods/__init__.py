@@ -9,7 +9,8 @@ gives each method's formula and paper.
 ====================  =======================================================================
 ``gem``               GEM (the default); its variants are :class:`~gemseg.GEMConfig` settings
 ``clip``              raw CLIP patch tokens
-``maskclip``          MaskCLIP: value embeddings of the last block
+``maskclip``          MaskCLIP as released: value path of the last block, residual and MLP kept
+``maskclip-vproj``    MaskCLIP as ClearCLIP re-implements it: value path, output projection only
 ``vv``                CLIP Surgery-style value-value attention path
 ``sclip``             SCLIP: correlative self-attention (q-q + k-k) in the last block
 ``clearclip``         ClearCLIP: q-q attention, no residual, no MLP in the last block
@@ -21,13 +22,14 @@ from __future__ import annotations
 from typing import Callable
 
 from ..gem import gem_tokens
-from .baselines import (NACLIP_STD, clearclip_tokens, clip_tokens, maskclip_tokens, naclip_tokens,
-                        neighbourhood_bias, sclip_tokens, vv_tokens)
+from .baselines import (NACLIP_STD, clearclip_tokens, clip_tokens, maskclip_tokens, maskclip_vproj_tokens,
+                        naclip_tokens, neighbourhood_bias, sclip_tokens, vv_tokens)
 
 METHODS: dict[str, Callable] = {
     "gem": gem_tokens,
     "clip": clip_tokens,
     "maskclip": maskclip_tokens,
+    "maskclip-vproj": maskclip_vproj_tokens,
     "vv": vv_tokens,
     "sclip": sclip_tokens,
     "clearclip": clearclip_tokens,
@@ -62,5 +64,5 @@ def register_method(name: str, fn: Callable, *, overwrite: bool = False) -> None
 
 
 __all__ = ["METHODS", "get_method", "list_methods", "register_method", "gem_tokens", "clip_tokens",
-           "maskclip_tokens", "vv_tokens", "sclip_tokens", "clearclip_tokens", "naclip_tokens",
+           "maskclip_tokens", "maskclip_vproj_tokens", "vv_tokens", "sclip_tokens", "clearclip_tokens", "naclip_tokens",
            "neighbourhood_bias", "NACLIP_STD"]

@@ -58,7 +58,15 @@ def _grid(backbone: Backbone, images: torch.Tensor, num_tokens: int) -> tuple[in
 
 # --- the modified last blocks: x [B, N, C] -> y [B, N, C] (before the head) ---------------------------
 def maskclip_block(blk: ViTBlock, x: torch.Tensor) -> torch.Tensor:
-    """MaskCLIP: ``y = O(v)`` (each token attends only to itself; no residual, no MLP)."""
+    """MaskCLIP as released: ``z = x + O(v)``, then ``y = z + F(z)`` (each token attends only to itself;
+    residual and MLP kept)."""
+    _, _, v = blk.qkv(blk.ln_1(x))  # (B, heads, N, d)
+    z = x + blk.attn_out(v)
+    return z + blk.mlp_residual(z)
+
+
+def maskclip_vproj_block(blk: ViTBlock, x: torch.Tensor) -> torch.Tensor:
+    """MaskCLIP as ClearCLIP re-implements it: ``y = O(v)`` (no residual, no MLP)."""
     _, _, v = blk.qkv(blk.ln_1(x))  # (B, heads, N, d)
     return blk.attn_out(v)
 
@@ -117,11 +125,21 @@ def clip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,
 
 def maskclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,
                     return_ori: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """MaskCLIP (Zhou et al., ECCV 2022, arXiv 2112.01071): ``head(O(v))`` of the last block, i.e. the
-    value embeddings passed through the output projection, with no attention, residual or MLP."""
+    """MaskCLIP (Zhou et al., ECCV 2022, arXiv 2112.01071) as its official code computes it: in the last
+    block the attention output is replaced by the output projection of the value embeddings, with the
+    residual and the MLP kept, ``z = x + O(v)``, ``head(z + F(z))`` (no key smoothing or prompt denoising)."""
     _warn_ignored("maskclip", config)
     x = _trunk(backbone, images)
     return _finish(backbone, x, maskclip_block(backbone.blocks[-1], x), return_ori)
+
+
+def maskclip_vproj_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,
+                          return_ori: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """MaskCLIP as re-implemented in ClearCLIP's code (``model_type='MaskCLIP'``, ``ignore_residual=True``):
+    ``head(O(v))``, the value embeddings through the output projection, with no residual and no MLP."""
+    _warn_ignored("maskclip-vproj", config)
+    x = _trunk(backbone, images)
+    return _finish(backbone, x, maskclip_vproj_block(backbone.blocks[-1], x), return_ori)
 
 
 def vv_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,

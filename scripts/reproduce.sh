@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Reproduce one paper's table: every dataset of the preset TABLE whose data and weights exist is evaluated
+# with the paper's preset, method and model, and our mIoU is printed beside the published one
+# (docs/reproduce.md). A missing dataset or missing weights give one error line each; the rest still runs.
+#
+#   scripts/reproduce.sh TABLE [extra `gemseg eval` flags, e.g. --device cuda --limit 20]
+#
+# TABLE: gem, sclip, clearclip or naclip (`gemseg eval --list-presets`). Environment:
+#   GEMSEG_DATA        folder holding each dataset under its conventional name (`gemseg eval --list-datasets`,
+#                      column "root"), e.g. $GEMSEG_DATA/VOCdevkit/VOC2012 (default: data)
+#   GEMSEG_OUT         where the runs go (default: runs/reproduce-TABLE); rerunning resumes them
+#   GEMSEG_PYTHON      the Python that has gemseg installed (default: python)
+#   GEMSEG_MODEL, GEMSEG_PRETRAINED, GEMSEG_CHECKPOINT
+#                      override the table's model (default ViT-B/16, openai); a checkpoint is a local file
+# Exit status: 0 when every dataset ran, 1 when something was missing or failed, 2 on bad usage.
+set -u
+
+table="${1:-}"
+if [[ -z "$table" || "$table" == -* ]]; then
+    echo "usage: scripts/reproduce.sh TABLE [gemseg eval flags]  (TABLE: gem, sclip, clearclip, naclip)" >&2
+    exit 2
+fi
+shift
+py="${GEMSEG_PYTHON:-python}"
+data="${GEMSEG_DATA:-data}"
+out="${GEMSEG_OUT:-runs/reproduce-$table}"
+
+# one line per dataset of the table: name, root folder, method, model, pretrained, published mIoU ("-": none)
+rows="$("$py" - "$table" <<'EOF'
+import sys
+from gemseg.eval import load_dataset_spec
+from gemseg.eval.protocols import PRESET_INFO
+info = PRESET_INFO.get(sys.argv[1])
+if info is None:
+    sys.exit(f"reproduce: error: unknown table {sys.argv[1]!r}; choose from {', '.join(sorted(PRESET_INFO))}")
+for name in info["datasets"]:
+    published = info["published"].get(name)
+    print(name, load_dataset_spec(name).root, info["method"], info["model"], info["pretrained"],
+          "-" if published is None else f"{published:.2f}", sep="\t")
+EOF
+)" || exit 2
+
+failed=0
+model_args=()
+read -r _ _ method model pretrained _ <<<"$(head -n1 <<<"$rows")"
+model="${GEMSEG_MODEL:-$model}"
+if [[ -n "${GEMSEG_CHECKPOINT:-}" ]]; then
+    model_args=(--model "$model" --checkpoint "$GEMSEG_CHECKPOINT")
+    weights_label="checkpoint $GEMSEG_CHECKPOINT"
+    [[ -f "$GEMSEG_CHECKPOINT" ]] && weights_ok=1 || weights_ok=0
+else
+    pretrained="${GEMSEG_PRETRAINED:-$pretrained}"
+    model_args=(--model "$model" --pretrained "$pretrained")
+    weights_label="$model ($pretrained)"
+    if err="$("$py" -c "import sys, gemseg; gemseg.create_model(sys.argv[1], pretrained=sys.argv[2])" \
+              "$model" "$pretrained" 2>&1)"; then weights_ok=1; else weights_ok=0; fi
+fi
+if [[ "$weights_ok" != 1 ]]; then
+    echo "reproduce: error: weights $weights_label are not available${err:+: $(tail -n1 <<<"$err")}" >&2
+    failed=1
+fi
+
+results=()
+while IFS=$'\t' read -r name root method _ _ published; do
+    root_dir="$data/$root"
+    if [[ ! -d "$root_dir" ]]; then
+        echo "reproduce: error: $name: no data at $root_dir (set GEMSEG_DATA; see docs/evaluation.md)" >&2
+        failed=1
+        continue
+    fi
+    [[ "$weights_ok" == 1 ]] || continue
+    if "$py" -m gemseg.cli eval --dataset "$name" --data-root "$root_dir" --preset "$table" --method "$method" \
+            "${model_args[@]}" --out "$out/$name" --no-progress "$@"; then
+        ours="$("$py" -c "import json, sys; m = json.load(open(sys.argv[1]))['metrics']; \
+v = m.get('mIoU', m.get('p-mIoU')); print('-' if v is None else f'{v:.2f}')" "$out/$name/result.json")"
+        results+=("$name"$'\t'"$ours"$'\t'"$published")
+    else
+        echo "reproduce: error: $name: gemseg eval failed (see above)" >&2
+        failed=1
+    fi
+done <<<"$rows"
+
+if ((${#results[@]})); then
+    printf '\n%-14s %8s %10s\n' "$table" "ours" "published"
+    for row in "${results[@]}"; do
+        IFS=$'\t' read -r name ours published <<<"$row"
+        printf '%-14s %8s %10s\n' "$name" "$ours" "$published"
+    done
+fi
+exit "$failed"
