@@ -109,3 +109,42 @@ def test_auth_protects_the_page(model):
             assert c.post("login", data={"username": "me", "password": "wrong"}).status_code == 400
             assert c.post("login", data={"username": "me", "password": "pw"}).status_code == 200
             assert c.get("config").status_code == 200
+
+
+def test_app_py_serves_the_same_app(tiny_model_files, tmp_path):
+    """The Space entry point: `python app.py OPTIONS` starts the page and its /run endpoint."""
+    import subprocess
+    import sys
+    import time
+
+    from demo_helpers import ROOT, free_port
+
+    httpx = require("httpx")
+    gradio_client = require("gradio_client")
+    cfg, _ = tiny_model_files["open_clip"]
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
+           "PYTHONPATH": ""}
+    log = open(tmp_path / "app.log", "w+")
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), "--model", cfg, "--random-weights",
+                             "--depth", "3", "--size", "32", "--max-side", "64"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + TIMEOUT
+        while True:
+            assert proc.poll() is None, f"app.py exited: {open(tmp_path / 'app.log').read()[-2000:]}"
+            try:
+                if httpx.get(url, timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "app.py did not start serving in time"
+            time.sleep(0.5)
+        client = gradio_client.Client(url, verbose=False, download_files=False)
+        gallery, *_ = _call(client, CHELSEA, "cat")
+        assert [g["caption"] for g in gallery] == ["cat"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    out = open(tmp_path / "app.log").read()
+    assert "RANDOM WEIGHTS" in out and "Traceback" not in out
