@@ -113,7 +113,10 @@ def main(args: argparse.Namespace) -> int:
         model = build_model(args)
         settings = make_settings(args, model)
     except (CLIError, ValueError, OSError, ImportError, RuntimeError) as e:  # RuntimeError: weights unavailable
-        report.error(one_line(e))
+        from ..errors import WeightsUnavailableError
+
+        hint = " Or try the page with --random-weights." if isinstance(e, WeightsUnavailableError) else ""
+        report.error(one_line(e) + hint)
         return 2
     if model.backbone.pretrained is None:
         report.warn("RANDOM WEIGHTS: the model is untrained; the page and every picture say so (demo/test)")
