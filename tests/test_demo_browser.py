@@ -7,6 +7,7 @@ fails instead of skipping when one is missing.
 """
 import os
 import shutil
+from urllib.parse import urlparse
 
 import pytest
 
@@ -39,13 +40,26 @@ def page(tiny_model_files):
         # Playwright gives the browser a fresh temporary profile; no network beyond 127.0.0.1 is used
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True, timeout=WAIT_MS)
         try:
-            p = browser.new_page(viewport={"width": 1280, "height": 1000})
+            context = browser.new_context(viewport={"width": 1280, "height": 1000})
+            context.route("**/*", _local_only)
+            p = context.new_page()
             p.set_default_timeout(WAIT_MS)
             p.goto(url, wait_until="domcontentloaded")
             p.wait_for_selector("#run")
             yield p
         finally:
             browser.close()
+
+
+OUTSIDE: list[str] = []  # requests the page tried beyond this machine (refused)
+
+
+def _local_only(route) -> None:
+    if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
+        route.continue_()
+    else:
+        OUTSIDE.append(route.request.url)
+        route.abort()
 
 
 def _shot(page, name: str) -> None:
@@ -130,3 +144,7 @@ def test_clicking_an_example_runs_it(page):
     assert page.input_value("#prompts textarea") == "cat, eye, nose"
     page.wait_for_function("() => document.querySelectorAll('#heatmaps img').length >= 3")
     _shot(page, "4-example")
+
+
+def test_the_page_asked_nothing_of_the_network(page):
+    assert OUTSIDE == []  # fonts, scripts and pictures all came from the local server
