@@ -149,7 +149,8 @@ def run(model, image_path, prompts: str, mode: str = "heatmaps", *, background: 
     result.random_weights = model.backbone.pretrained is None
     if result.random_weights:
         result.heatmaps = [(_banner(p), n) for p, n in result.heatmaps]
-        result.segmentation = result.segmentation and _banner(result.segmentation)
+        if result.segmentation is not None:
+            result.segmentation = _banner(result.segmentation)
     result.seconds = round(time.perf_counter() - start, 3)
     result.warnings = notes + result.warnings
     return result
