@@ -45,6 +45,9 @@ def test_segmentation_returns_the_overlay_and_the_classes_found(model, picture):
     assert {c["name"] for c in r.classes} <= {"cat", "dog"} and r.classes  # no background: all classes
     assert sum(c["pixels"] for c in r.classes) == 40 * 30
     assert [c["pixels"] for c in r.classes] == sorted((c["pixels"] for c in r.classes), reverse=True)
+    assert [row[0] for row in r.rows()] == [c["name"] for c in r.classes]
+    assert abs(sum(row[1] for row in r.rows()) - 100) < 0.1  # areas in %
+    assert r.status().startswith("Done in ") and "found: " + r.classes[0]["name"] in r.status()
 
 
 def test_background_prompts_can_take_pixels(model, picture):
@@ -65,6 +68,7 @@ def test_random_weights_put_a_banner_on_every_picture(tiny_model_files, picture)
     assert r.random_weights is True and r.heatmaps[0][0].height > 30  # the red strip on top
     top = np.asarray(r.heatmaps[0][0])[2, 2]
     assert top[0] > 150 and top[1] < 60  # red
+    assert "RANDOM WEIGHTS" in r.status() and "found" not in r.status()  # heatmaps mode
 
 
 def test_model_settings_reuse_the_weights(model, picture):

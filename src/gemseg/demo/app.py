@@ -76,14 +76,7 @@ def build_app(model, settings: Settings = Settings()):
             raise gr.Error(f"the model failed on this request: {one_line(e)}") from e
         for note in r.warnings:
             gr.Warning(note)
-        table = [[c["name"], round(100 * c["fraction"], 2), c["pixels"], c["mean_probability"]]
-                 for c in r.classes]
-        status = f"Done in {r.seconds:.2f} s"
-        if mode == "segmentation":
-            status += "; found: " + (", ".join(c["name"] for c in r.classes) or "nothing but background")
-        if r.random_weights:
-            status += "  **(RANDOM WEIGHTS: meaningless output)**"
-        return r.heatmaps, r.segmentation, table, status
+        return r.heatmaps, r.segmentation, r.rows(), r.status()
 
     with gr.Blocks(title="gemseg demo") as app:
         gr.Markdown(f"# {TITLE}\n{INTRO}")

@@ -42,6 +42,19 @@ class Result:
     seconds: float = 0.0  # model and pictures, not the upload
     random_weights: bool = False  # the model is untrained: every picture carries a banner
     warnings: list = field(default_factory=list)  # one-line notes (duplicate prompts, ignored options)
+    mode: str = "heatmaps"  # what was asked for
+
+    def rows(self) -> list[list]:
+        """The classes found as table rows: name, area in %, pixels, mean probability."""
+        return [[c["name"], round(100 * c["fraction"], 2), c["pixels"], c["mean_probability"]]
+                for c in self.classes]
+
+    def status(self) -> str:
+        """One line for the page (Markdown): seconds, what was found, the random-weights mark."""
+        text = f"Done in {self.seconds:.2f} s"
+        if self.mode == "segmentation":
+            text += "; found: " + (", ".join(c["name"] for c in self.classes) or "nothing but background")
+        return text + ("  **(RANDOM WEIGHTS: meaningless output)**" if self.random_weights else "")
 
 
 def parse_prompts(text, max_prompts: int) -> tuple[list[str], list[str]]:
@@ -146,6 +159,7 @@ def run(model, image_path, prompts: str, mode: str = "heatmaps", *, background: 
         else:
             result = _segmentation(view, image, names, background, threshold, size, limits, notes)
     notes += list(dict.fromkeys(str(w.message).splitlines()[0] for w in caught))
+    result.mode = mode
     result.random_weights = model.backbone.pretrained is None
     if result.random_weights:
         result.heatmaps = [(_banner(p), n) for p, n in result.heatmaps]
