@@ -55,7 +55,7 @@ def serving(model, settings, **launch_kwargs):
     """Run the demo for ``model`` on 127.0.0.1:<free port>; yields its URL, closes it after."""
     from gemseg.demo import build_app, launch
 
-    app = build_app(model, settings)
+    app = build_app(model, settings=settings)
     port = free_port()
     launch(app, host="127.0.0.1", port=port, settings=settings, block=False, quiet=True, **launch_kwargs)
     try:

@@ -124,7 +124,7 @@ def main(args: argparse.Namespace) -> int:
         if auth is None:
             report.warn("the server is reachable from other machines and has no authentication; "
                         "pass --auth USER:PASS unless the network is trusted")
-    app = build_app(model, settings)
+    app = build_app(model, settings=settings)
     try:
         launch(app, host=args.host, port=args.port, share=args.share, auth=auth, settings=settings)
     except OSError as e:

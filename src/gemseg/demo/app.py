@@ -51,7 +51,7 @@ def examples_folder(folder: str | None = None) -> str | None:
     return None
 
 
-def build_app(model, settings: Settings = Settings()):
+def build_app(model, *, settings: Settings = Settings()):
     """A ``gradio.Blocks`` page for ``model`` (a :class:`~gemseg.GEMModel`), its queue set up.
 
     Launch it with :func:`launch` (or ``app.launch(...)``); its API endpoint is ``/run``.
