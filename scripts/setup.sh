@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with gemseg and both backends (open_clip + Hugging Face transformers) and the test tools.
+# Create .venv with gemseg, both backends (open_clip + Hugging Face transformers), the web demo (Gradio)
+# and the test tools; as root without a chromium, also Debian's chromium for the browser tests.
 # Idempotent: re-running only installs what is missing. Usage: bash scripts/setup.sh [extra pip args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,4 +9,18 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -c scripts/constraints.txt -e ".[openclip,hf,siglip,test]" "$@"
+.venv/bin/python -m pip install --quiet -c scripts/constraints.txt -e ".[openclip,hf,siglip,test,demo]" "$@"
+# the browser tests drive Debian's chromium (Playwright's own browser download is not used)
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log=$(mktemp)
+    echo "setup: installing Debian's chromium for the browser tests (log: $log)"
+    if { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >"$log" 2>&1; then
+      rm -f "$log"
+    else
+      echo "setup: could not install chromium (see $log); the browser tests need it: apt-get install chromium" >&2
+    fi
+  else
+    echo "setup: no chromium found; the browser tests need it (as root: apt-get install chromium)" >&2
+  fi
+fi

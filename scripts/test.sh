@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Set up .venv (scripts/setup.sh) and run the whole test suite, then the open_clip tests again under
+# Set up .venv (scripts/setup.sh) and run the whole test suite (the web demo in headless Chromium
+# included; screenshots in outputs/test-artifacts/), then the open_clip tests again under
 # open_clip 2.23 (sequence-first transformer blocks, the layout gem-torch was written for).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export GEMSEG_REQUIRE_BACKENDS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# a missing backend, gradio, playwright or chromium fails the tests instead of skipping them
+export GEMSEG_REQUIRE_BACKENDS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 echo "== tests (open_clip $(.venv/bin/python -c 'import open_clip; print(open_clip.__version__)'), transformers $(.venv/bin/python -c 'import transformers; print(transformers.__version__)'))"
 .venv/bin/python -m pytest -q "$@"
 OC223=.ci-cache/open_clip_2.23

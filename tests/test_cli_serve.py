@@ -1,142 +1,163 @@
-"""The web demo (`gemseg serve`): what one request returns, bad input, and the HTTP server on localhost."""
-import base64
-import http.client
-import io
-import json
-import threading
+"""The web demo without a browser: what one request returns (gemseg.demo.logic), bad input, the hub
+probe and the `gemseg serve` command line."""
+import socket
+import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import HAS_OPEN_CLIP
-from gemseg.cli import build_parser
-from gemseg.cli.serve import MAX_REQUEST_BYTES, Demo, DemoError, make_server
+from demo_helpers import png_bytes, random_model
+from gemseg.cli import build_parser, main
+from gemseg.demo import logic
+from gemseg.demo.hub import go_offline_if_unreachable, hub_reachable
 
 pytestmark = pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip_torch not installed")
 
-
-def _png(w=40, h=30, seed=0) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
+SIZE = (32, 32)
+LIMITS = logic.Limits(max_side=64)
 
 
-def _picture(b64: str) -> Image.Image:
-    im = Image.open(io.BytesIO(base64.b64decode(b64)))
-    im.load()
-    return im
+@pytest.fixture()
+def picture(tmp_path):
+    def write(w=40, h=30, seed=0, data=None, name="up.png"):
+        path = tmp_path / name
+        path.write_bytes(png_bytes(w, h, seed) if data is None else data)
+        return str(path)
+    return write
 
 
-@pytest.fixture(scope="module")
-def demo(model):
-    return Demo(model, size=(32, 32), max_side=64)
-
-
-def test_heatmaps_one_picture_per_prompt(demo):
-    out = demo.run(_png(), "cat, dog,  cat ,", "heatmaps")  # blanks dropped, the repeat used once
-    assert [p["title"] for p in out["pictures"]] == ["cat", "dog"]
-    for p in out["pictures"]:
-        im = _picture(p["png"])
-        assert im.format == "PNG" and im.width > 40 and im.height >= 30  # overlay + colour bar
-    assert out["found"] == [] and out["seconds"] >= 0 and out["random_weights"] is False
-    a, b = (np.asarray(_picture(p["png"])) for p in out["pictures"])
+def test_heatmaps_one_picture_per_prompt(model, picture):
+    r = logic.run(model, picture(), "cat, dog,  cat ,", "heatmaps", size=SIZE, limits=LIMITS)
+    assert [n for _, n in r.heatmaps] == ["cat", "dog"]  # blanks dropped, the repeat used once ...
+    assert any("more than once" in w for w in r.warnings)  # ... and said so
+    for p, _ in r.heatmaps:
+        assert p.mode == "RGB" and p.width > 40 and p.height >= 30  # overlay + colour bar
+    assert r.segmentation is None and r.classes == [] and r.seconds >= 0 and r.random_weights is False
+    a, b = (np.asarray(p) for p, _ in r.heatmaps)
     assert not np.array_equal(a[:30, :40], b[:30, :40])  # two prompts, two different overlays
 
 
-def test_segment_returns_one_figure_and_the_classes_found(demo):
-    out = demo.run(_png(seed=1), "cat, dog", "segment")
-    assert [p["title"] for p in out["pictures"]] == ["segmentation"]
-    assert set(out["found"]) <= {"cat", "dog"}
-    assert _picture(out["pictures"][0]["png"]).height >= 30
+def test_segmentation_returns_the_overlay_and_the_classes_found(model, picture):
+    r = logic.run(model, picture(seed=1), "cat, dog", "segmentation", background="none", threshold=0,
+                  size=SIZE, limits=LIMITS)
+    assert r.heatmaps == [] and r.segmentation.height >= 30 and r.segmentation.width > 40  # + legend
+    assert {c["name"] for c in r.classes} <= {"cat", "dog"} and r.classes  # no background: all classes
+    assert sum(c["pixels"] for c in r.classes) == 40 * 30
+    assert [c["pixels"] for c in r.classes] == sorted((c["pixels"] for c in r.classes), reverse=True)
+    assert [row[0] for row in r.rows()] == [c["name"] for c in r.classes]
+    assert abs(sum(row[1] for row in r.rows()) - 100) < 0.1  # areas in %
+    assert r.status().startswith("Done in ") and "found: " + r.classes[0]["name"] in r.status()
 
 
-def test_large_pictures_are_scaled_to_max_side(demo):
-    out = demo.run(_png(200, 100), "cat", "heatmaps")
-    im = _picture(out["pictures"][0]["png"])  # 200x100 -> a 64x32 overlay beside its colour bar
-    assert im.width < 200 and im.height < 100
+def test_background_prompts_can_take_pixels(model, picture):
+    r = logic.run(model, picture(seed=2), "cat", "segmentation", background="wall, floor", threshold=0.99,
+                  size=SIZE, limits=LIMITS)
+    assert sum(c["pixels"] for c in r.classes) < 40 * 30  # a strict threshold leaves background
 
 
-@pytest.mark.parametrize("image, prompts, mode, match", [
-    (b"", "cat", "heatmaps", "no image"),
-    (b"not an image at all", "cat", "heatmaps", "uploaded file"),
-    (_png(), " , ", "heatmaps", "no prompts"),
-    (_png(), "cat", "paint", "unknown mode"),
-    (_png(), ",".join(f"p{i}" for i in range(40)), "heatmaps", "at most"),
+def test_large_pictures_are_scaled_to_max_side(model, picture):
+    assert logic.load_upload(picture(200, 100), LIMITS).size == (64, 32)
+    fig = logic.run(model, picture(200, 100), "cat", size=SIZE, limits=LIMITS).heatmaps[0][0]
+    assert 64 < fig.width < 200 and fig.height < 100  # a 64x32 overlay beside its colour bar
+
+
+def test_random_weights_put_a_banner_on_every_picture(tiny_model_files, picture):
+    rnd = random_model(tiny_model_files)
+    r = logic.run(rnd, picture(), "cat", size=SIZE, limits=LIMITS)
+    assert r.random_weights is True and r.heatmaps[0][0].height > 30  # the red strip on top
+    top = np.asarray(r.heatmaps[0][0])[2, 2]
+    assert top[0] > 150 and top[1] < 60  # red
+    assert "RANDOM WEIGHTS" in r.status() and "found" not in r.status()  # heatmaps mode
+
+
+def test_model_settings_reuse_the_weights(model, picture):
+    assert logic.model_for(model, method="gem", depth=model.config.depth) is model
+    view = logic.model_for(model, method="clip")
+    assert view.backbone is model.backbone and view.method == "clip"
+    deeper = logic.model_for(model, depth=2, iterations=2)
+    assert deeper.backbone is model.backbone and (deeper.config.depth, deeper.config.iterations) == (2, 2)
+    a = logic.run(model, picture(), "cat", size=SIZE, limits=LIMITS).heatmaps[0][0]
+    b = logic.run(model, picture(), "cat", method="clip", size=SIZE, limits=LIMITS).heatmaps[0][0]
+    assert not np.array_equal(np.asarray(a), np.asarray(b))  # the method changed the map
+    notes = logic.run(model, picture(), "cat", method="clip", depth=2, size=SIZE, limits=LIMITS).warnings
+    assert any("ignores the GEM setting(s) depth" in n for n in notes)  # shown in the page, once
+
+
+@pytest.mark.parametrize("kind, prompts, kwargs, match", [
+    ("none", "cat", {}, "no image"),
+    ("text", "cat", {}, "not an image"),
+    ("ok", " , ", {}, "no prompts"),
+    ("ok", 3, {}, "must be text"),
+    ("ok", "cat", {"mode": "paint"}, "unknown mode"),
+    ("ok", ",".join(f"p{i}" for i in range(40)), {}, "at most 32"),
+    ("ok", "cat", {"method": "magic"}, "unknown method"),
+    ("ok", "cat", {"depth": 99}, "depth"),
+    ("ok", "cat", {"iterations": 9}, "iterations must be between 0 and 5"),
+    ("ok", "cat", {"mode": "segmentation", "background": " , "}, "background"),
+    ("big", "cat", {}, "over the limit of 1 KiB"),
+    ("wide", "cat", {}, "over the limit of 0.01 megapixels"),
 ])
-def test_bad_input_is_one_clear_line(demo, image, prompts, mode, match):
-    with pytest.raises(DemoError, match=match) as e:
-        demo.run(image, prompts, mode)
-    assert "\n" not in str(e.value) and "gemseg-serve-" not in str(e.value)
+def test_bad_input_is_one_clear_line(model, picture, kind, prompts, kwargs, match):
+    path = {"none": None, "text": lambda: picture(data=b"not an image at all"), "ok": picture,
+            "big": lambda: picture(60, 60), "wide": lambda: picture(200, 100)}[kind]
+    limits = logic.Limits(max_side=64, max_bytes=1024 if kind == "big" else 2 ** 20,
+                          max_pixels=10_000 if kind == "wide" else 10 ** 6)
+    kwargs = {"mode": "heatmaps", **kwargs}
+    with pytest.raises(logic.DemoError, match=match) as e:
+        logic.run(model, path() if path else None, prompts, size=SIZE, limits=limits, **kwargs)
+    assert "\n" not in str(e.value) and "up.png" not in str(e.value)  # no server paths in the page
 
 
-@pytest.fixture(scope="module")
-def server(demo):
-    srv = make_server(demo, "127.0.0.1", 0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv.server_address[1]
-    srv.shutdown()
-    srv.server_close()
+# --- the hub probe ------------------------------------------------------------------------------------
+def test_hub_probe(monkeypatch, capsys):
+    for var in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listening.getsockname()[1]}")
+        assert hub_reachable(timeout=2) is True
+        assert go_offline_if_unreachable(timeout=2) is False and capsys.readouterr().err == ""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: connections are refused
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+        assert hub_reachable(timeout=2) is False
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        assert go_offline_if_unreachable(timeout=2) is True
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unreachable" in err[0] and "HF_HUB_OFFLINE=1" in err[0]
+    assert hub_reachable() is None  # offline mode is now on: nothing to probe
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert hub_reachable() is None  # the route goes through the proxy
 
 
-def _request(port, method, path, body=None, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        res = conn.getresponse()
-        return res.status, res.getheader("Content-Type"), res.read()
-    finally:
-        conn.close()
+# --- the command line ---------------------------------------------------------------------------------
+def test_serve_is_a_command_with_help(capsys):
+    args = build_parser().parse_args(["serve", "--random-weights", "--size", "64", "--auth", "me:pw",
+                                      "--queue-size", "4", "--max-pixels", "12"])
+    assert args.size == (64, 64) and args.func.__module__ == "gemseg.cli.serve"
+    assert (args.host, args.port, args.share, args.queue_size, args.max_pixels) == (None, None, False, 4, 12_000_000)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    text = capsys.readouterr().out
+    assert "NO AUTHENTICATION" in text and "--share" in text and "--auth" in text
 
 
-def _post(port, obj):
-    status, ctype, body = _request(port, "POST", "/api/run", json.dumps(obj).encode(),
-                                   {"Content-Type": "application/json"})
-    assert ctype == "application/json"
-    return status, json.loads(body)
-
-
-def test_page_and_api_over_http(server):
-    status, ctype, body = _request(server, "GET", "/")
-    assert status == 200 and ctype.startswith("text/html") and b"/api/run" in body
-    status, reply = _post(server, {"image": base64.b64encode(_png()).decode(), "prompts": "cat", "mode": "heatmaps"})
-    assert status == 200 and _picture(reply["pictures"][0]["png"]).format == "PNG"
-    assert _request(server, "GET", "/nothing")[0] == 404
-
-
-def test_bad_requests_get_an_error_and_the_server_keeps_serving(server):
-    assert _post(server, {"image": "%%% not base64", "prompts": "cat"}) == \
-        (400, {"error": "image is not base64 data; send the file's bytes base64-encoded"})
-    status, reply = _post(server, {"image": base64.b64encode(_png()).decode(), "prompts": ""})
-    assert status == 400 and "no prompts" in reply["error"]
-    status, _, body = _request(server, "POST", "/api/run", b"{oops", {"Content-Type": "application/json"})
-    assert status == 400 and json.loads(body)["error"] == "the request body is not JSON"
-    status, _, body = _request(server, "POST", "/api/run", b"[1, 2]")
-    assert status == 400 and "JSON object" in json.loads(body)["error"]
-    # a body over the limit is refused from its Content-Length, before it is read
-    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
-    conn.putrequest("POST", "/api/run")
-    conn.putheader("Content-Length", str(MAX_REQUEST_BYTES + 1))
-    conn.endheaders()
-    res = conn.getresponse()
-    assert res.status == 413 and "over the limit" in json.loads(res.read())["error"]
-    conn.close()
-    status, reply = _post(server, {"image": base64.b64encode(_png()).decode(), "prompts": "dog"})
-    assert status == 200 and [p["title"] for p in reply["pictures"]] == ["dog"]
-
-
-def test_serve_is_a_command_with_help():
-    args = build_parser().parse_args(["serve", "--port", "0", "--random-weights", "--size", "64"])
-    assert args.port == 0 and args.size == (64, 64) and args.func.__module__ == "gemseg.cli.serve"
-
-
-def test_serve_refuses_a_model_it_cannot_build_in_one_line(capsys):
-    from gemseg.cli import main
-
-    assert main(["serve", "--model", "ViT-B-61", "--port", "0"]) == 2
+def test_serve_refuses_bad_options_in_one_line(capsys):
+    assert main(["serve", "--model", "ViT-B-61", "--random-weights"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ViT-B-61" in err[0] and "did you mean" in err[0]
-    assert main(["serve", "--random-weights", "--checkpoint", "w.pt", "--port", "0"]) == 2
+    assert main(["serve", "--random-weights", "--checkpoint", "w.pt"]) == 2
     assert "contradicts" in capsys.readouterr().err
+    assert main(["serve", "--random-weights", "--auth", "nopassword"]) == 2
+    assert "USER:PASS" in capsys.readouterr().err
+
+
+def test_serve_without_gradio_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if it were not installed
+    assert main(["serve", "--random-weights"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'gemseg[demo]'" in err[0]

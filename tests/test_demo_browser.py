@@ -1,0 +1,150 @@
+"""The web demo in a real browser: headless Debian Chromium driven by Playwright.
+
+Opens the page, uploads examples/chelsea.png, types prompts, runs both modes, decodes the pictures the
+page shows and checks an error message; screenshots go to outputs/test-artifacts/. Needs gradio,
+playwright and /usr/bin/chromium (scripts/setup.sh installs them); CI (GEMSEG_REQUIRE_BACKENDS=1)
+fails instead of skipping when one is missing.
+"""
+import os
+import shutil
+from urllib.parse import urlparse
+
+import pytest
+
+from conftest import HAS_OPEN_CLIP
+from demo_helpers import ARTIFACTS, CHELSEA, decode, random_model, require, serving
+
+pytestmark = pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip_torch not installed")
+
+CHROMIUM = os.environ.get("GEMSEG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WAIT_MS = 120_000  # generous but bounded: the CPU is slow and shared
+MAX_SIDE = 160  # chelsea.png (451x300) is shown at 160x106
+
+
+@pytest.fixture(scope="module")
+def page(tiny_model_files):
+    require("gradio")
+    sync_api = require("playwright.sync_api")
+    if not os.path.isfile(CHROMIUM):
+        msg = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set GEMSEG_CHROMIUM)"
+        if os.environ.get("GEMSEG_REQUIRE_BACKENDS") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from gemseg.demo import Limits, Settings
+
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    settings = Settings(size=(32, 32), limits=Limits(max_side=MAX_SIDE))
+    with serving(random_model(tiny_model_files), settings) as url, sync_api.sync_playwright() as pw:
+        # Playwright gives the browser a fresh temporary profile; no network beyond 127.0.0.1 is used
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True, timeout=WAIT_MS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 1000})
+            context.route("**/*", _local_only)
+            p = context.new_page()
+            p.set_default_timeout(WAIT_MS)
+            p.goto(url, wait_until="domcontentloaded")
+            p.wait_for_selector("#run")
+            yield p
+        finally:
+            browser.close()
+
+
+OUTSIDE: list[str] = []  # requests the page tried beyond this machine (refused)
+
+
+def _local_only(route) -> None:
+    if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
+        route.continue_()
+    else:
+        OUTSIDE.append(route.request.url)
+        route.abort()
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(path=os.path.join(ARTIFACTS, f"demo-{name}.png"), full_page=True)
+
+
+def _pictures(page, selector: str) -> list:
+    """Decode every picture under ``selector`` as the browser loaded it from the server."""
+    out = []
+    for src in page.locator(f"{selector} img").evaluate_all("els => els.map(e => e.src)"):
+        res = page.request.get(src)
+        assert res.ok, src
+        out.append(decode(res.body()))
+    return out
+
+
+def _run_and_wait(page, status_before: str) -> str:
+    """Click Run and wait for a new status."""
+    page.click("#run")
+    return _wait_for_new_status(page, status_before)
+
+
+def _wait_for_new_status(page, status_before: str) -> str:
+    """Wait for a status other than ``status_before``; while a request is pending its progress comes first."""
+    page.wait_for_function("before => { const s = document.querySelector('#status');"
+                           " return s && s.innerText.trim().startsWith('Done in') && s.innerText !== before; }",
+                           arg=status_before)
+    return page.inner_text("#status")
+
+
+def test_the_page_says_random_weights(page):
+    assert "RANDOM WEIGHTS" in page.inner_text("#random-weights")
+    _shot(page, "0-page")
+
+
+def test_upload_and_heatmaps(page):
+    page.set_input_files("#image input[type=file]", CHELSEA)
+    page.wait_for_selector("#image img")
+    page.fill("#prompts textarea", "cat, eye, nose")
+    status = _run_and_wait(page, "")
+    page.wait_for_function("() => document.querySelectorAll('#heatmaps img').length >= 3")
+    _shot(page, "1-heatmaps")
+    assert "RANDOM WEIGHTS" in status
+    pictures = _pictures(page, "#heatmaps")
+    assert len(pictures) >= 3  # one per prompt (a preview may add one more)
+    for im in pictures[:3]:
+        assert im.width > MAX_SIDE and im.height > 106  # overlay + colour bar + banner
+
+
+def test_segmentation_shows_overlay_and_classes(page):
+    before = page.inner_text("#status")
+    page.check("#mode input[value=segmentation]")
+    page.fill("#prompts textarea", "cat, blanket")
+    status = _run_and_wait(page, before)
+    page.wait_for_selector("#segmentation img")
+    _shot(page, "2-segmentation")
+    assert "found:" in status
+    (overlay,) = _pictures(page, "#segmentation")
+    assert overlay.width > MAX_SIDE and overlay.height > 106  # overlay + legend + banner
+    table = page.inner_text("#classes")
+    assert "area %" in table and ("cat" in table or "blanket" in table or "nothing" in status)
+
+
+def test_an_error_shows_its_message_and_the_page_keeps_working(page):
+    page.fill("#prompts textarea", " , ")
+    page.click("#run")
+    toast = page.wait_for_selector("[data-testid=toast-text]")
+    _shot(page, "3-error")
+    assert "no prompts" in toast.inner_text()
+    before = page.inner_text("#status")  # of the segmentation: it names what was found
+    page.check("#mode input[value=heatmaps]")
+    page.fill("#prompts textarea", "cat")
+    assert "found:" not in _run_and_wait(page, before)  # the server still serves: a heatmap run
+    assert len(_pictures(page, "#heatmaps")) >= 1
+
+
+def test_clicking_an_example_runs_it(page):
+    before = page.inner_text("#status")
+    page.get_by_text("cat, eye, nose", exact=True).click()
+    status = _wait_for_new_status(page, before)
+    assert "found:" not in status  # the heatmaps example
+    assert page.input_value("#prompts textarea") == "cat, eye, nose"
+    page.wait_for_function("() => document.querySelectorAll('#heatmaps img').length >= 3")
+    _shot(page, "4-example")
+
+
+def test_the_page_asked_nothing_of_the_network(page):
+    assert OUTSIDE == []  # fonts, scripts and pictures all came from the local server
