@@ -36,7 +36,7 @@ def test_resolve_backend():
     assert resolve_backend("openai/clip-vit-base-patch16") == "hf"
     assert resolve_backend("facebook/metaclip-b16-400m") == "hf"
     assert resolve_backend("anything", "hf") == "hf"
-    with pytest.raises(ValueError, match="backend must be"):
+    with pytest.raises(ValueError, match=r"unknown backend 'timm'; choose from auto, open_clip, hf, hf-blip, hf-siglip"):
         resolve_backend("ViT-B/16", "timm")
 
 
