@@ -236,11 +236,36 @@ def test_gem_settings_a_method_ignores_warn(backbone):
     images = torch.randn(1, 3, 32, 32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        baselines.clearclip_tokens(backbone, images, GEMConfig(depth=3, iterations=2))
-        baselines.vv_tokens(backbone, images, GEMConfig(depth=3))  # vv reads depth
-        baselines.clearclip_tokens(backbone, images, GEMConfig())
+        METHODS["clearclip"](backbone, images, GEMConfig(depth=3, iterations=2))
+        METHODS["vv"](backbone, images, GEMConfig(depth=3))  # vv reads depth
+        METHODS["clearclip"](backbone, images, GEMConfig())
+        METHODS["gem"](backbone, images, GEMConfig(depth=3, iterations=2, gem_mlp=True))  # gem reads them all
     messages = [str(w.message) for w in caught]
     assert messages == ["method 'clearclip' ignores the GEM setting(s) depth, iterations"]
+
+
+def test_the_declared_settings_drive_the_warning(backbone):
+    images = torch.randn(1, 3, 32, 32)
+    assert {n: METHODS[n].uses for n in ("gem", "vv", "clip")} == {
+        "gem": ("depth", "iterations", "temperature", "projections", "l2_normalize", "gem_mlp"),
+        "vv": ("depth",), "clip": ()}
+    cfg = GEMConfig(depth=3, iterations=2, l2_normalize=False)
+    try:
+        register_method("gem-depth-only", gem_tokens, uses=("depth", "l2_normalize"))
+        register_method("undeclared", baselines.clip_tokens)  # uses=None: nothing is warned about
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            declared, _ = get_method("gem-depth-only")(backbone, images, cfg)
+            get_method("undeclared")(backbone, images, cfg)
+        assert [str(w.message) for w in caught] == ["method 'gem-depth-only' ignores the GEM setting(s) iterations"]
+        assert torch.equal(declared, gem_tokens(backbone, images, cfg)[0])  # the warning does not change results
+        assert get_method("undeclared").ignored(cfg) == [] and get_method("undeclared").uses is None
+    finally:
+        METHODS.pop("gem-depth-only", None)
+        METHODS.pop("undeclared", None)
+    with pytest.raises(ValueError, match="unknown GEM setting"):
+        register_method("typo", gem_tokens, uses=("dept",))
+    assert "typo" not in METHODS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +281,7 @@ def test_registry_lists_gets_and_registers():
         register_method("x", 3)
     try:
         register_method("naclip-narrow", functools.partial(baselines.naclip_tokens, std=1.0))
-        assert get_method("naclip-narrow").keywords == {"std": 1.0}
+        assert get_method("naclip-narrow").fn.keywords == {"std": 1.0}
     finally:
         METHODS.pop("naclip-narrow", None)
 
