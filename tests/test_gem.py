@@ -147,6 +147,10 @@ def test_one_depth_check_guards_every_entry_point(backbone):
         with pytest.raises(ValueError, match=f"use depth <= {len(backbone.blocks) + 1}"):
             call()
     assert len(gem_tokens(backbone, images, GEMConfig(depth=len(backbone.blocks) + 1))) == 2
+    for method in ("gem", "vv"):  # the methods that declare they read depth are refused when built
+        with pytest.raises(ValueError, match="use depth <="):
+            gemseg.GEMModel(backbone, config=too_deep, method=method)
+    assert gemseg.GEMModel(backbone, config=too_deep, method="clip").method == "clip"  # reads no depth
 
 
 @pytest.mark.parametrize("depth", [0, 1])
