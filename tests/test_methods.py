@@ -256,7 +256,9 @@ def test_registry_lists_gets_and_registers():
         register_method("x", 3)
     try:
         register_method("naclip-narrow", functools.partial(baselines.naclip_tokens, std=1.0))
-        assert get_method("naclip-narrow").fn.keywords == {"std": 1.0}
+        method = get_method("naclip-narrow")
+        assert method.fn.keywords == method.keywords == {"std": 1.0}  # the function's attributes read through
+        assert method.uses is None and not hasattr(method, "needs_proxy")
     finally:
         METHODS.pop("naclip-narrow", None)
 

@@ -62,6 +62,12 @@ class Method:
             return []
         return [f for f in _SETTINGS if f not in self.uses and getattr(config, f) != getattr(_DEFAULTS, f)]
 
+    def __getattr__(self, attr: str):
+        # other attributes are the function's (e.g. a partial's ``keywords``, or a flag the function carries)
+        if attr.startswith("__") or attr in ("name", "fn", "uses"):
+            raise AttributeError(attr)
+        return getattr(self.fn, attr)
+
     def __call__(self, backbone, images, config: GEMConfig, **kwargs):
         ignored = self.ignored(config)
         if ignored:
