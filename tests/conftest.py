@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random models for both backends, built in code (nothing is downloaded)."""
+"""Shared fixtures: tiny random models of every backend (open_clip, HF CLIP, BLIP, SigLIP), built in code
+(nothing is downloaded)."""
 from __future__ import annotations
 
 import importlib.util
@@ -125,25 +126,217 @@ def tiny_hf_backbone(folder):
     return create_hf_clip(write_tiny_hf(folder), device="cpu")
 
 
+# --- BLIP and SigLIP (tokenizers built in code: a WordPiece vocabulary for BLIP, a ``tokenizers``
+# word-level model for SigLIP, whose own sentencepiece model cannot be trained without sentencepiece) ---
+WORDS = ["a", "photo", "of", "the", "cat", "dog", "red", "car", "grass", "sky"]
+
+
+@torch.no_grad()
+def _randomize(model):
+    """Spread the constant-initialized norms and biases so that tests can tell paths apart."""
+    for name, p in model.named_parameters():
+        if "norm" in name and p.ndim == 1:
+            p.normal_(1.0 if name.endswith("weight") else 0.0, 0.2)
+        elif name.endswith(("bias", "probe", "class_embedding", "position_embedding", "position_embedding.weight")):
+            p.normal_(0, 0.1 if name.endswith("bias") else 0.5)
+
+
+def _bert_vocab(folder):
+    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "."] + [w for w in WORDS if w not in chars]
+    vocab += chars + ["##" + c for c in chars]
+    with open(os.path.join(folder, "vocab.txt"), "w") as f:
+        f.write("\n".join(vocab) + "\n")
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "BertTokenizer", "model_max_length": 16, "do_lower_case": True}, f)
+    return len(vocab)
+
+
+def write_tiny_blip(folder, arch="BlipForImageTextRetrieval", seed=0):
+    import transformers
+
+    os.makedirs(folder, exist_ok=True)
+    n = _bert_vocab(folder)
+    torch.manual_seed(seed)
+    config = transformers.BlipConfig(
+        text_config=dict(vocab_size=n, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=16, encoder_hidden_size=64,
+                         pad_token_id=0, bos_token_id=2, sep_token_id=3, eos_token_id=3),
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                           image_size=32, patch_size=8, initializer_range=0.1),  # BLIP default 1e-10: ~zero
+        projection_dim=24, image_text_hidden_size=24)
+    model = getattr(transformers, arch)(config).eval()
+    _randomize(model)
+    model.save_pretrained(folder)
+    return str(folder)
+
+
+def word_tokenizer(folder):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for w in WORDS:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok.save(os.path.join(folder, "tokenizer.json"))
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 12, "pad_token": "<pad>",
+                   "eos_token": "</s>", "unk_token": "<unk>"}, f)
+    return len(vocab)
+
+
+def sentencepiece_tokenizer(folder):
+    """A SiglipTokenizer (sentencepiece, as the released SigLIP models have) trained here on a few phrases."""
+    import io
+
+    import sentencepiece as spm
+
+    phrases = ["a photo of a cat", "a photo of the small dog", "green grass and blue sky",
+               "the remote control on a sofa", "a red car"]
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(phrases * 20), model_writer=proto, vocab_size=40,
+                                   hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
+                                   minloglevel=2)
+    with open(os.path.join(folder, "spiece.model"), "wb") as f:
+        f.write(proto.getvalue())
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "SiglipTokenizer", "model_max_length": 12}, f)
+    return spm.SentencePieceProcessor(model_proto=proto.getvalue()).get_piece_size()
+
+
+def write_tiny_siglip(folder, version=1, seed=0, tokenizer=word_tokenizer):
+    import transformers
+
+    os.makedirs(folder, exist_ok=True)
+    n = tokenizer(folder)
+    torch.manual_seed(seed)
+    text = dict(vocab_size=n, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                max_position_embeddings=12, projection_size=64)
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, patch_size=8)
+    if version == 1:
+        model = transformers.SiglipModel(transformers.SiglipConfig(
+            text_config=text, vision_config=dict(vision, image_size=32)))
+    else:
+        model = transformers.Siglip2Model(transformers.Siglip2Config(
+            text_config=text, vision_config=dict(vision, num_patches=16)))
+    model.eval()
+    _randomize(model)
+    model.save_pretrained(folder)
+    return str(folder)
+
+
+# the backends of the end-to-end (CLI) tests, which run on the models of ``tiny_model_files``
 BACKENDS = [
     pytest.param("open_clip", marks=[pytest.mark.openclip,
                                      pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip_torch not installed")]),
     pytest.param("hf", marks=[pytest.mark.hf,
                               pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers not installed")]),
 ]
+_NEEDS_HF = [pytest.mark.hf, pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers not installed")]
+# every tiny backbone of the ``backbone`` fixture: the two CLIP backends, BLIP and SigLIP
+BACKBONES = BACKENDS + [pytest.param("hf-blip", marks=_NEEDS_HF), pytest.param("hf-siglip", marks=_NEEDS_HF)]
+_WRITERS = {"hf": write_tiny_hf, "hf-blip": write_tiny_blip, "hf-siglip": write_tiny_siglip}
 
 
 @pytest.fixture(scope="session")
-def _hf_folder(tmp_path_factory):
-    return tmp_path_factory.mktemp("tiny_hf")
+def _tiny_folders(tmp_path_factory):
+    """A tiny model folder per Hugging Face backend, written once per session on first use."""
+    root, folders = tmp_path_factory.mktemp("tiny_hf"), {}
+
+    def get(kind):
+        if kind not in folders:
+            folders[kind] = _WRITERS[kind](root / kind)
+        return folders[kind]
+    return get
+
+
+def _load_backbone(kind, folders):
+    if kind == "open_clip":
+        return tiny_open_clip_backbone()
+    from gemseg.backbones import create_backbone
+
+    return create_backbone(folders(kind), backend=kind)
+
+
+@pytest.fixture(params=BACKBONES)
+def backbone(request, _tiny_folders):
+    """A tiny random backbone, once per backend (open_clip, HF CLIP, BLIP, SigLIP)."""
+    return _load_backbone(request.param, _tiny_folders)
 
 
 @pytest.fixture(params=BACKENDS)
-def backbone(request, _hf_folder):
-    """A tiny random backbone, once per backend."""
-    if request.param == "open_clip":
-        return tiny_open_clip_backbone()
-    return tiny_hf_backbone(_hf_folder)
+def clip_backbone(request, _tiny_folders):
+    """A tiny random CLIP backbone of open_clip and of HF CLIP (tests of CLIP-only properties)."""
+    return _load_backbone(request.param, _tiny_folders)
+
+
+# --- independent views of the third-party models, for reference computations in tests ----------------
+def raw_block(backbone, i):
+    """(ln_1, (Wq, bq), (Wk, bk), (Wv, bv), out_proj, ls_1, ln_2, mlp, ls_2, heads) of image block ``i``,
+    read off the third-party module (open_clip's fused in_proj, BLIP's fused qkv, CLIP/SigLIP's q/k/v)."""
+    ident = torch.nn.Identity()
+    if hasattr(backbone.model, "visual"):  # open_clip
+        blk = backbone.model.visual.transformer.resblocks[i]
+        W, b = blk.attn.in_proj_weight, blk.attn.in_proj_bias
+        C = W.shape[1]
+        qkv = [(W[j * C:(j + 1) * C], b[j * C:(j + 1) * C]) for j in range(3)]
+        return (blk.ln_1, *qkv, blk.attn.out_proj, blk.ls_1, blk.ln_2, blk.mlp, blk.ls_2, blk.attn.num_heads)
+    layer = backbone.model.vision_model.encoder.layers[i]
+    a = layer.self_attn
+    if hasattr(a, "qkv"):  # BLIP: one linear, [q | k | v] along the features
+        C = a.qkv.in_features
+        W, b = a.qkv.weight, a.qkv.bias
+        qkv, out = [(W[j * C:(j + 1) * C], b[j * C:(j + 1) * C]) for j in range(3)], a.projection
+    else:
+        qkv, out = [(p.weight, p.bias) for p in (a.q_proj, a.k_proj, a.v_proj)], a.out_proj
+    return (layer.layer_norm1, *qkv, out, ident, layer.layer_norm2, layer.mlp, ident, a.num_heads)
+
+
+def raw_head(backbone):
+    """The final norm and projection [.., C] -> [.., D] from the third-party modules."""
+    import torch.nn.functional as F
+
+    if hasattr(backbone.model, "visual"):
+        visual = backbone.model.visual
+        return lambda y: visual.ln_post(y) @ visual.proj
+    m = backbone.model
+    vm = m.vision_model
+    if hasattr(m, "vision_proj"):  # BLIP retrieval: its image-text contrast projection
+        return lambda y: m.vision_proj(vm.post_layernorm(y))
+    if hasattr(m, "visual_projection"):  # CLIP
+        return lambda y: m.visual_projection(vm.post_layernorm(y))
+    pool = vm.head  # SigLIP: the attention-pooling head with each token attended alone
+
+    def siglip(y):
+        u, attn = vm.post_layernorm(y), pool.attention
+        C = u.shape[-1]
+        r = attn.out_proj(F.linear(u, attn.in_proj_weight[2 * C:], attn.in_proj_bias[2 * C:]))
+        return r + pool.mlp(pool.layernorm(r))
+    return siglip
+
+
+def library_trunk(backbone, images, upto):
+    """Tokens entering image block ``upto``, through the third-party blocks' own forward. [B, N, C]"""
+    import inspect
+
+    x = backbone.embed(images)
+    if hasattr(backbone.model, "visual"):
+        transformer = backbone.model.visual.transformer
+        batch_first = getattr(transformer, "batch_first", False)  # open_clip 2.2x: sequence-first
+        x = x if batch_first else x.transpose(0, 1)
+        for blk in transformer.resblocks[:upto]:
+            x = blk(x)
+        return x if batch_first else x.transpose(0, 1)
+    for layer in backbone.model.vision_model.encoder.layers[:upto]:
+        causal = "causal_attention_mask" in inspect.signature(layer.forward).parameters  # CLIP's layers only
+        extra = {"causal_attention_mask": None} if causal else {}
+        out = layer(x, attention_mask=None, **extra)
+        x = out[0] if isinstance(out, tuple) else out
+    return x
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 import gemseg
-from gemseg.analysis import (IGNORE_INDEX, Alignment, Grouping, cluster_figure, iteration_analysis,
-                             iteration_tokens, kmeans, layer_analysis, layer_tokens, merge, method_analysis,
-                             palette, patch_labels, render_clusters, token_clusters, token_grouping,
-                             vl_alignment)
+from gemseg import analysis
+from gemseg.analysis import (IGNORE_INDEX, Alignment, Grouping, iteration_analysis, iteration_tokens, kmeans,
+                             layer_analysis, layer_tokens, merge, method_analysis, patch_labels, token_clusters,
+                             token_grouping, vl_alignment)
+from gemseg.viz import cluster_figure
 from gemseg.config import GEMConfig
 from gemseg.gem import gem_tokens
 
@@ -168,8 +169,8 @@ def test_layer_analysis_rows_match_the_quantities_on_layer_tokens(backbone):
     records = layer_analysis(model, images, masks, names)
     assert [dict(r.key)["path"] for r in records] == ["ori"] * 4 + ["gem"] * 4
     assert [dict(r.key)["layer"] for r in records] == [1, 2, 3, 4] * 2
-    labels = patch_labels(masks, 8)
-    tokens = layer_tokens(backbone, images, CFG)[2][:, 1:]
+    labels = patch_labels(masks, backbone.patch_size)
+    tokens = layer_tokens(backbone, images, CFG)[2][:, backbone.num_prefix_tokens:]
     text = model.encode_text(names)
     assert records[6].grouping == token_grouping(tokens, labels)
     assert records[6].alignment == vl_alignment(tokens, labels, text)
@@ -213,26 +214,6 @@ def test_kmeans_recovers_separated_clusters_deterministically():
         kmeans(x, 61)
 
 
-def test_render_clusters_places_each_colour_on_its_patch():
-    image = Image.new("RGB", (20, 12), (10, 20, 30))
-    labels = torch.tensor([[0, 1, 2], [2, 1, 0]])  # 2x3 grid of 8x8 patches overhanging 12x20 (padded)
-    fig = render_clusters(image, labels, patch_size=8, gap=4)
-    assert fig.size == (2 * 20 + 4, 12)
-    colors = palette(3)
-    arr = np.asarray(fig)
-    assert (arr[:, :20] == (10, 20, 30)).all()
-    for (r, c), lab in np.ndenumerate(labels.numpy()):
-        y, x = min(r * 8 + 3, 11), 24 + min(c * 8 + 3, 19)
-        assert tuple(arr[y, x]) == tuple(colors[lab])
-    assert len({tuple(p) for p in palette(12)}) == 12
-    blended = np.asarray(render_clusters(image, labels, patch_size=8, alpha=0.5))
-    assert tuple(blended[3, 24 + 3]) == tuple(((np.array([10, 20, 30]) + colors[0].astype(int)) / 2).astype(int))
-    stretched = render_clusters(np.zeros((6, 9, 3), dtype=np.uint8), labels.numpy())
-    assert stretched.size == (22, 6)
-    with pytest.raises(ValueError, match="does not cover"):
-        render_clusters(Image.new("RGB", (40, 40)), labels, patch_size=8)
-
-
 def test_token_clusters_and_the_cluster_figure(backbone):
     model = gemseg.GEMModel(backbone, config=CFG)
     images = torch.randn(2, 3, 32, 40)
@@ -242,3 +223,15 @@ def test_token_clusters_and_the_cluster_figure(backbone):
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8))
     fig = cluster_figure(model, photo, k=4, size=(32, 48))
     assert fig.size == (2 * 48 + 4, 32) and fig.mode == "RGB"
+
+
+def test_the_pictures_moved_to_viz_and_the_old_names_still_resolve():
+    from gemseg import viz
+
+    with pytest.warns(DeprecationWarning, match="moved to gemseg.viz.render_clusters"):
+        assert analysis.render_clusters is viz.render_clusters
+    with pytest.warns(DeprecationWarning, match="cluster_figure"):
+        assert analysis.cluster_figure is viz.cluster_figure
+    assert not hasattr(analysis, "palette")  # one palette: gemseg.viz.palette
+    with pytest.raises(AttributeError):
+        analysis.no_such_name

@@ -36,7 +36,7 @@ def test_resolve_backend():
     assert resolve_backend("openai/clip-vit-base-patch16") == "hf"
     assert resolve_backend("facebook/metaclip-b16-400m") == "hf"
     assert resolve_backend("anything", "hf") == "hf"
-    with pytest.raises(ValueError, match="backend must be"):
+    with pytest.raises(ValueError, match="unknown backend 'timm'; choose from auto, open_clip, hf, hf-blip, hf-sig"):
         resolve_backend("ViT-B/16", "timm")
 
 
@@ -204,7 +204,8 @@ def _full_context_text_embeddings(backbone, texts):
         return backbone.model.encode_text(backbone.tokenizer(texts))
 
 
-def test_text_runs_only_up_to_the_end_token_and_matches_the_full_context(backbone):
+def test_text_runs_only_up_to_the_end_token_and_matches_the_full_context(clip_backbone):
+    backbone = clip_backbone  # CLIP's causal text towers pool at the end token
     texts = ["cat", "a photo of a remote control.", "dog"]
     if hasattr(backbone.model, "text_model"):
         assert backbone._tokenize(texts)[1]["input_ids"].shape[1] < backbone.context_length

@@ -16,12 +16,11 @@ from gemseg.backbones import list_models, resolve_backend
 from gemseg.config import GEMConfig
 from gemseg.methods import METHODS
 
-from conftest import HAS_SENTENCEPIECE, HAS_TRANSFORMERS
+from conftest import HAS_SENTENCEPIECE, HAS_TRANSFORMERS, sentencepiece_tokenizer, write_tiny_blip, write_tiny_siglip
 
 pytestmark = [pytest.mark.hf, pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers not installed")]
 torch.set_grad_enabled(False)
 
-WORDS = ["a", "photo", "of", "the", "cat", "dog", "red", "car", "grass", "sky"]
 CFG = GEMConfig(depth=3)
 
 
@@ -30,103 +29,6 @@ def _quiet():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="method .* ignores the GEM setting")
         yield
-
-
-def _randomize(model):
-    """Spread the constant-initialized norms and biases so that tests can tell paths apart."""
-    for name, p in model.named_parameters():
-        if "norm" in name and p.ndim == 1:
-            p.normal_(1.0 if name.endswith("weight") else 0.0, 0.2)
-        elif name.endswith(("bias", "probe", "class_embedding", "position_embedding", "position_embedding.weight")):
-            p.normal_(0, 0.1 if name.endswith("bias") else 0.5)
-
-
-def _bert_vocab(folder):
-    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "."] + [w for w in WORDS if w not in chars]
-    vocab += chars + ["##" + c for c in chars]
-    with open(os.path.join(folder, "vocab.txt"), "w") as f:
-        f.write("\n".join(vocab) + "\n")
-    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
-        json.dump({"tokenizer_class": "BertTokenizer", "model_max_length": 16, "do_lower_case": True}, f)
-    return len(vocab)
-
-
-def write_tiny_blip(folder, arch="BlipForImageTextRetrieval", seed=0):
-    import transformers
-
-    os.makedirs(folder, exist_ok=True)
-    n = _bert_vocab(folder)
-    torch.manual_seed(seed)
-    config = transformers.BlipConfig(
-        text_config=dict(vocab_size=n, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=16, encoder_hidden_size=64,
-                         pad_token_id=0, bos_token_id=2, sep_token_id=3, eos_token_id=3),
-        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                           image_size=32, patch_size=8),
-        projection_dim=24, image_text_hidden_size=24)
-    model = getattr(transformers, arch)(config).eval()
-    _randomize(model)
-    model.save_pretrained(folder)
-    return str(folder)
-
-
-def _word_tokenizer(folder):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for w in WORDS:
-        vocab.setdefault(w, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tok.save(os.path.join(folder, "tokenizer.json"))
-    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
-        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 12, "pad_token": "<pad>",
-                   "eos_token": "</s>", "unk_token": "<unk>"}, f)
-    return len(vocab)
-
-
-def _sentencepiece_tokenizer(folder):
-    """A SiglipTokenizer (sentencepiece, as the released SigLIP models have) trained here on a few phrases."""
-    import io
-
-    import sentencepiece as spm
-
-    phrases = ["a photo of a cat", "a photo of the small dog", "green grass and blue sky",
-               "the remote control on a sofa", "a red car"]
-    proto = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(phrases * 20), model_writer=proto, vocab_size=40,
-                                   hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-                                   pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
-                                   minloglevel=2)
-    with open(os.path.join(folder, "spiece.model"), "wb") as f:
-        f.write(proto.getvalue())
-    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
-        json.dump({"tokenizer_class": "SiglipTokenizer", "model_max_length": 12}, f)
-    return spm.SentencePieceProcessor(model_proto=proto.getvalue()).get_piece_size()
-
-
-def write_tiny_siglip(folder, version=1, seed=0, tokenizer=_word_tokenizer):
-    import transformers
-
-    os.makedirs(folder, exist_ok=True)
-    n = tokenizer(folder)
-    torch.manual_seed(seed)
-    text = dict(vocab_size=n, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=12, projection_size=64)
-    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, patch_size=8)
-    if version == 1:
-        model = transformers.SiglipModel(transformers.SiglipConfig(
-            text_config=text, vision_config=dict(vision, image_size=32)))
-    else:
-        model = transformers.Siglip2Model(transformers.Siglip2Config(
-            text_config=text, vision_config=dict(vision, num_patches=16)))
-    model.eval()
-    _randomize(model)
-    model.save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +171,7 @@ def test_siglip_text_is_padded_to_the_context_without_a_mask(tiny_extra, kind):
 
 @pytest.mark.skipif(not HAS_SENTENCEPIECE, reason="sentencepiece not installed (pip install gemseg[siglip])")
 def test_siglip_with_its_sentencepiece_tokenizer(tmp_path):
-    folder = write_tiny_siglip(tmp_path / "siglip-sp", tokenizer=_sentencepiece_tokenizer)
+    folder = write_tiny_siglip(tmp_path / "siglip-sp", tokenizer=sentencepiece_tokenizer)
     bb = _load(folder).backbone
     assert type(bb.tokenizer).__name__.startswith("Siglip") and bb.context_length == 12
     tok = bb.tokenizer

@@ -12,6 +12,8 @@ import gemseg
 from gemseg.config import GEMConfig
 from gemseg.gem import gem_tokens, self_self_attention
 
+from conftest import library_trunk, raw_block
+
 torch.set_grad_enabled(False)
 
 
@@ -20,17 +22,8 @@ torch.set_grad_enabled(False)
 # ---------------------------------------------------------------------------------------------
 def _raw_block(backbone, i):
     """(ln_1, Wq, bq, Wk, bk, Wv, bv, out_proj, ls_1, ln_2, mlp, ls_2, heads) read off the third-party block."""
-    if hasattr(backbone.model, "visual"):  # open_clip
-        blk = backbone.model.visual.transformer.resblocks[i]
-        W, b = blk.attn.in_proj_weight, blk.attn.in_proj_bias
-        C = W.shape[1]
-        return (blk.ln_1, W[:C], b[:C], W[C:2 * C], b[C:2 * C], W[2 * C:], b[2 * C:], blk.attn.out_proj,
-                blk.ls_1, blk.ln_2, blk.mlp, blk.ls_2, blk.attn.num_heads)
-    layer = backbone.model.vision_model.encoder.layers[i]
-    a = layer.self_attn
-    ident = torch.nn.Identity()
-    return (layer.layer_norm1, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias, a.v_proj.weight,
-            a.v_proj.bias, a.out_proj, ident, layer.layer_norm2, layer.mlp, ident, a.num_heads)
+    ln_1, (Wq, bq), (Wk, bk), (Wv, bv), *rest = raw_block(backbone, i)
+    return (ln_1, Wq, bq, Wk, bk, Wv, bv, *rest)
 
 
 def _naive_block(backbone, i, x_ori, x_gem, cfg: GEMConfig | None):
@@ -70,20 +63,28 @@ def _naive_block(backbone, i, x_ori, x_gem, cfg: GEMConfig | None):
     return new_ori, new_gem
 
 
-def naive_gem(backbone, images, cfg: GEMConfig):
-    """[B, N, D] GEM tokens and original tokens, image by image."""
-    outs_gem, outs_ori = [], []
+def naive_gem(backbone, images, cfg: GEMConfig, *, per_layer: bool = False):
+    """[B, N, D] GEM tokens and original tokens, image by image; with ``per_layer`` instead
+    ``{"gem": [...], "ori": [...]}``, ``head`` of each block's output on each path."""
+    outs_gem, outs_ori, layers = [], [], {"gem": [], "ori": []}
     L = len(backbone.blocks)
     for img in images:
         x = backbone.embed(img[None])[0]
         x_gem = None
+        per_image = {"gem": [], "ori": []}
         for i in range(L):
             in_gem = i >= L - cfg.num_blocks
             if in_gem and x_gem is None:
                 x_gem = x
             x, x_gem = _naive_block(backbone, i, x, x_gem, cfg if in_gem else None)
-        outs_ori.append(backbone.head(x[None])[0])
-        outs_gem.append(backbone.head((x_gem if x_gem is not None else x)[None])[0])
+            per_image["ori"].append(backbone.head(x[None])[0])
+            per_image["gem"].append(backbone.head((x_gem if x_gem is not None else x)[None])[0])
+        outs_ori.append(per_image["ori"][-1])
+        outs_gem.append(per_image["gem"][-1])
+        for p in layers:
+            layers[p].append(per_image[p])
+    if per_layer:  # per path: L tensors [B, N, D]
+        return {p: [torch.stack([img[i] for img in layers[p]]) for i in range(L)] for p in layers}
     return torch.stack(outs_gem), torch.stack(outs_ori)
 
 
@@ -103,7 +104,7 @@ def test_gem_matches_plain_loop_formulas(backbone, cfg):
     images = torch.randn(2, 3, 40, 48)  # 5x6 patch grid: resampled, non-square position embeddings
     gem, ori = gem_tokens(backbone, images, cfg, return_ori=True)
     ref_gem, ref_ori = naive_gem(backbone, images, cfg)
-    assert gem.shape == (2, 1 + 5 * 6, backbone.embed_dim)
+    assert gem.shape == (2, backbone.num_prefix_tokens + 5 * 6, backbone.embed_dim)
     assert torch.isfinite(gem).all()
     assert torch.allclose(gem, ref_gem, atol=1e-5, rtol=1e-4), (gem - ref_gem).abs().max()
     assert torch.allclose(ori, ref_ori, atol=1e-5, rtol=1e-4), (ori - ref_ori).abs().max()
@@ -113,17 +114,43 @@ def test_gem_matches_plain_loop_formulas(backbone, cfg):
 
 def _library_forward_tokens(backbone, images):
     """The base model's own blocks (their own forward, in their own tensor layout) -> head tokens."""
-    x = backbone.embed(images)
-    if hasattr(backbone.model, "visual"):
-        transformer = backbone.model.visual.transformer
-        batch_first = getattr(transformer, "batch_first", False)  # open_clip 2.2x: sequence-first
-        x = transformer(x if batch_first else x.transpose(0, 1))
-        x = x if batch_first else x.transpose(0, 1)
-    else:
-        for layer in backbone.model.vision_model.encoder.layers:
-            out = layer(x, attention_mask=None, causal_attention_mask=None)
-            x = out[0] if isinstance(out, tuple) else out
-    return backbone.head(x)
+    return backbone.head(library_trunk(backbone, images, len(backbone.blocks)))
+
+
+@pytest.mark.parametrize("cfg", [GEMConfig(depth=3), GEMConfig(depth=5, iterations=2, gem_mlp=True),
+                                 GEMConfig(depth=0)], ids=["d3", "d5i2mlp", "d0"])
+def test_intermediates_are_every_blocks_output_on_both_paths(backbone, cfg):
+    images = torch.randn(2, 3, 32, 40)
+    gem, ori, layers = gem_tokens(backbone, images, cfg, return_intermediates=True)
+    ref = naive_gem(backbone, images, cfg, per_layer=True)
+    L, first = len(backbone.blocks), len(backbone.blocks) - cfg.num_blocks
+    for path in ("gem", "ori"):
+        assert len(layers[path]) == L
+        for i, (ours, theirs) in enumerate(zip(layers[path], ref[path])):
+            assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-4), (path, i, (ours - theirs).abs().max())
+    assert all(layers["gem"][i] is layers["ori"][i] for i in range(first))  # one path before the first GEM block
+    if cfg.num_blocks:
+        assert (layers["gem"][-1] - layers["ori"][-1]).abs().max() > 1e-3
+    # the last entries are the plain call's outputs, bit for bit
+    plain_gem, plain_ori = gem_tokens(backbone, images, cfg, return_ori=True)
+    assert gem is layers["gem"][-1] and torch.equal(gem, plain_gem) and torch.equal(ori, plain_ori)
+
+
+def test_one_depth_check_guards_every_entry_point(backbone):
+    from gemseg.analysis import layer_tokens
+
+    images = torch.randn(1, 3, 32, 32)
+    too_deep = GEMConfig(depth=len(backbone.blocks) + 2)
+    for call in (lambda: gem_tokens(backbone, images, too_deep),
+                 lambda: gem_tokens(backbone, images, too_deep, return_intermediates=True),
+                 lambda: layer_tokens(backbone, images, too_deep, path="ori")):
+        with pytest.raises(ValueError, match=f"use depth <= {len(backbone.blocks) + 1}"):
+            call()
+    assert len(gem_tokens(backbone, images, GEMConfig(depth=len(backbone.blocks) + 1))) == 2
+    for method in ("gem", "vv"):  # the methods that declare they read depth are refused when built
+        with pytest.raises(ValueError, match="use depth <="):
+            gemseg.GEMModel(backbone, config=too_deep, method=method)
+    assert gemseg.GEMModel(backbone, config=too_deep, method="clip").method == "clip"  # reads no depth
 
 
 @pytest.mark.parametrize("depth", [0, 1])
@@ -132,7 +159,8 @@ def test_depth_that_modifies_no_block_is_the_base_model(backbone, depth):
     model = gemseg.GEMModel(backbone, config=GEMConfig(depth=depth))
     text = model.encode_text(["cat", "dog", "a red car"])
     sims = model.heatmaps(images, text)
-    base = F.normalize(_library_forward_tokens(backbone, images)[:, 1:], dim=-1)  # (B, 16, D)
+    prefix = backbone.num_prefix_tokens
+    base = F.normalize(_library_forward_tokens(backbone, images)[:, prefix:], dim=-1)  # (B, 16, D)
     base_sims = torch.einsum("bnd,pd->bpn", base, text).reshape(2, 3, 4, 4)
     base_sims = F.interpolate(base_sims, size=(32, 32), mode="bilinear", align_corners=False)
     assert torch.allclose(sims, base_sims, atol=1e-5)

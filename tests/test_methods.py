@@ -17,6 +17,8 @@ from gemseg.gem import gem_tokens
 from gemseg.methods import METHODS, get_method, list_methods, neighbourhood_bias, register_method
 from gemseg.methods import baselines
 
+from conftest import library_trunk, raw_block, raw_head
+
 torch.set_grad_enabled(False)
 
 CFG = GEMConfig(depth=3)  # the tiny models have 4 blocks; the default depth 7 needs 6
@@ -33,42 +35,14 @@ def _quiet_ignored_knobs():
 # ---------------------------------------------------------------------------------------------
 # independent pieces: the library's own blocks, raw weights, explicit per-head loops
 # ---------------------------------------------------------------------------------------------
-def _is_open_clip(backbone):
-    return hasattr(backbone.model, "visual")
-
-
 def _library_trunk(backbone, images, upto):
-    """Tokens entering block ``upto``, through the third-party blocks' own forward. [B, N, C]"""
-    x = backbone.embed(images)
-    if _is_open_clip(backbone):
-        transformer = backbone.model.visual.transformer
-        batch_first = getattr(transformer, "batch_first", False)
-        x = x if batch_first else x.transpose(0, 1)
-        for blk in transformer.resblocks[:upto]:
-            x = blk(x)
-        return x if batch_first else x.transpose(0, 1)
-    for layer in backbone.model.vision_model.encoder.layers[:upto]:
-        out = layer(x, attention_mask=None, causal_attention_mask=None)
-        x = out[0] if isinstance(out, tuple) else out
-    return x
+    return library_trunk(backbone, images, upto)
 
 
 def _raw_last(backbone):
     """(ln_1, (Wq, bq), (Wk, bk), (Wv, bv), out_proj, ln_2, mlp, heads, head_fn) of the last block."""
-    if _is_open_clip(backbone):
-        visual = backbone.model.visual
-        blk = visual.transformer.resblocks[-1]
-        W, b = blk.attn.in_proj_weight, blk.attn.in_proj_bias
-        C = W.shape[1]
-        qkv = [(W[i * C:(i + 1) * C], b[i * C:(i + 1) * C]) for i in range(3)]
-        return (blk.ln_1, *qkv, blk.attn.out_proj, blk.ln_2, blk.mlp, blk.attn.num_heads,
-                lambda y: visual.ln_post(y) @ visual.proj)
-    vm = backbone.model.vision_model
-    layer = vm.encoder.layers[-1]
-    a = layer.self_attn
-    qkv = [(p.weight, p.bias) for p in (a.q_proj, a.k_proj, a.v_proj)]
-    return (layer.layer_norm1, *qkv, a.out_proj, layer.layer_norm2, layer.mlp, a.num_heads,
-            lambda y: backbone.model.visual_projection(vm.post_layernorm(y)))
+    ln_1, q, k, v, out_proj, _, ln_2, mlp, _, heads = raw_block(backbone, len(backbone.blocks) - 1)
+    return ln_1, q, k, v, out_proj, ln_2, mlp, heads, raw_head(backbone)
 
 
 def _reference(backbone, images, kind, bias=None):
@@ -123,18 +97,18 @@ def test_last_block_methods_match_their_formulas(backbone, kind):
     images = torch.randn(2, 3, 40, 48)  # 5x6 grid, resampled position embeddings
     tokens, _ = get_method(kind)(backbone, images, CFG)
     ref = _reference(backbone, images, kind)
-    assert tokens.shape == (2, 1 + 5 * 6, backbone.embed_dim)
+    assert tokens.shape == (2, backbone.num_prefix_tokens + 5 * 6, backbone.embed_dim)
     assert torch.allclose(tokens, ref, atol=1e-5, rtol=1e-4), (tokens - ref).abs().max()
 
 
 def test_naclip_matches_its_formula_with_the_hand_computed_window(backbone):
     images = torch.randn(2, 3, 40, 48)
     tokens, _ = get_method("naclip")(backbone, images, CFG)
-    ref = _reference(backbone, images, "naclip", bias=_hand_window(5, 6, 5.0, prefix=1))
+    ref = _reference(backbone, images, "naclip", bias=_hand_window(5, 6, 5.0, prefix=backbone.num_prefix_tokens))
     assert torch.allclose(tokens, ref, atol=1e-5, rtol=1e-4), (tokens - ref).abs().max()
     # a narrower window is a different method, and it is what std= selects
     narrow, _ = baselines.naclip_tokens(backbone, images, CFG, std=0.7)
-    ref_narrow = _reference(backbone, images, "naclip", bias=_hand_window(5, 6, 0.7, prefix=1))
+    ref_narrow = _reference(backbone, images, "naclip", bias=_hand_window(5, 6, 0.7, prefix=backbone.num_prefix_tokens))
     assert torch.allclose(narrow, ref_narrow, atol=1e-5, rtol=1e-4)
     assert (narrow - tokens).abs().max() > 1e-4
 
@@ -191,7 +165,8 @@ def test_which_last_blocks_drop_the_residual_stream(backbone, kind, residual):
     fn = {"maskclip": baselines.maskclip_block, "maskclip-vproj": baselines.maskclip_vproj_block,
           "clearclip": baselines.clearclip_block,
           "sclip": baselines.sclip_block,
-          "naclip": functools.partial(baselines.naclip_block, bias=neighbourhood_bias((4, 4)))}[kind]
+          "naclip": functools.partial(baselines.naclip_block, bias=neighbourhood_bias(
+              (4, 4), num_prefix_tokens=backbone.num_prefix_tokens))}[kind]
     y, y_scaled = fn(blk, x), fn(blk, 3.0 * x)
     if residual:
         assert (y - y_scaled).abs().max() > 1e-2
@@ -246,11 +221,36 @@ def test_gem_settings_a_method_ignores_warn(backbone):
     images = torch.randn(1, 3, 32, 32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        baselines.clearclip_tokens(backbone, images, GEMConfig(depth=3, iterations=2))
-        baselines.vv_tokens(backbone, images, GEMConfig(depth=3))  # vv reads depth
-        baselines.clearclip_tokens(backbone, images, GEMConfig())
+        METHODS["clearclip"](backbone, images, GEMConfig(depth=3, iterations=2))
+        METHODS["vv"](backbone, images, GEMConfig(depth=3))  # vv reads depth
+        METHODS["clearclip"](backbone, images, GEMConfig())
+        METHODS["gem"](backbone, images, GEMConfig(depth=3, iterations=2, gem_mlp=True))  # gem reads them all
     messages = [str(w.message) for w in caught]
     assert messages == ["method 'clearclip' ignores the GEM setting(s) depth, iterations"]
+
+
+def test_the_declared_settings_drive_the_warning(backbone):
+    images = torch.randn(1, 3, 32, 32)
+    assert {n: METHODS[n].uses for n in ("gem", "vv", "clip")} == {
+        "gem": ("depth", "iterations", "temperature", "projections", "l2_normalize", "gem_mlp"),
+        "vv": ("depth",), "clip": ()}
+    cfg = GEMConfig(depth=3, iterations=2, l2_normalize=False)
+    try:
+        register_method("gem-depth-only", gem_tokens, uses=("depth", "l2_normalize"))
+        register_method("undeclared", baselines.clip_tokens)  # uses=None: nothing is warned about
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            declared, _ = get_method("gem-depth-only")(backbone, images, cfg)
+            get_method("undeclared")(backbone, images, cfg)
+        assert [str(w.message) for w in caught] == ["method 'gem-depth-only' ignores the GEM setting(s) iterations"]
+        assert torch.equal(declared, gem_tokens(backbone, images, cfg)[0])  # the warning does not change results
+        assert get_method("undeclared").ignored(cfg) == [] and get_method("undeclared").uses is None
+    finally:
+        METHODS.pop("gem-depth-only", None)
+        METHODS.pop("undeclared", None)
+    with pytest.raises(ValueError, match="unknown GEM setting"):
+        register_method("typo", gem_tokens, uses=("dept",))
+    assert "typo" not in METHODS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +266,9 @@ def test_registry_lists_gets_and_registers():
         register_method("x", 3)
     try:
         register_method("naclip-narrow", functools.partial(baselines.naclip_tokens, std=1.0))
-        assert get_method("naclip-narrow").keywords == {"std": 1.0}
+        method = get_method("naclip-narrow")
+        assert method.fn.keywords == method.keywords == {"std": 1.0}  # the function's attributes read through
+        assert method.uses is None and not hasattr(method, "needs_proxy")
     finally:
         METHODS.pop("naclip-narrow", None)
 

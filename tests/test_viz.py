@@ -154,3 +154,27 @@ def test_banner_marks_the_top_in_red():
     image = Image.new("RGB", (200, 50), (255, 255, 255))
     out = viz.banner(image, "RANDOM WEIGHTS")
     assert out.height > 50 and out.getpixel((199, 1)) == (200, 0, 0)
+
+
+def test_render_clusters_places_each_colour_on_its_patch():
+    import torch
+
+    image = Image.new("RGB", (20, 12), (10, 20, 30))
+    labels = torch.tensor([[0, 1, 2], [2, 1, 0]])  # 2x3 grid of 8x8 patches overhanging 12x20 (padded)
+    fig = viz.render_clusters(image, labels, patch_size=8, gap=4)
+    assert fig.size == (2 * 20 + 4, 12)
+    colors = viz.palette(4)[1:]  # the class palette without its black background colour
+    assert len({tuple(c) for c in colors}) == 3 and (colors.sum(1) > 0).all()
+    arr = np.asarray(fig)
+    assert (arr[:, :20] == (10, 20, 30)).all()
+    for (r, c), lab in np.ndenumerate(labels.numpy()):
+        y, x = min(r * 8 + 3, 11), 24 + min(c * 8 + 3, 19)
+        assert tuple(arr[y, x]) == tuple(colors[lab])
+    blended = np.asarray(viz.render_clusters(image, labels, patch_size=8, alpha=0.5))
+    assert tuple(blended[3, 24 + 3]) == tuple(((np.array([10, 20, 30]) + colors[0].astype(int)) / 2).astype(int))
+    stretched = viz.render_clusters(np.zeros((6, 9, 3), dtype=np.uint8), labels.numpy())
+    assert stretched.size == (22, 6)
+    own = viz.render_clusters(image, labels, patch_size=8, colors=[[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    assert tuple(np.asarray(own)[3, 24 + 3]) == (1, 2, 3)
+    with pytest.raises(ValueError, match="does not cover"):
+        viz.render_clusters(Image.new("RGB", (40, 40)), labels, patch_size=8)

@@ -8,15 +8,14 @@
   own class is the most similar (``top1``).
 * Both per layer (every block's output through the final norm and projection, on the GEM and the original
   path), per number of self-self iterations, and per method.
-* A picture of token clusters: spherical k-means of the dense tokens (in torch), coloured next to the image
-  (PIL only; nothing is ever shown on screen).
+* Token clusters: spherical k-means of the dense tokens (in torch); :func:`gemseg.viz.cluster_figure`
+  draws them next to the image.
 
 Statistics are sums and counts (:class:`Grouping`, :class:`Alignment`) so that batches add up
 (:func:`merge`); means are taken once at the end, over all pairs / all tokens.
 """
 from __future__ import annotations
 
-import colorsys
 import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -24,12 +23,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .backbones.base import Backbone
 from .config import GEMConfig
-from .gem import adaptive_inv_temp, gem_tokens, self_self_attention
-from .transforms import _to_pil
+from .gem import gem_tokens
 
 IGNORE_INDEX = 255
 
@@ -217,31 +214,11 @@ def layer_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,
                  path: str = "gem") -> list[torch.Tensor]:
     """Every block's output in the joint space: a list of L tensors [B, N, D], ``head`` of the tokens
     after block 1..L. ``path="gem"``: the GEM path (the original tokens before the first GEM block);
-    ``"ori"``: the unmodified encoder. The last entry is :func:`~gemseg.gem.gem_tokens`' output."""
+    ``"ori"``: the unmodified encoder. The intermediates of :func:`~gemseg.gem.gem_tokens`, whose output
+    is the last entry."""
     if path not in ("gem", "ori"):
         raise ValueError(f"path must be 'gem' or 'ori', got {path!r}")
-    blocks = backbone.blocks
-    first = len(blocks) - config.num_blocks if path == "gem" else len(blocks)
-    if first < 0:
-        raise ValueError(f"GEM depth {config.depth} needs {config.num_blocks} blocks but {backbone.name} "
-                         f"has {len(blocks)}")
-    x, x_gem, out = backbone.embed(images), None, []
-    for i, blk in enumerate(blocks):
-        if i < first:
-            x = blk.plain(x)
-        else:  # the GEM block of gem_tokens, keeping both paths
-            h = blk.ln_1(x)
-            q, k, v = blk.qkv(h)
-            t = config.temperature if config.temperature is not None else adaptive_inv_temp(h, q.shape[-1])
-            ss = self_self_attention(q, k, v, inv_temp=t, iterations=config.iterations,
-                                     projections=config.projections, l2_normalize=config.l2_normalize)
-            x_gem = (x if x_gem is None else x_gem) + blk.attn_out(ss)
-            if config.gem_mlp:
-                x_gem = x_gem + blk.mlp_residual(x_gem)
-            x = x + blk.attn_out(F.scaled_dot_product_attention(q, k, v))
-            x = x + blk.mlp_residual(x)
-        out.append(backbone.head(x if x_gem is None else x_gem))
-    return out
+    return gem_tokens(backbone, images, config, return_intermediates=True)[2][path]
 
 
 @torch.no_grad()
@@ -276,10 +253,14 @@ def layer_analysis(model, images: torch.Tensor, masks, text, *, paths: Sequence[
     """Token grouping and alignment after every block, for the original and the GEM path of ``model``
     (a :class:`~gemseg.GEMModel`; fp32). ``images`` [B, 3, H, W] normalized, ``masks`` [B, H, W] labels
     indexing ``text`` (class names, or embeddings [C, D]). Keys: ``path``, ``layer`` (1-based)."""
+    if any(p not in ("gem", "ori") for p in paths):
+        raise ValueError(f"paths must be 'gem' and/or 'ori', got {list(paths)}")
     images, labels, text = _inputs(model, images, masks, text, ignore_index, min_fraction)
     prefix = model.backbone.num_prefix_tokens
+    with torch.no_grad():
+        layers = gem_tokens(model.backbone, images, model.config, return_intermediates=True)[2]
     return [_record((("path", p), ("layer", i + 1)), t, prefix, labels, text, ignore_index)
-            for p in paths for i, t in enumerate(layer_tokens(model.backbone, images, model.config, path=p))]
+            for p in paths for i, t in enumerate(layers[p])]
 
 
 def iteration_analysis(model, images: torch.Tensor, masks, text, *, iterations: Sequence[int] = (0, 1, 2, 3),
@@ -341,41 +322,6 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 100, seed: int = 0) -> tuple
     return labels, centers
 
 
-def palette(n: int) -> np.ndarray:
-    """``n`` distinct RGB colours [n, 3] uint8 (golden-ratio hues, alternating brightness)."""
-    rgb = [colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.8, 1.0 if i % 2 == 0 else 0.67) for i in range(n)]
-    return (np.array(rgb, dtype=np.float64).reshape(n, 3) * 255).round().astype(np.uint8)
-
-
-def render_clusters(image: Image.Image | np.ndarray, labels: torch.Tensor | np.ndarray, *,
-                    patch_size: int | Sequence[int] | None = None, alpha: float = 1.0, gap: int = 4,
-                    colors: np.ndarray | None = None) -> Image.Image:
-    """The image and, to its right, its patch clusters ``labels`` [gh, gw] in colour (blended over the
-    image with ``alpha`` < 1). With ``patch_size`` each label covers its patch (the grid may overhang the
-    image right and bottom, as padded); without it the grid is stretched over the image."""
-    img = _to_pil(image)
-    lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(np.int64)
-    if lab.ndim != 2 or lab.min() < 0:
-        raise ValueError(f"labels must be a [gh, gw] grid of cluster indices >= 0, got shape {lab.shape}")
-    colors = palette(int(lab.max()) + 1) if colors is None else np.asarray(colors, dtype=np.uint8)
-    W, H = img.size
-    if patch_size is not None:
-        ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
-        full = colors[lab].repeat(ph, axis=0).repeat(pw, axis=1)[:H, :W]
-        if full.shape[:2] != (H, W):
-            raise ValueError(f"a {lab.shape[0]}x{lab.shape[1]} grid of {ph}x{pw} patches does not cover a "
-                             f"{H}x{W} image")
-        overlay = Image.fromarray(np.ascontiguousarray(full))
-    else:
-        overlay = Image.fromarray(colors[lab]).resize((W, H), resample=Image.NEAREST)
-    if alpha < 1.0:
-        overlay = Image.blend(img, overlay, alpha)
-    canvas = Image.new("RGB", (2 * W + gap, H), (255, 255, 255))
-    canvas.paste(img, (0, 0))
-    canvas.paste(overlay, (W + gap, 0))
-    return canvas
-
-
 @torch.no_grad()
 def token_clusters(model, images: torch.Tensor, k: int = 8, *, return_ori: bool = False,
                    seed: int = 0) -> torch.Tensor:
@@ -387,17 +333,20 @@ def token_clusters(model, images: torch.Tensor, k: int = 8, *, return_ori: bool 
     return out[0] if single else out
 
 
-def cluster_figure(model, image: Image.Image | np.ndarray, k: int = 8, *, size: int | Sequence[int] | None = 448,
-                   return_ori: bool = False, alpha: float = 1.0, seed: int = 0) -> Image.Image:
-    """One picture: ``image`` (resized to ``size`` like the model input) next to its token clusters."""
-    x = model.preprocess(image, size=size)  # (3, H, W)
-    labels = token_clusters(model, x, k, return_ori=return_ori, seed=seed)
-    pil = _to_pil(image)
-    if pil.size != (x.shape[-1], x.shape[-2]):
-        pil = pil.resize((x.shape[-1], x.shape[-2]), resample=Image.BICUBIC)
-    return render_clusters(pil, labels, patch_size=model.patch_size, alpha=alpha)
-
-
 __all__ = ["Grouping", "Alignment", "Record", "merge", "patch_labels", "token_grouping", "vl_alignment",
            "layer_tokens", "iteration_tokens", "layer_analysis", "iteration_analysis", "method_analysis",
-           "kmeans", "palette", "render_clusters", "token_clusters", "cluster_figure", "IGNORE_INDEX"]
+           "kmeans", "token_clusters", "IGNORE_INDEX"]
+
+_MOVED_TO_VIZ = ("render_clusters", "cluster_figure")
+
+
+def __getattr__(name: str):
+    # the cluster pictures moved to gemseg.viz; the old names keep working with a deprecation warning
+    if name in _MOVED_TO_VIZ:
+        import warnings
+
+        from . import viz
+
+        warnings.warn(f"gemseg.analysis.{name} moved to gemseg.viz.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(viz, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,21 @@
-"""Configuration of the Grounding Everything Module (GEM)."""
+"""Configuration of the Grounding Everything Module (GEM).
+
+Each setting is written once, as a dataclass field whose ``metadata`` holds its help text and, where it
+differs from ``--<name>``, its command-line flag; ``gemseg.cli.common`` builds the CLI's GEM options
+from these fields.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 _PROJECTIONS = ("v", "k", "q")
+
+
+def _setting(default, help: str, *, flag: str | None = None, shown: str | None = None):
+    """A GEMConfig field: ``help`` for ``--help`` and docs; ``flag`` the CLI option (default
+    ``--<name>``; a boolean flag turns the setting away from its default); ``shown`` the default as
+    ``--help`` prints it (default: the value itself; booleans print none)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "shown": shown})
 
 
 @dataclass(frozen=True)
@@ -16,12 +28,15 @@ class GEMConfig:
     number of blocks + 1.
     """
 
-    depth: int = 7  # last depth-1 blocks get the GEM path (reference convention)
-    iterations: int = 1  # self-self attention iterations before the final assignment to v
-    temperature: float | None = None  # None: adaptive inverse temperature, mean ||ln_1(x)|| * head_dim**-0.5
-    projections: tuple[str, ...] = _PROJECTIONS  # which self-self paths are ensembled, any of "q", "k", "v"
-    l2_normalize: bool = True  # L2-normalize each head's tokens before every self-self attention
-    gem_mlp: bool = False  # ablation: also apply the block's MLP on the GEM path
+    depth: int = _setting(7, "last depth-1 blocks get the GEM path")  # the reference's convention
+    iterations: int = _setting(1, "self-self attention iterations")  # before the final assignment to v
+    temperature: float | None = _setting(  # adaptive: mean ||ln_1(x)|| * head_dim**-0.5 per image
+        None, "fixed inverse temperature", shown="adaptive")
+    projections: tuple[str, ...] = _setting(  # any distinct values of "q", "k", "v"
+        _PROJECTIONS, "self-self projections to ensemble", shown="v,k,q")
+    l2_normalize: bool = _setting(  # each head's tokens, before every self-self attention
+        True, "ablation: no L2 normalization in self-self attention", flag="--no-l2")
+    gem_mlp: bool = _setting(False, "ablation: apply the MLP on the GEM path")  # off in the paper
 
     def __post_init__(self):
         if not isinstance(self.depth, int) or self.depth < 0:

@@ -11,12 +11,15 @@ from .config import GEMConfig
 from .model import GEMModel
 
 
+_GEM = GEMConfig()  # the GEM defaults, written once in GEMConfig
+
+
 def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, checkpoint: str | None = None,
                  backend: str = "auto", device: str | torch.device = "cpu", precision: str = "fp32",
-                 cache_dir: str | None = None, depth: int = 7, iterations: int = 1,
-                 temperature: float | None = None, projections: Sequence[str] = ("v", "k", "q"),
-                 l2_normalize: bool = True, gem_mlp: bool = False, method: str = "gem",
-                 pos_embed: str = "bicubic-aa") -> GEMModel:
+                 cache_dir: str | None = None, depth: int = _GEM.depth, iterations: int = _GEM.iterations,
+                 temperature: float | None = _GEM.temperature, projections: Sequence[str] = _GEM.projections,
+                 l2_normalize: bool = _GEM.l2_normalize, gem_mlp: bool = _GEM.gem_mlp,
+                 method: str = "gem", pos_embed: str = "bicubic-aa") -> GEMModel:
     """Build a GEM model.
 
     Args:
@@ -24,7 +27,9 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
             open_clip model config ``.json``, Hugging Face ``CLIPModel``/``BlipModel``/``SiglipModel``
             id or local folder, or a name added with :func:`gemseg.register_model`.
         pretrained: open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b88k"``, ...) or a
-            checkpoint path. ``None`` with no ``checkpoint``: random weights (a warning says so).
+            checkpoint path. ``None`` with no ``checkpoint``: random weights (a warning says so); the
+            weights the CLI picks when none are named are
+            ``gemseg.backbones.default_pretrained(model, backend)``.
         checkpoint: local open_clip weights (``.pt``/``.bin`` loaded with ``weights_only=True``, or
             ``.safetensors``); names and shapes must match the model exactly.
         backend: ``"auto"`` (from the name or the folder's ``model_type``), ``"open_clip"``, ``"hf"``

@@ -81,26 +81,44 @@ def adaptive_inv_temp(h: torch.Tensor, head_dim: int) -> torch.Tensor:
     return h.norm(dim=-1).mean(dim=-1) * head_dim ** -0.5
 
 
-def gem_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,
-               return_ori: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def check_depth(backbone: Backbone, config: GEMConfig) -> None:
+    """The one check that ``config.depth`` fits ``backbone`` (at most its number of blocks + 1)."""
+    n = len(backbone.blocks)
+    if config.num_blocks > n:
+        raise ValueError(f"GEM depth {config.depth} needs {config.num_blocks} blocks but {backbone.name} has "
+                         f"{n}; use depth <= {n + 1}")
+
+
+def gem_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *, return_ori: bool = False,
+               return_intermediates: bool = False):
     """Run the image encoder with the GEM path.
 
     Args:
         images: [B, 3, H, W], normalized; H and W multiples of the patch size.
+        return_ori: also return the original path's final tokens.
+        return_intermediates: also return every block's output on both paths (the idea of timm's
+            ``forward_intermediates``), for per-layer analyses.
     Returns:
         ``(gem, ori)``: tokens after the final norm and projection, [B, N, D] each, for the GEM path
         and (only with ``return_ori``, else ``None``) the original path. With no GEM block the two
-        are the base model's tokens.
+        are the base model's tokens. With ``return_intermediates``: ``(gem, ori, layers)``, ``ori``
+        always computed and ``layers = {"gem": [...], "ori": [...]}``, L tensors [B, N, D] per path:
+        ``head`` of the tokens after blocks 1..L. Before the first GEM block the GEM path is the
+        original one (the same tensors); the last entries are ``gem`` and ``ori``.
     """
+    check_depth(backbone, config)
     blocks = backbone.blocks
     n_gem = config.num_blocks
-    if n_gem > len(blocks):
-        raise ValueError(f"GEM depth {config.depth} needs {n_gem} blocks but {backbone.name} has "
-                         f"{len(blocks)}; use depth <= {len(blocks) + 1}")
+    keep_ori = return_ori or return_intermediates
+    layers = {"gem": [], "ori": []} if return_intermediates else None
     x = backbone.embed(images)  # (B, N, C)
     first = len(blocks) - n_gem
     for blk in blocks[:first]:
         x = blk.plain(x)
+        if layers is not None:
+            out = backbone.head(x)  # (B, N, D)
+            layers["ori"].append(out)
+            layers["gem"].append(out)
     x_gem = x
     for i, blk in enumerate(blocks[first:]):
         h = blk.ln_1(x)
@@ -111,9 +129,14 @@ def gem_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,
         x_gem = x_gem + blk.attn_out(ss)
         if config.gem_mlp:
             x_gem = x_gem + blk.mlp_residual(x_gem)
-        if return_ori or i < n_gem - 1:  # the original path's last block only feeds return_ori
+        if keep_ori or i < n_gem - 1:  # the original path's last block only feeds return_ori
             x = x + blk.attn_out(F.scaled_dot_product_attention(q, k, v))
             x = x + blk.mlp_residual(x)
+        if layers is not None:
+            layers["gem"].append(backbone.head(x_gem))
+            layers["ori"].append(backbone.head(x))
+    if layers is not None:
+        return layers["gem"][-1], layers["ori"][-1], layers
     gem = backbone.head(x_gem)
     if not return_ori:
         return gem, None

@@ -48,10 +48,10 @@ class GEMModel(nn.Module):
         self.backbone = backbone.eval()
         self.config = config or GEMConfig()
         self.precision = precision
-        # GEM's depth must fit the backbone (methods that read depth also check it when they run)
-        if method == "gem" and self.config.num_blocks > len(backbone.blocks):
-            raise ValueError(f"GEM depth {self.config.depth} needs {self.config.num_blocks} blocks but "
-                             f"{backbone.name} has {len(backbone.blocks)}; use depth <= {len(backbone.blocks) + 1}")
+        if "depth" in (self._tokens.uses or ()):  # the depth must fit the backbone: refused here, not at run time
+            from .gem import check_depth
+
+            check_depth(backbone, self.config)
 
     # --- properties ---------------------------------------------------------------------------
     @property

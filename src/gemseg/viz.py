@@ -1,4 +1,5 @@
-"""Pictures of heatmaps and label maps, drawn with numpy and PIL only (no display, no matplotlib).
+"""Pictures of heatmaps, label maps and token clusters, drawn with numpy and PIL only (no display, no
+matplotlib; the model-side helpers import torch when called).
 
 Arrays are ``uint8`` RGB ``[H, W, 3]`` unless said otherwise; score maps are float ``[H, W]``.
 """
@@ -291,3 +292,50 @@ def segmentation_figure(image: Image.Image, labels: np.ndarray, colors: np.ndarr
     over = segmentation_overlay(image, labels, colors, alpha=alpha, background_index=background_index)
     fig = hstack([over, legend(entries, font=font, max_width=max(160, image.width // 2), min_height=over.height)])
     return titled(fig, title, font=font) if title else fig
+
+
+# --- token clusters -------------------------------------------------------------------------------
+def render_clusters(image: Image.Image | np.ndarray, labels, *, patch_size: int | Sequence[int] | None = None,
+                    alpha: float = 1.0, gap: int = 4, colors: np.ndarray | None = None) -> Image.Image:
+    """The image and, to its right, its patch clusters ``labels`` [gh, gw] (array or tensor) in colour
+    (blended over the image with ``alpha`` < 1). With ``patch_size`` each label covers its patch (the grid
+    may overhang the image right and bottom, as padded); without it the grid is stretched over the image.
+    Cluster ``c`` gets ``palette(k + 1)[c + 1]`` unless ``colors`` [k, 3] are given (no cluster is black)."""
+    from .transforms import _to_pil
+
+    img = _to_pil(image)
+    lab = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).astype(np.int64)
+    if lab.ndim != 2 or lab.min() < 0:
+        raise ValueError(f"labels must be a [gh, gw] grid of cluster indices >= 0, got shape {lab.shape}")
+    colors = palette(int(lab.max()) + 2)[1:] if colors is None else np.asarray(colors, dtype=np.uint8)
+    W, H = img.size
+    if patch_size is not None:
+        ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+        full = colors[lab].repeat(ph, axis=0).repeat(pw, axis=1)[:H, :W]
+        if full.shape[:2] != (H, W):
+            raise ValueError(f"a {lab.shape[0]}x{lab.shape[1]} grid of {ph}x{pw} patches does not cover a "
+                             f"{H}x{W} image")
+        overlay = Image.fromarray(np.ascontiguousarray(full))
+    else:
+        overlay = Image.fromarray(colors[lab]).resize((W, H), resample=Image.NEAREST)
+    if alpha < 1.0:
+        overlay = Image.blend(img, overlay, alpha)
+    canvas = Image.new("RGB", (2 * W + gap, H), WHITE)
+    canvas.paste(img, (0, 0))
+    canvas.paste(overlay, (W + gap, 0))
+    return canvas
+
+
+def cluster_figure(model, image: Image.Image | np.ndarray, k: int = 8, *, size: int | Sequence[int] | None = 448,
+                   return_ori: bool = False, alpha: float = 1.0, seed: int = 0) -> Image.Image:
+    """One picture: ``image`` (resized to ``size`` like the model input) next to the clusters of its
+    dense tokens (:func:`gemseg.analysis.token_clusters` of the :class:`~gemseg.GEMModel` ``model``)."""
+    from .analysis import token_clusters
+    from .transforms import _to_pil
+
+    x = model.preprocess(image, size=size)  # (3, H, W)
+    labels = token_clusters(model, x, k, return_ori=return_ori, seed=seed)
+    pil = _to_pil(image)
+    if pil.size != (x.shape[-1], x.shape[-2]):
+        pil = pil.resize((x.shape[-1], x.shape[-2]), resample=Image.BICUBIC)
+    return render_clusters(pil, labels, patch_size=model.patch_size, alpha=alpha)

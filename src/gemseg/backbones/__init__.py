@@ -1,17 +1,18 @@
 """Backbone registry: which models exist, and one factory that builds any of them.
 
-Backends are imported lazily; a missing one says what to ``pip install``.
+Backends are data (:data:`BACKENDS`): each names its factory as ``"module:function"``, imported on first
+use, and the optional packages it needs; a missing one says what to ``pip install``. A new backend is
+one entry (or :func:`register_backend`).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from dataclasses import dataclass
 from typing import Callable
 
-from .base import Backbone, Preprocess, ViTBlock, resample_pos_embed
-
-BACKENDS = ("open_clip", "hf", "hf-blip", "hf-siglip")
+from .base import Backbone, Preprocess, ViTBlock, lazy_import, resample_pos_embed
 
 # Hugging Face CLIPModel checkpoints known to work (any other CLIPModel id or folder works too).
 HF_MODELS = (
@@ -48,6 +49,64 @@ HF_SIGLIP_MODELS = (
     "google/siglip2-base-patch16-naflex",
 )
 
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One backend of :func:`create_backbone`.
+
+    The factory is called as ``factory(name, *, device, cache_dir)``, plus ``pretrained`` and
+    ``checkpoint`` when ``weights_args``, and returns a :class:`Backbone`.
+    """
+
+    factory: str  # "module:function", imported on first use
+    requires: tuple[tuple[str, str], ...]  # (module, pip package) pairs the factory needs
+    extra: str  # the gemseg[extra] that installs them
+    weights_args: bool = False  # takes pretrained=/checkpoint=; False: the weights come with the id or folder
+    default_pretrained: str | None = None  # weights used when none are given (see default_pretrained)
+    models: tuple[str, ...] | str = ()  # known names, or "module:function" giving (name, tag) pairs
+
+
+BACKENDS: dict[str, BackendSpec] = {
+    "open_clip": BackendSpec("gemseg.backbones.open_clip:create_open_clip", (("open_clip", "open_clip_torch"),),
+                             "openclip", weights_args=True, default_pretrained="openai",
+                             models="gemseg.backbones.open_clip:list_open_clip_models"),
+    "hf": BackendSpec("gemseg.backbones.hf_clip:create_hf_clip", (("transformers", "transformers"),), "hf",
+                      models=HF_MODELS),
+    "hf-blip": BackendSpec("gemseg.backbones.hf_blip:create_hf_blip", (("transformers", "transformers"),), "hf",
+                           models=HF_BLIP_MODELS),
+    "hf-siglip": BackendSpec("gemseg.backbones.hf_siglip:create_hf_siglip", (("transformers", "transformers"),),
+                             "hf", models=HF_SIGLIP_MODELS),
+}
+
+
+def register_backend(kind: str, spec: BackendSpec, *, overwrite: bool = False) -> None:
+    """Add the backend ``kind`` (selectable with ``backend=kind``; ``"auto"`` does not pick it)."""
+    if not isinstance(kind, str) or not kind or kind in ("auto", "user"):
+        raise ValueError(f"a backend name must be a non-empty string other than auto/user, got {kind!r}")
+    if not isinstance(spec, BackendSpec):
+        raise TypeError(f"spec must be a BackendSpec, got {type(spec).__name__}")
+    if kind in BACKENDS and not overwrite:
+        raise ValueError(f"backend {kind!r} is already registered; pass overwrite=True to replace it")
+    BACKENDS[kind] = spec
+
+
+def _load(target: str) -> Callable:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _factory(kind: str) -> Callable[..., Backbone]:
+    """The backend's factory, after its optional packages (ImportError with the pip command if missing)."""
+    spec = BACKENDS[kind]
+    for module, pip_name in spec.requires:
+        lazy_import(module, spec.extra, pip_name)
+    return _load(spec.factory)
+
+
+def _choices() -> str:
+    return ", ".join(BACKENDS)
+
+
 _USER_MODELS: dict[str, Callable[..., Backbone]] = {}
 
 
@@ -68,34 +127,19 @@ def register_model(name: str, factory: Callable[..., Backbone]) -> None:
     _USER_MODELS[name] = factory
 
 
-def _is_class_token_vit(cfg: dict) -> bool:
-    vision = cfg.get("vision_cfg", {})
-    custom = ("qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn", "scale_fc", "scale_attn_inner")
-    return (isinstance(vision.get("layers"), int) and "timm_model_name" not in vision
-            and not vision.get("attentional_pool") and not vision.get("input_patchnorm")
-            and not any(vision.get(k) for k in custom))
-
-
 def list_models(backend: str | None = None) -> list[ModelEntry]:
-    """Models GEM can run: open_clip class-token ViTs with each pretrained tag (needs
-    ``open_clip_torch``), the known Hugging Face CLIP ids, and models added with :func:`register_model`."""
+    """Models GEM can run: each backend's known models (open_clip: every class-token ViT with each
+    pretrained tag, when ``open_clip_torch`` is installed), and models added with :func:`register_model`."""
     if backend not in (None, *BACKENDS, "user"):
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise ValueError(f"backend must be one of {_choices()} or user, got {backend!r}")
     entries = [ModelEntry("user", name) for name in _USER_MODELS] if backend in (None, "user") else []
-    if backend in (None, "open_clip"):
-        try:
-            import open_clip
-        except ImportError:
-            open_clip = None
-        if open_clip is not None:
-            vits = {m for m in open_clip.list_models() if _is_class_token_vit(open_clip.get_model_config(m) or {})}
-            entries += [ModelEntry("open_clip", m, t) for m, t in open_clip.list_pretrained() if m in vits]
-    if backend in (None, "hf"):
-        entries += [ModelEntry("hf", m) for m in HF_MODELS]
-    if backend in (None, "hf-blip"):
-        entries += [ModelEntry("hf-blip", m) for m in HF_BLIP_MODELS]
-    if backend in (None, "hf-siglip"):
-        entries += [ModelEntry("hf-siglip", m) for m in HF_SIGLIP_MODELS]
+    for kind, spec in BACKENDS.items():
+        if backend not in (None, kind):
+            continue
+        if isinstance(spec.models, str):
+            entries += [ModelEntry(kind, m, t) for m, t in _load(spec.models)()]
+        else:
+            entries += [ModelEntry(kind, m) for m in spec.models]
     return entries
 
 
@@ -105,7 +149,7 @@ def resolve_backend(name: str, backend: str = "auto") -> str:
     names (``ViT-B-16``, ``ViT-B/16``, ``hf-hub:...``) and ``*.json`` configs -> ``open_clip``."""
     if backend != "auto":
         if backend not in BACKENDS:
-            raise ValueError(f"backend must be auto, {' or '.join(BACKENDS)}, got {backend!r}")
+            raise ValueError(f"unknown backend {backend!r}; choose from auto, {_choices()}")
         return backend
     if name in _USER_MODELS:
         return "user"
@@ -135,33 +179,34 @@ def _hf_family(text: str) -> str:
     return "hf"
 
 
+def default_pretrained(name: str, backend: str = "auto") -> str | None:
+    """The weights gemseg picks for ``name`` when the caller names none, as the CLI does: open_clip model
+    names get the ``openai`` tag (the GEM paper's weights); config ``.json`` files (they need a checkpoint),
+    ``hf-hub:`` repos and Hugging Face ids or folders (they carry their weights) and registered models get
+    ``None``. :func:`gemseg.create_model` itself never picks weights: ``pretrained=None`` there means random
+    weights, with a warning."""
+    which = resolve_backend(name, backend)
+    if which == "user" or name.endswith(".json") or name.startswith("hf-hub:"):
+        return None
+    return BACKENDS[which].default_pretrained
+
+
 def create_backbone(name: str, *, backend: str = "auto", pretrained: str | None = None,
                     checkpoint: str | None = None, device="cpu", cache_dir: str | None = None) -> Backbone:
     """Build the backbone ``name`` (see :func:`gemseg.create_model`)."""
     which = resolve_backend(name, backend)
     if which == "user":
         return _USER_MODELS[name](pretrained=pretrained, checkpoint=checkpoint, device=device, cache_dir=cache_dir)
-    if which == "open_clip":
-        from .open_clip import create_open_clip
-
-        return create_open_clip(name, pretrained=pretrained, checkpoint=checkpoint, device=device,
-                                cache_dir=cache_dir)
+    spec = BACKENDS[which]
+    if spec.weights_args:
+        return _factory(which)(name, pretrained=pretrained, checkpoint=checkpoint, device=device,
+                               cache_dir=cache_dir)
     if pretrained or checkpoint:
         raise ValueError(f"{name}: the {which} backend takes the weights from the hub id or folder itself; "
                          "drop pretrained/checkpoint")
-    if which == "hf-blip":
-        from .hf_blip import create_hf_blip
-
-        return create_hf_blip(name, device=device, cache_dir=cache_dir)
-    if which == "hf-siglip":
-        from .hf_siglip import create_hf_siglip
-
-        return create_hf_siglip(name, device=device, cache_dir=cache_dir)
-    from .hf_clip import create_hf_clip
-
-    return create_hf_clip(name, device=device, cache_dir=cache_dir)
+    return _factory(which)(name, device=device, cache_dir=cache_dir)
 
 
-__all__ = ["Backbone", "ViTBlock", "Preprocess", "ModelEntry", "BACKENDS", "HF_MODELS", "HF_BLIP_MODELS",
-           "HF_SIGLIP_MODELS", "list_models", "register_model", "resolve_backend", "create_backbone",
-           "resample_pos_embed"]
+__all__ = ["Backbone", "ViTBlock", "Preprocess", "ModelEntry", "BackendSpec", "BACKENDS", "HF_MODELS",
+           "HF_BLIP_MODELS", "HF_SIGLIP_MODELS", "list_models", "register_model", "register_backend",
+           "resolve_backend", "default_pretrained", "create_backbone", "resample_pos_embed"]

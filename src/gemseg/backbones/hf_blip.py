@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from .base import Preprocess, ViTBlock, square_grid
-from .hf_clip import HFBackbone, _read_preprocess, _transformers, check_embeddings, load_hf_config
-from .hf_siglip import resize_pos_grid
+from .hf_common import (HFBackbone, check_embeddings, import_transformers, load_hf_config, read_preprocess,
+                        resize_pos_grid)
 from .weights import weights_unavailable
 
 SUPPORTED = ("BlipForImageTextRetrieval", "BlipModel")
@@ -108,7 +108,7 @@ class HFBlipBackbone(HFBackbone):
 
 def create_hf_blip(name: str, *, device, cache_dir: str | None = None) -> HFBlipBackbone:
     """Load a BLIP retrieval (or ``BlipModel``) checkpoint and its tokenizer from a hub id or a folder."""
-    transformers = _transformers()
+    transformers = import_transformers()
     config = load_hf_config(name, cache_dir)
     archs = list(getattr(config, "architectures", None) or [])
     which = next((a for a in SUPPORTED if a in archs), None)
@@ -121,7 +121,7 @@ def create_hf_blip(name: str, *, device, cache_dir: str | None = None) -> HFBlip
         tokenizer = transformers.AutoTokenizer.from_pretrained(name, cache_dir=cache_dir)
     except (OSError, ValueError) as e:
         raise weights_unavailable(name, "hf", e) from e
-    preprocess = _read_preprocess(name, model.config.vision_config.image_size)
+    preprocess = read_preprocess(name, model.config.vision_config.image_size)
     return HFBlipBackbone(model.to(device), tokenizer, name=name, pretrained=name, preprocess=preprocess)
 
 

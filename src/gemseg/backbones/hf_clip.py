@@ -1,73 +1,14 @@
 """Hugging Face transformers backend: ``CLIPModel`` checkpoints (OpenAI, LAION, MetaCLIP, ...)."""
 from __future__ import annotations
 
-import json
-import os
-
-import torch
 from torch import nn
 
-from .base import Backbone, Preprocess, ViTBlock, lazy_import, square_grid
+from .base import Preprocess, square_grid
+from .hf_common import (HFBackbone, HFQKVBlock, check_embeddings, check_qkv_layers, read_preprocess,
+                        import_transformers)
 from .weights import weights_unavailable
 
-
-def _transformers():
-    return lazy_import("transformers", "hf", "transformers")
-
-
-class HFCLIPBlock(ViTBlock):
-    def __init__(self, layer: nn.Module):
-        attn = layer.self_attn
-        super().__init__(ln_1=layer.layer_norm1, ln_2=layer.layer_norm2, mlp=layer.mlp,
-                         out_proj=attn.out_proj, num_heads=attn.num_heads)
-        self.attn = attn
-
-    def project_qkv(self, h):
-        a = self.attn
-        return a.q_proj(h), a.k_proj(h), a.v_proj(h)
-
-
-def load_hf_config(name: str, cache_dir: str | None):
-    """A hub id's or folder's ``AutoConfig``; missing offline -> the one-line weights error."""
-    try:
-        return _transformers().AutoConfig.from_pretrained(name, cache_dir=cache_dir)
-    except (OSError, ValueError) as e:
-        raise weights_unavailable(name, "hf", e) from e
-
-
-def check_qkv_layers(name: str, layers) -> None:
-    """Every layer must have a ``self_attn`` with separate q/k/v projections and an out projection."""
-    for i, layer in enumerate(layers):
-        attn = getattr(layer, "self_attn", None)
-        if attn is None or not all(hasattr(attn, p) for p in ("q_proj", "k_proj", "v_proj", "out_proj")):
-            raise ValueError(f"{name}: layer {i} has no standard q/k/v attention")
-
-
-def check_embeddings(name: str, emb: nn.Module, attrs: tuple[str, ...], kind: str) -> None:
-    for attr in attrs:
-        if not hasattr(emb, attr):
-            raise ValueError(f"{name}: vision embeddings have no {attr}; not a {kind}")
-
-
-class HFBackbone(Backbone):
-    """What the transformers backbones share: the model, its tokenizer, patch size and width read from
-    ``model.config.vision_config``, and a conv patch embedding."""
-
-    def __init__(self, model: nn.Module, tokenizer, *, name: str, pretrained: str | None):
-        super().__init__()
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.name, self.pretrained = name, pretrained
-        vcfg = model.config.vision_config
-        p = vcfg.patch_size
-        self.patch_size = (p, p) if isinstance(p, int) else tuple(p)
-        self.width = vcfg.hidden_size
-        s = getattr(vcfg, "image_size", None)  # (H, W) the weights were trained at; None: flexible (NaFlex)
-        self.native_size = (s, s) if isinstance(s, int) else tuple(s) if s is not None else None
-
-    def _patch_embed(self, images):
-        emb = self.model.vision_model.embeddings.patch_embedding
-        return emb(images.to(emb.weight.dtype))
+HFCLIPBlock = HFQKVBlock  # CLIP's layers have the q/k/v/out projection layout
 
 
 def _check_supported(name: str, model: nn.Module) -> None:
@@ -122,30 +63,10 @@ class HFCLIPBackbone(HFBackbone):
         return self.model.text_projection(pooled)
 
 
-def _read_preprocess(folder_or_id: str, image_size: int) -> Preprocess:
-    """Mean/std from ``preprocessor_config.json`` when it is in the folder or the hub cache."""
-    path = os.path.join(folder_or_id, "preprocessor_config.json")
-    if not os.path.isfile(path):
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(folder_or_id, "preprocessor_config.json")
-            path = cached if isinstance(cached, str) else None
-        except Exception:  # no hub client or malformed id: keep the CLIP defaults
-            path = None
-    defaults = Preprocess(image_size=(image_size, image_size))
-    if not path:
-        return defaults
-    with open(path) as f:
-        cfg = json.load(f)
-    return Preprocess(mean=tuple(cfg.get("image_mean", defaults.mean)), std=tuple(cfg.get("image_std", defaults.std)),
-                      image_size=defaults.image_size)
-
-
 def create_hf_clip(name: str, *, device, cache_dir: str | None = None) -> HFCLIPBackbone:
     """Load a ``CLIPModel`` and its tokenizer from a hub id (``openai/clip-vit-base-patch16``) or a
     local folder saved with ``save_pretrained``. Weights load through safetensors where present."""
-    transformers = _transformers()
+    transformers = import_transformers()
     try:
         model = transformers.CLIPModel.from_pretrained(name, cache_dir=cache_dir)
         tokenizer = transformers.AutoTokenizer.from_pretrained(name, cache_dir=cache_dir)
@@ -153,5 +74,5 @@ def create_hf_clip(name: str, *, device, cache_dir: str | None = None) -> HFCLIP
         if isinstance(e, ValueError) and "CLIP" in str(e) and "model type" in str(e):
             raise ValueError(f"{name} is not a CLIPModel checkpoint: {str(e).splitlines()[0]}") from e
         raise weights_unavailable(name, "hf", e) from e
-    preprocess = _read_preprocess(name, model.config.vision_config.image_size)
+    preprocess = read_preprocess(name, model.config.vision_config.image_size)
     return HFCLIPBackbone(model.to(device), tokenizer, name=name, pretrained=name, preprocess=preprocess)

@@ -20,25 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Preprocess, square_grid
-from .hf_clip import (HFBackbone, HFCLIPBlock, _transformers, check_embeddings, check_qkv_layers,
-                      load_hf_config)
+from .hf_common import (HFBackbone, HFQKVBlock, check_embeddings, check_qkv_layers, import_transformers,
+                        load_hf_config, resize_pos_grid)
 from .weights import weights_unavailable
 
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 _PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
-
-
-def resize_pos_grid(pos: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int], *,
-                    mode: str = "bicubic", antialias: bool = False) -> torch.Tensor:
-    """Position embeddings of a patch grid [gh * gw, C] -> [h * w, C], resized the way the Hugging Face
-    models do it (``F.interpolate``, ``align_corners=False``, computed in float32); unchanged on the
-    native grid."""
-    if tuple(old_grid) == tuple(new_grid):
-        return pos
-    C = pos.shape[-1]
-    grid = pos.float().reshape(1, *old_grid, C).permute(0, 3, 1, 2)  # (1, C, gh, gw)
-    grid = F.interpolate(grid, size=tuple(new_grid), mode=mode, align_corners=False, antialias=antialias)
-    return grid.reshape(C, -1).transpose(0, 1).to(pos.dtype)  # (h*w, C)
 
 
 def _check_supported(name: str, model: nn.Module) -> None:
@@ -77,7 +64,7 @@ class HFSiglipBackbone(HFBackbone):
             raise ValueError(f"{name}: the text head projects to {self.embed_dim} features but the image "
                              f"tokens have {self.width}")
         self.context_length = int(model.config.text_config.max_position_embeddings)
-        self.blocks = [HFCLIPBlock(layer) for layer in vision.encoder.layers]
+        self.blocks = [HFQKVBlock(layer) for layer in vision.encoder.layers]
         if self._naflex:
             side = square_grid(vision.embeddings.position_embedding.weight.shape[0])[0] * self.patch_size[0]
             size = (side, side)
@@ -139,7 +126,7 @@ class HFSiglipBackbone(HFBackbone):
 def _read_preprocess(name: str, defaults: Preprocess, cache_dir: str | None) -> Preprocess:
     """The checkpoint's mean, std and resampling from its image processor config, else ``defaults``."""
     try:
-        cfg = _transformers().AutoImageProcessor.from_pretrained(name, cache_dir=cache_dir).to_dict()
+        cfg = import_transformers().AutoImageProcessor.from_pretrained(name, cache_dir=cache_dir).to_dict()
     except Exception:  # no processor config (or no vision extras installed): keep SigLIP's defaults
         return defaults
     resample = _PIL_RESAMPLE.get(cfg.get("resample"), defaults.interpolation)
@@ -150,7 +137,7 @@ def _read_preprocess(name: str, defaults: Preprocess, cache_dir: str | None) -> 
 
 def create_hf_siglip(name: str, *, device, cache_dir: str | None = None) -> HFSiglipBackbone:
     """Load a ``SiglipModel`` or ``Siglip2Model`` checkpoint and its tokenizer from a hub id or a folder."""
-    transformers = _transformers()
+    transformers = import_transformers()
     config = load_hf_config(name, cache_dir)
     kind = getattr(config, "model_type", None)
     classes = {"siglip": "SiglipModel", "siglip2": "Siglip2Model"}

@@ -201,4 +201,24 @@ def create_open_clip(name: str, *, pretrained: str | None, checkpoint: str | Non
     if checkpoint:
         load_checkpoint_strict(model, checkpoint, display)
         pretrained = os.path.abspath(checkpoint)  # reports name the file wherever they are read
+    elif display.startswith("hf-hub:"):
+        pretrained = display  # the hub repo holds the weights; open_clip loads them without a tag
     return OpenCLIPBackbone(model.to(device), tokenizer, name=display, pretrained=pretrained)
+
+
+def _is_class_token_vit(cfg: dict) -> bool:
+    vision = cfg.get("vision_cfg", {})
+    custom = ("qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn", "scale_fc", "scale_attn_inner")
+    return (isinstance(vision.get("layers"), int) and "timm_model_name" not in vision
+            and not vision.get("attentional_pool") and not vision.get("input_patchnorm")
+            and not any(vision.get(k) for k in custom))
+
+
+def list_open_clip_models() -> list[tuple[str, str]]:
+    """``(name, pretrained tag)`` of every open_clip class-token ViT; empty without ``open_clip_torch``."""
+    try:
+        import open_clip
+    except ImportError:
+        return []
+    vits = {m for m in open_clip.list_models() if _is_class_token_vit(open_clip.get_model_config(m) or {})}
+    return [(m, t) for m, t in open_clip.list_pretrained() if m in vits]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -25,35 +26,62 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
     g.add_argument("--method", default="gem", choices=list_methods(),
                    help="training-free dense method (default: %(default)s); see docs/methods.md")
-    k = parser.add_argument_group("GEM")
-    k.add_argument("--depth", type=int, default=7, help="last depth-1 blocks get the GEM path (default: 7)")
-    k.add_argument("--iterations", type=int, default=1, help="self-self attention iterations (default: 1)")
-    k.add_argument("--temperature", type=float, default=None,
-                   help="fixed inverse temperature (default: adaptive)")
-    k.add_argument("--projections", default="v,k,q", help="self-self projections to ensemble (default: v,k,q)")
-    k.add_argument("--no-l2", action="store_true", help="ablation: no L2 normalization in self-self attention")
-    k.add_argument("--gem-mlp", action="store_true", help="ablation: apply the MLP on the GEM path")
+    add_gem_args(parser.add_argument_group("GEM"))
+
+
+def _gem_options():
+    """``(field, flag, dest)`` of each :class:`~gemseg.GEMConfig` field, flags from the fields' metadata."""
+    from ..config import GEMConfig
+
+    for f in dataclasses.fields(GEMConfig):
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        yield f, flag, flag[2:].replace("-", "_")
+
+
+def add_gem_args(group) -> None:
+    """One option per GEMConfig field, its help and default read from the field: booleans become a
+    flag that turns the setting away from its default, tuples a comma-separated list."""
+    for f, flag, _ in _gem_options():
+        text = f.metadata["help"]
+        if isinstance(f.default, bool):
+            group.add_argument(flag, action="store_true", help=text)
+            continue
+        shown = f.metadata.get("shown") or f.default
+        if isinstance(f.default, tuple):
+            group.add_argument(flag, default=",".join(f.default), help=f"{text} (default: {shown})")
+        else:  # a number, or None meaning "not fixed" (the annotation names the type)
+            kind = {"int": int, "float": float}[str(f.type).split("|")[0].strip()]
+            group.add_argument(flag, type=kind, default=f.default, help=f"{text} (default: {shown})")
+
+
+def gem_kwargs(args: argparse.Namespace) -> dict:
+    """The GEMConfig fields (keywords of :func:`gemseg.create_model`) that the GEM options ask for."""
+    out = {}
+    for f, _, dest in _gem_options():
+        value = getattr(args, dest)
+        if isinstance(f.default, bool):
+            value = (not f.default) if value else f.default
+        elif isinstance(f.default, tuple):
+            value = tuple(p.strip() for p in value.split(",") if p.strip())
+        out[f.name] = value
+    return out
 
 
 def model_kwargs(args: argparse.Namespace) -> dict:
-    """The keyword arguments of :func:`gemseg.create_model` that ``args`` ask for."""
-    from ..backbones import resolve_backend
+    """The keyword arguments of :func:`gemseg.create_model` that ``args`` ask for. With no weights
+    option the library's choice applies (:func:`gemseg.backbones.default_pretrained`)."""
+    from ..backbones import default_pretrained
 
     pretrained = args.pretrained
-    backend = resolve_backend(args.model, args.backend)
-    if (pretrained is None and args.checkpoint is None and not args.random_weights
-            and backend == "open_clip" and not args.model.endswith(".json")):
-        pretrained = "openai"
+    if pretrained is None and args.checkpoint is None and not args.random_weights:
+        pretrained = default_pretrained(args.model, args.backend)
     device = args.device
     if device is None:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return dict(pretrained=pretrained, checkpoint=args.checkpoint, backend=args.backend, device=device,
-                precision=args.precision, cache_dir=args.cache_dir, depth=args.depth,
-                iterations=args.iterations, temperature=args.temperature,
-                projections=tuple(p.strip() for p in args.projections.split(",") if p.strip()),
-                l2_normalize=not args.no_l2, gem_mlp=args.gem_mlp, method=args.method)
+                precision=args.precision, cache_dir=args.cache_dir, method=args.method, **gem_kwargs(args))
 
 
 def build_model(args: argparse.Namespace):

@@ -33,7 +33,6 @@ SWEEPS = {"projections": "projections", "temperature": "temperature", "iteration
           "depth": "depth", "l2": "l2_normalize", "mlp": "gem_mlp"}  # sweep name -> the GEMConfig field it varies
 _ALIASES = {**{f: f for f in FACTORS}, **SWEEPS, "iters": "iterations", "temp": "temperature", "proj": "projections"}
 _ORDER = ("v", "k", "q")  # GEMConfig's projection order
-_READ_NOTHING = ("clip", "maskclip", "maskclip-vproj", "sclip", "clearclip", "naclip")  # methods that read no GEM setting
 _TRUE, _FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 
 
@@ -188,12 +187,18 @@ def _folder_name(name: str) -> str:
 
 
 def _check_method(method: str, settings: Sequence[Setting]) -> None:
+    from ..methods import get_method
+
+    uses = get_method(method).uses  # the settings the method declares it reads (None: not declared)
     varied = sorted({f for s in settings for f in s.changes})
-    if method in _READ_NOTHING and varied:
+    if uses is None or not varied:
+        return
+    if not uses:
         raise ValueError(f"method {method!r} reads no GEM setting, so every setting would give the same "
                          "numbers; ablate --method gem (or vv for depth)")
-    if method == "vv" and set(varied) - {"depth"}:
-        raise ValueError(f"method 'vv' reads only depth, not {', '.join(f for f in varied if f != 'depth')}")
+    if set(varied) - set(uses):
+        raise ValueError(f"method {method!r} reads only {', '.join(uses)}, not "
+                         f"{', '.join(f for f in varied if f not in uses)}")
 
 
 def _normalized(obj):

@@ -19,26 +19,77 @@ gives each method's formula and paper.
 """
 from __future__ import annotations
 
+import dataclasses
+import warnings
+from dataclasses import dataclass
 from typing import Callable
 
+from ..config import GEMConfig
 from ..gem import gem_tokens
 from .baselines import (NACLIP_STD, clearclip_tokens, clip_tokens, maskclip_tokens, maskclip_vproj_tokens,
                         naclip_tokens, neighbourhood_bias, sclip_tokens, vv_tokens)
 
-METHODS: dict[str, Callable] = {
-    "gem": gem_tokens,
-    "clip": clip_tokens,
-    "maskclip": maskclip_tokens,
-    "maskclip-vproj": maskclip_vproj_tokens,
-    "vv": vv_tokens,
-    "sclip": sclip_tokens,
-    "clearclip": clearclip_tokens,
-    "naclip": naclip_tokens,
-}
+_SETTINGS = tuple(f.name for f in dataclasses.fields(GEMConfig))
+_DEFAULTS = GEMConfig()
 
 
-def get_method(name: str) -> Callable:
-    """The method registered as ``name``."""
+@dataclass(frozen=True)
+class Method:
+    """A registered method: its token function and the :class:`~gemseg.GEMConfig` fields it reads.
+
+    Calling it runs ``fn`` after warning (once per call site) about settings that differ from their
+    defaults but are not in ``uses``. ``uses=None`` declares nothing: no warning, and an ablation
+    lets every setting vary.
+    """
+
+    name: str  # the name it is registered under
+    fn: Callable  # (backbone, images, config, *, return_ori) -> (tokens, original tokens or None)
+    uses: tuple[str, ...] | None = ()  # GEMConfig fields fn reads; None: unknown
+
+    def __post_init__(self):
+        if not callable(self.fn):
+            raise TypeError("fn must be callable")
+        if self.uses is not None:
+            uses = tuple(self.uses)
+            unknown = [u for u in uses if u not in _SETTINGS]
+            if unknown:
+                raise ValueError(f"uses names unknown GEM setting(s) {', '.join(unknown)}; "
+                                 f"choose from {', '.join(_SETTINGS)}")
+            object.__setattr__(self, "uses", uses)
+
+    def ignored(self, config: GEMConfig) -> list[str]:
+        """The settings ``config`` changes from their defaults that this method does not read."""
+        if self.uses is None:
+            return []
+        return [f for f in _SETTINGS if f not in self.uses and getattr(config, f) != getattr(_DEFAULTS, f)]
+
+    def __getattr__(self, attr: str):
+        # other attributes are the function's (e.g. a partial's ``keywords``, or a flag the function carries)
+        if attr.startswith("__") or attr in ("name", "fn", "uses"):
+            raise AttributeError(attr)
+        return getattr(self.fn, attr)
+
+    def __call__(self, backbone, images, config: GEMConfig, **kwargs):
+        ignored = self.ignored(config)
+        if ignored:
+            warnings.warn(f"method {self.name!r} ignores the GEM setting(s) {', '.join(ignored)}", stacklevel=2)
+        return self.fn(backbone, images, config, **kwargs)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("gem", gem_tokens, uses=_SETTINGS),
+    Method("clip", clip_tokens),
+    Method("maskclip", maskclip_tokens),
+    Method("maskclip-vproj", maskclip_vproj_tokens),
+    Method("vv", vv_tokens, uses=("depth",)),
+    Method("sclip", sclip_tokens),
+    Method("clearclip", clearclip_tokens),
+    Method("naclip", naclip_tokens),
+)}
+
+
+def get_method(name: str) -> Method:
+    """The method registered as ``name`` (callable like its function; ``.fn``, ``.uses``)."""
     try:
         return METHODS[name]
     except (KeyError, TypeError):
@@ -50,19 +101,22 @@ def list_methods() -> list[str]:
     return list(METHODS)
 
 
-def register_method(name: str, fn: Callable, *, overwrite: bool = False) -> None:
+def register_method(name: str, fn: Callable, *, uses: tuple[str, ...] | None = None,
+                    overwrite: bool = False) -> None:
     """Make ``fn`` selectable as ``method=name``. It takes ``(backbone, images, config, *, return_ori)``
-    and returns ``(tokens, original tokens or None)``, like :func:`gemseg.gem.gem_tokens`. Use
-    ``functools.partial`` to register a variant, e.g. ``partial(naclip_tokens, std=3.0)``."""
+    and returns ``(tokens, original tokens or None)``, like :func:`gemseg.gem.gem_tokens`. ``uses``
+    names the :class:`~gemseg.GEMConfig` fields it reads (``()``: none; ``None``, the default: not
+    declared, so nothing is warned about or refused). Use ``functools.partial`` to register a variant,
+    e.g. ``register_method("naclip-narrow", partial(naclip_tokens, std=3.0), uses=())``."""
     if not isinstance(name, str) or not name:
         raise TypeError("a method name must be a non-empty string")
     if not callable(fn):
         raise TypeError("fn must be callable")
     if name in METHODS and not overwrite:
         raise ValueError(f"method {name!r} is already registered; pass overwrite=True to replace it")
-    METHODS[name] = fn
+    METHODS[name] = Method(name, fn, uses=uses)
 
 
-__all__ = ["METHODS", "get_method", "list_methods", "register_method", "gem_tokens", "clip_tokens",
+__all__ = ["Method", "METHODS", "get_method", "list_methods", "register_method", "gem_tokens", "clip_tokens",
            "maskclip_tokens", "maskclip_vproj_tokens", "vv_tokens", "sclip_tokens", "clearclip_tokens", "naclip_tokens",
            "neighbourhood_bias", "NACLIP_STD"]

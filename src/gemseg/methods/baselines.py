@@ -13,7 +13,6 @@ scale (:meth:`~gemseg.backbones.base.ViTBlock.attn_out`), ``F(.)`` its MLP resid
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -22,16 +21,7 @@ from ..backbones.base import Backbone, ViTBlock
 from ..config import GEMConfig
 from ..gem import gem_tokens
 
-_DEFAULTS = GEMConfig()
 NACLIP_STD = 5.0  # NACLIP's Gaussian standard deviation, in patches
-
-
-def _warn_ignored(method: str, config: GEMConfig, used: tuple[str, ...] = ()) -> None:
-    """Warn once per call site when ``config`` sets GEM knobs that ``method`` does not read."""
-    ignored = [f.name for f in dataclasses.fields(config)
-               if f.name not in used and getattr(config, f.name) != getattr(_DEFAULTS, f.name)]
-    if ignored:
-        warnings.warn(f"method {method!r} ignores the GEM setting(s) {', '.join(ignored)}", stacklevel=3)
 
 
 def _trunk(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
@@ -115,7 +105,6 @@ def neighbourhood_bias(grid: tuple[int, int], *, std: float = NACLIP_STD, num_pr
 def clip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,
                 return_ori: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Raw CLIP: every token of the unmodified encoder, ``head(x_L)``. Equals ``gem`` with depth 0."""
-    _warn_ignored("clip", config)
     x = backbone.embed(images)
     for blk in backbone.blocks:
         x = blk.plain(x)
@@ -128,7 +117,6 @@ def maskclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig,
     """MaskCLIP (Zhou et al., ECCV 2022, arXiv 2112.01071) as its official code computes it: in the last
     block the attention output is replaced by the output projection of the value embeddings, with the
     residual and the MLP kept, ``z = x + O(v)``, ``head(z + F(z))`` (no key smoothing or prompt denoising)."""
-    _warn_ignored("maskclip", config)
     x = _trunk(backbone, images)
     return _finish(backbone, x, maskclip_block(backbone.blocks[-1], x), return_ori)
 
@@ -137,7 +125,6 @@ def maskclip_vproj_tokens(backbone: Backbone, images: torch.Tensor, config: GEMC
                           return_ori: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """MaskCLIP as re-implemented in ClearCLIP's code (``model_type='MaskCLIP'``, ``ignore_residual=True``):
     ``head(O(v))``, the value embeddings through the output projection, with no residual and no MLP."""
-    _warn_ignored("maskclip-vproj", config)
     x = _trunk(backbone, images)
     return _finish(backbone, x, maskclip_vproj_block(backbone.blocks[-1], x), return_ori)
 
@@ -149,7 +136,6 @@ def vv_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,
     original path, no MLP. This is GEM with ``projections=("v",)``, 0 iterations, no L2 normalization
     and the fixed temperature ``s``; only ``depth`` is read from ``config``. (CLIP Surgery's feature
     surgery, which subtracts features shared by all prompts, is a text-side step not applied here.)"""
-    _warn_ignored("vv", config, used=("depth",))
     head_dim = backbone.width // backbone.blocks[-1].num_heads
     vv = dataclasses.replace(config, projections=("v",), iterations=0, l2_normalize=False,
                              temperature=head_dim ** -0.5, gem_mlp=False)
@@ -161,7 +147,6 @@ def sclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,
     """SCLIP (Wang et al., ECCV 2024, arXiv 2312.01597): correlative self-attention in the last block,
     ``z = x + O((softmax(s q qᵀ) + softmax(s k kᵀ)) v)``, ``head(z + F(z))`` — residual and MLP kept,
     as in SCLIP's released code."""
-    _warn_ignored("sclip", config)
     x = _trunk(backbone, images)
     return _finish(backbone, x, sclip_block(backbone.blocks[-1], x), return_ori)
 
@@ -170,7 +155,6 @@ def clearclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig
                      return_ori: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """ClearCLIP (Lan et al., ECCV 2024, arXiv 2407.12442): query-query attention in the last block
     with the residual connection and the MLP removed, ``head(O(softmax(s q qᵀ) v))``."""
-    _warn_ignored("clearclip", config)
     x = _trunk(backbone, images)
     return _finish(backbone, x, clearclip_block(backbone.blocks[-1], x), return_ori)
 
@@ -180,7 +164,6 @@ def naclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *
     """NACLIP (Hajimiri et al., WACV 2025, arXiv 2404.08181): key-key attention plus a Gaussian
     neighbourhood term in a reduced last block (no residual, no MLP), ``head(O(softmax(s k kᵀ + ω) v))``
     with ``ω`` from :func:`neighbourhood_bias` (``std`` in patches, 5 in the paper)."""
-    _warn_ignored("naclip", config)
     x = _trunk(backbone, images)
     grid = _grid(backbone, images, x.shape[1])
     bias = neighbourhood_bias(grid, std=std, num_prefix_tokens=backbone.num_prefix_tokens, device=x.device)
