@@ -23,7 +23,7 @@ starts over. Results: OUT/result.json and OUT/result.md.
 # protocol settings that have a flag, with the flag's parser
 _PROTOCOL_FLAGS = ("resize", "size", "max_long_side", "interpolation", "mode", "crop", "stride", "templates",
                    "vocabulary", "background_prompts", "logit_scale", "prob_threshold", "area_threshold",
-                   "pamr_steps", "pamr_dilations", "point_threshold", "point_normalize")
+                   "pamr_steps", "pamr_dilations", "point_threshold", "point_normalize", "point_classes")
 
 
 def _optional_float(text: str) -> float | None:
@@ -73,7 +73,8 @@ def register(subparsers) -> None:
 def add_protocol_args(p: argparse.ArgumentParser) -> None:
     """--preset and one flag per protocol setting (each overrides the preset; unset flags are absent
     from the namespace, see :func:`protocol_overrides`)."""
-    from ..eval.protocols import INTERPOLATIONS, MODES, POINT_NORMALIZATIONS, RESIZES, VOCABULARIES, list_presets
+    from ..eval.protocols import (INTERPOLATIONS, MODES, POINT_CLASSES, POINT_NORMALIZATIONS, RESIZES, VOCABULARIES,
+                                  list_presets)
 
     g = p.add_argument_group("protocol (each flag overrides the preset; see --show-preset)")
     g.add_argument("--preset", default="gem", choices=list_presets(), help="protocol preset (default: %(default)s)")
@@ -99,6 +100,8 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--point-threshold", type=float, default=S, help="point labels: binarization threshold")
     g.add_argument("--point-normalize", choices=POINT_NORMALIZATIONS, default=S,
                    help="point labels: per-map min-max normalization or raw cosine")
+    g.add_argument("--point-classes", choices=POINT_CLASSES, default=S,
+                   help="point labels: score the classes with a yes point in the image, or any yes/no point")
 
 
 def protocol_overrides(args: argparse.Namespace) -> dict:
@@ -179,7 +182,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 _DENSE_ONLY = ("vocabulary", "background_prompts", "logit_scale", "prob_threshold", "area_threshold")
-_POINTS_ONLY = ("point_threshold", "point_normalize")
+_POINTS_ONLY = ("point_threshold", "point_normalize", "point_classes")
 
 
 def _warn_unused(spec, overrides: dict) -> None:

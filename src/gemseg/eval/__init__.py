@@ -5,7 +5,7 @@ from .distributed import Dist, init_from_env
 from .inference import Segmenter, class_queries, slide_windows
 from .metrics import confusion_matrix, point_counts, pointwise_metrics, segmentation_metrics
 from .pamr import pamr
-from .pointwise import PointLabels, PointsDataset, score_points
+from .pointwise import PointLabels, PointsDataset, score_points, scored_classes
 from .protocols import PRESETS, Protocol, describe, list_presets, resolve_protocol
 from .report import compare_markdown, load_result, result_markdown, write_reports
 from .runner import evaluate, open_dataset
@@ -35,6 +35,7 @@ __all__ = [
     "point_counts",
     "pointwise_metrics",
     "score_points",
+    "scored_classes",
     "Dist",
     "init_from_env",
     "result_markdown",

@@ -17,6 +17,7 @@ INTERPOLATIONS = ("bicubic", "bilinear", "bilinear-cv2")
 MODES = ("whole", "slide")
 VOCABULARIES = ("names", "synonyms")
 POINT_NORMALIZATIONS = ("minmax", "none")
+POINT_CLASSES = ("present", "annotated")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class Protocol:
     pamr_dilations: tuple[int, ...] = (8, 16)  # PAMR neighbourhood dilations, in pixels
     point_threshold: float = 0.5  # point labels: a point is predicted positive where the normalized score >= this
     point_normalize: str = "minmax"  # point labels: "minmax" per image and class, or "none" (raw cosine)
+    point_classes: str = "present"  # point labels: the classes scored in an image, those with a "yes" point
+    #                                 ("present") or with any yes/no point ("annotated"); docs/evaluation.md
 
     def __post_init__(self):
         for name in ("size", "max_long_side", "crop", "stride", "pamr_steps"):
@@ -53,7 +56,8 @@ class Protocol:
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, float(getattr(self, name)))
         for name, allowed in (("resize", RESIZES), ("interpolation", INTERPOLATIONS), ("mode", MODES),
-                              ("vocabulary", VOCABULARIES), ("point_normalize", POINT_NORMALIZATIONS)):
+                              ("vocabulary", VOCABULARIES), ("point_normalize", POINT_NORMALIZATIONS),
+                              ("point_classes", POINT_CLASSES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         for name in ("size", "max_long_side", "crop", "stride"):
