@@ -55,6 +55,9 @@ def test_each_combination_equals_a_separate_eval_run(model, voc, tmp_path):
         assert table["rows"][k]["all"]["aAcc"] == result["metrics"]["aAcc"]
         differ.add(tuple(swept[k].flatten().tolist()))
     assert len(differ) > 3  # the settings do change the labels on this set, so the equality means something
+    # each rule matters somewhere: prob_threshold none vs 0.3, logit scale 40 vs 100, area none vs 0.1
+    for a, b in ((range(0, 4), range(8, 12)), ((0, 1, 4, 5), (2, 3, 6, 7)), ((0, 2, 4, 6), (1, 3, 5, 7))):
+        assert any(not torch.equal(swept[i], swept[j]) for i, j in zip(a, b))
     best = max(range(12), key=lambda k: (table["rows"][k]["all"]["mIoU"], -k))
     assert table["best"]["index"] == best and table["best"]["chosen_on"] == "all"
     md = (tmp_path / "sweep" / "sweep.md").read_text()

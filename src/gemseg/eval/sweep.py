@@ -169,21 +169,33 @@ class SweepCounter:
                              f"index {self.spec.ignore_index}")
         cm = torch.zeros((K, C, C), dtype=torch.long, device=scores.device)
         for (logit_scale, area), members in self.groups.items():
-            labels, conf = self._labeler(logit_scale, area).labels(scores)  # (h, w) each
-            labels, conf = labels.flatten()[keep], conf.flatten()[keep]
-            ks = torch.tensor([k for k, _ in members], device=scores.device)
-            thr = torch.tensor([-math.inf if t is None else t for _, t in members], device=scores.device,
-                               dtype=conf.dtype)
-            # below the threshold -> background, as Segmenter.labels does; None: -inf, never below
-            pred = torch.where(conf[None] < thr[:, None], torch.full_like(labels, self.spec.background or 0)[None],
-                               labels[None])  # (len(members), N)
-            index = (torch.arange(len(members), device=pred.device)[:, None] * C + gt[None]) * C + pred
-            counts = torch.bincount(index.flatten(), minlength=len(members) * C * C)
-            cm[ks] = counts.reshape(len(members), C, C)
+            labels, conf = self._labeler(logit_scale, area).labels(scores)  # (h, w) each, no threshold yet
+            labels, conf = labels.flatten()[keep], conf.flatten()[keep]  # (N,)
+            base = torch.bincount(gt * C + labels, minlength=C * C).reshape(C, C)
+            thresholds = sorted({t for _, t in members if t is not None})
+            if thresholds:
+                cms = self._thresholded(base, gt, labels, conf, thresholds)
+            for k, t in members:
+                cm[k] = base if t is None else cms[thresholds.index(t)]
         out = {"confusion": cm.cpu()}
         if self.held_out is not None:
             out["select"] = torch.zeros_like(out["confusion"]) if image_id in self.held_out else out["confusion"]
         return out
+
+    def _thresholded(self, base: torch.Tensor, gt: torch.Tensor, labels: torch.Tensor, conf: torch.Tensor,
+                     thresholds: list[float]) -> torch.Tensor:
+        """Confusion matrices [P, C, C] for sorted ``thresholds``: as :meth:`Segmenter.labels`, a pixel
+        whose confidence is below a threshold becomes background. One bincount for all thresholds: a
+        pixel moves for every threshold above its confidence, so counting pixels by the index of the
+        first such threshold and summing cumulatively gives what each threshold moves."""
+        C, P = self.spec.num_classes, len(thresholds)
+        thr = torch.tensor(thresholds, dtype=conf.dtype, device=conf.device)
+        first = torch.searchsorted(thr, conf, right=True)  # (N,): thresholds <= conf; moved for index >= first
+        moved = torch.bincount((first * C + gt) * C + labels, minlength=(P + 1) * C * C).reshape(P + 1, C, C)
+        moved = moved.cumsum(0)[:P]  # (P, C, C): pixels with conf < thr[j], by (gt, label)
+        cms = base[None] - moved
+        cms[:, :, self.spec.background] += moved.sum(2)  # ... now labelled background
+        return cms
 
     def zeros(self) -> dict[str, torch.Tensor]:
         zero = torch.zeros((len(self.combos), self.spec.num_classes, self.spec.num_classes), dtype=torch.long)
@@ -194,7 +206,8 @@ def run_sweep(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Proto
               out_dir: str | os.PathLike, holdout: float | None = None, limit: int | None = None,
               protocol_source: dict[str, str] | None = None, dist: Dist | None = None, save_every: int = 20,
               num_workers: int = 0, crop_batch: int = 8, restart: bool = False, progress: bool = True,
-              on_image: Callable[[str], None] | None = None, plot: bool = True) -> dict:
+              on_image: Callable[[str], None] | None = None, text_cache: dict | None = None,
+              plot: bool = True) -> dict:
     """Score every combination of ``grid`` (see :func:`parse_sweep`) on ``spec``'s images from one model
     pass per image; write ``sweep.json``, ``sweep.md`` and ``sweep.png`` to ``out_dir``.
 
@@ -202,6 +215,7 @@ def run_sweep(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Proto
         holdout: the fraction of the images held out (see :func:`holdout_split`): the best combination
             is chosen on the other images and its metrics reported on the held-out ones. None: the best
             is chosen and reported on all images (tuned on the test images; the table says so).
+        plot: write ``sweep.png``.
         Others: as :func:`~gemseg.eval.evaluate`.
     Returns:
         The table (the content of ``sweep.json``), on every rank.
@@ -222,7 +236,8 @@ def run_sweep(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Proto
     ids = dataset.ids
     held_out = holdout_split(ids, holdout) if holdout is not None else None
     combos = combinations(grid)
-    counter = SweepCounter(model, spec, protocol, combos, held_out=held_out, crop_batch=crop_batch)
+    counter = SweepCounter(model, spec, protocol, combos, held_out=held_out, crop_batch=crop_batch,
+                           text_cache=text_cache)
     settings = {**run_settings(spec, root, protocol, model, counter.class_names), "sweep": grid,
                 "holdout": holdout}
     counts = count_images(counter, dataset, ids, settings, out_dir=out_dir, dist=dist, save_every=save_every,
