@@ -220,3 +220,31 @@ def test_cli_sweep_and_its_errors(voc, tiny_model_files, tmp_path, capsys):
     assert cli(["eval", "--dataset", "openimages_v7", "--data-root", str(oi), "--model", cfg, "--checkpoint", ckpt,
                 "--device", "cpu", "--sweep", "prob_threshold=0.1,0.2"]) == 2
     assert "point labels" in capsys.readouterr().err
+
+
+@needs_open_clip
+def test_two_gloo_processes_equal_one(voc, tiny_model_files, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    cfg, ckpt = tiny_model_files["open_clip"]
+    args = ["eval", "--dataset", "voc21", "--data-root", str(voc), "--model", cfg, "--checkpoint", ckpt, "--depth", "3",
+            "--device", "cpu", "--workers", "0", "--no-progress", "--preset", "sclip", "--size", "48", "--crop", "32",
+            "--stride", "16", "--templates", "single", "--save-every", "1", "--sweep", *GRID, "--holdout", "0.4"]
+    assert cli(args + ["--out", str(tmp_path / "one")]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}", "-m", "gemseg.cli", *args, "--out", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    one, two = (json.loads((tmp_path / x / "sweep.json").read_text()) for x in ("one", "two"))
+    assert two["rows"] == one["rows"] and two["best"] == one["best"]  # identical counts, identical tables
+    assert two["speed"]["world_size"] == 2 and two["speed"]["images"] == 5
+    assert sorted(p.name for p in (tmp_path / "two" / "state").glob("part-*.pt")) == ["part-g000-r000.pt",
+                                                                                       "part-g000-r001.pt"]
+    assert proc.stdout.count("voc21 sweep of 12 combinations") == 1  # only rank 0 reports

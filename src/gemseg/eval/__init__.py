@@ -9,10 +9,13 @@ from .pointwise import PointLabels, PointsDataset, score_points, scored_classes
 from .protocols import PRESETS, Protocol, describe, list_presets, resolve_protocol
 from .report import compare_markdown, load_result, result_markdown, write_reports
 from .runner import evaluate, open_dataset
+from .sweep import parse_sweep, run_sweep
 
 __all__ = [
     "evaluate",
     "open_dataset",
+    "run_sweep",
+    "parse_sweep",
     "DatasetSpec",
     "DenseDataset",
     "PointsDataset",
