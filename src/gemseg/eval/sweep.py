@@ -23,9 +23,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .counting import DenseCounter
 from .datasets import DatasetSpec
 from .distributed import Dist
+from .inference import Segmenter, class_queries
 from .protocols import Protocol
 from .runner import count_images, open_dataset, run_settings
 
@@ -140,7 +140,8 @@ class SweepCounter:
                  held_out: set[str] | None = None, crop_batch: int = 8, text_cache: dict | None = None):
         self.spec, self.combos, self.held_out = spec, list(combos), held_out
         self.class_names = list(spec.class_names)
-        self.seg = DenseCounter(model, spec, protocol, crop_batch=crop_batch, text_cache=text_cache).seg
+        self.seg = Segmenter(model, protocol, class_queries(spec, protocol), background=spec.background,
+                             crop_batch=crop_batch, text_cache=text_cache)
         # the rules that need labels() again (logit scale, area threshold), each with its thresholds
         self.groups: dict[tuple, list[tuple[int, float | None]]] = {}
         for k, combo in enumerate(self.combos):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -81,6 +82,11 @@ def sweep_table(counts, *, spec, root, protocol, protocol_source, model, grid: d
     }
 
 
+def _value(value) -> str:
+    """A swept value as written on the command line: ``none`` for an unset threshold."""
+    return "none" if value is None else setting_text(value)
+
+
 def _fmt(value) -> str:
     return "–" if value is None else f"{value:.2f}"
 
@@ -104,7 +110,7 @@ def sweep_markdown(table: dict) -> str:
                       for k in (_METRICS if p == "all" else ("mIoU",))] + [""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, row in enumerate(table["rows"]):
-        cells = [setting_text(row["settings"][n]) for n in names]
+        cells = [_value(row["settings"][n]) for n in names]
         for p in parts:
             cells += [_fmt(row[p][k]) for k in (_METRICS if p == "all" else ("mIoU",))]
         mark = best is not None and best["index"] == i
@@ -113,7 +119,7 @@ def sweep_markdown(table: dict) -> str:
         lines.append("| " + " | ".join(cells + ["best" if mark else ""]) + " |")
     lines.append("")
     if best is not None:
-        chosen = ", ".join(f"{k}={setting_text(v)}" for k, v in best["settings"].items())
+        chosen = ", ".join(f"{k}={_value(v)}" for k, v in best["settings"].items())
         lines.append(f"Best on {best['chosen_on']}: {chosen}; mIoU {_fmt(best['reported']['mIoU'])} on "
                      f"{best['reported_on']}.")
     return "\n".join(lines) + "\n"
@@ -137,9 +143,12 @@ def sweep_plot(table: dict):
         if x is not None:
             key = tuple(row["settings"][n] for n in others)
             lines.setdefault(key, []).append((x, row["all"]["mIoU"]))
+    if len(lines) > len(COLORS):
+        warnings.warn(f"sweep.png shows the first {len(COLORS)} of {len(lines)} lines; sweep.md has them all",
+                      stacklevel=2)
     series = []
     for key, points in list(lines.items())[:len(COLORS)]:
-        label = ", ".join(f"{n}={setting_text(v)}" for n, v in zip(others, key)) or table["dataset"]["name"]
+        label = ", ".join(f"{n}={_value(v)}" for n, v in zip(others, key)) or table["dataset"]["name"]
         series.append((label, [x for x, _ in points], [y for _, y in points]))
     m = table["model"]
     return line_chart(series, title=f"{table['dataset']['name']}: mIoU against {axis} ({m['name']}, {m['method']})",
