@@ -15,8 +15,8 @@ examples:
   gemseg eval --show-preset sclip              # every setting, and each dataset's own values
   gemseg eval --dataset voc21 --preset sclip --pamr-steps 10 --show-protocol
   gemseg eval --compare runs/a/result.json runs/b/result.json
-  gemseg eval --dataset voc21 --data-root data/VOCdevkit/VOC2012 --preset gem \
-              --sweep prob_threshold=0:0.95:0.05 logit_scale=40,50,65 area_threshold=none,0.1 --holdout 0.5
+  gemseg eval --dataset voc21 --data-root data/VOCdevkit/VOC2012 --preset gem --holdout 0.5 \\
+              --sweep prob_threshold=0:0.95:0.05 logit_scale=40,50,65 area_threshold=none,0.1
 
 Rerunning the same command continues an interrupted run (its state is in OUT/state); --restart
 starts over. Results: OUT/result.json and OUT/result.md; with --sweep OUT/sweep.json, OUT/sweep.md
