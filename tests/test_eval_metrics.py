@@ -113,3 +113,36 @@ def test_score_points_minmax_normalizes_each_map():
     assert score_points(scores, [0], points, 1, normalize="none")["tp"][0] == 0
     flat = score_points(torch.full((1, 2, 2), 0.4), [0], points, 1)  # a constant map predicts nothing
     assert flat["fn"][0] == 2 and flat["tp"][0] == 0
+
+
+@pytest.mark.parametrize("rule", ["present", "annotated"])
+def test_point_class_rules_by_hand(rule):
+    from gemseg.eval.pointwise import scored_classes
+
+    maps = torch.zeros(3, 4, 4)
+    maps[0, :, :2] = 1.0  # class 0: left half
+    maps[1] = 1.0  # class 1: everywhere
+    # class 2: nowhere
+    points = _points([0, 0, 1, 1, 2], [0.1, 0.9, 0.1, 0.9, 0.9], [0.1, 0.9, 0.1, 0.9, 0.9],
+                     [True, False, False, False, True])
+    classes = scored_classes(points, rule)
+    # class 1 has only "no" points: not present in the image, but annotated
+    assert classes == ([0, 2] if rule == "present" else [0, 1, 2])
+    counts = score_points(maps[classes], classes, points, 3, threshold=0.5, normalize="none")
+    m = pointwise_metrics(counts)
+    # class 0: yes (0,0) inside -> TP, no (3,3) outside -> TN; class 2: yes (3,3), empty map -> FN
+    # class 1 (annotated only): both "no" points inside its mask -> FP 2
+    expected = {"present": ([1, 0, 0], [0, 0, 0], [0, 0, 1]), "annotated": ([1, 0, 0], [0, 2, 0], [0, 0, 1])}[rule]
+    assert (counts["tp"].tolist(), counts["fp"].tolist(), counts["fn"].tolist()) == expected
+    # IoU: class 0 1/1 = 100, class 2 0/1 = 0, class 1 0/2 = 0 (annotated) or undefined (present)
+    assert [c["iou"] for c in m["per_class"]] == ([100.0, None, 0.0] if rule == "present" else [100.0, 0.0, 0.0])
+    assert m["p-mIoU"] == pytest.approx(50.0 if rule == "present" else 100 / 3)
+    assert m["scored_points"] == (3 if rule == "present" else 5)
+
+
+def test_point_classes_is_a_checked_protocol_setting():
+    from gemseg.eval import Protocol
+
+    assert Protocol().point_classes == "present"
+    with pytest.raises(ValueError, match="point_classes must be one of present, annotated"):
+        Protocol(point_classes="all")

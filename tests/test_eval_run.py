@@ -123,7 +123,14 @@ def test_point_labels_p_miou(model, tmp_path):
     result = evaluate(model, spec, root, protocol, out_dir=tmp_path / "run", progress=False)
     m = result["metrics"]
     rows = [r for r in __import__("csv").DictReader(open(root / spec.points_csv))]
-    assert m["scored_points"] == sum(r["EstimatedYesNo"] != "unsure" for r in rows)
+    present = {(r["ImageId"], r["Label"]) for r in rows if r["EstimatedYesNo"] == "yes"}
+    # default point_classes="present": only the points of classes with a "yes" point in their image
+    assert m["scored_points"] == sum(r["EstimatedYesNo"] != "unsure" and (r["ImageId"], r["Label"]) in present
+                                     for r in rows)
+    annotated = evaluate(model, spec, root, resolve_protocol("gem", spec, size=32, point_classes="annotated")[0],
+                         out_dir=tmp_path / "annotated", progress=False)
+    assert annotated["metrics"]["scored_points"] == sum(r["EstimatedYesNo"] != "unsure" for r in rows)
+    assert annotated["metrics"]["scored_points"] > m["scored_points"]  # the synthetic set has such images
     assert [c["name"] for c in m["per_class"]] == ["Person", "Tree", "Car"]
     ious = [c["iou"] for c in m["per_class"] if c["iou"] is not None]
     assert m["p-mIoU"] == pytest.approx(sum(ious) / len(ious))

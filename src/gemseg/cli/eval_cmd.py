@@ -15,16 +15,19 @@ examples:
   gemseg eval --show-preset sclip              # every setting, and each dataset's own values
   gemseg eval --dataset voc21 --preset sclip --pamr-steps 10 --show-protocol
   gemseg eval --compare runs/a/result.json runs/b/result.json
+  gemseg eval --dataset voc21 --data-root data/VOCdevkit/VOC2012 --preset gem --holdout 0.5 \\
+              --sweep prob_threshold=0:0.95:0.05 logit_scale=40,50,65 area_threshold=none,0.1
 
 Rerunning the same command continues an interrupted run (its state is in OUT/state); --restart
-starts over. Results: OUT/result.json and OUT/result.md.
+starts over. Results: OUT/result.json and OUT/result.md; with --sweep OUT/sweep.json, OUT/sweep.md
+and OUT/sweep.png (every combination from one model pass per image).
 """
 
 # protocol settings that have a flag, with the flag's parser
 _PROTOCOL_FLAGS = ("resize", "size", "max_long_side", "interpolation", "mode", "crop", "stride", "templates",
                    "vocabulary", "background_query", "background_prompts", "logit_scale", "prob_threshold",
                    "area_threshold", "pamr_steps", "pamr_dilations", "point_threshold", "point_normalize",
-                   "pos_embed")
+                   "pos_embed", "point_classes")
 
 
 def _optional_float(text: str) -> float | None:
@@ -59,6 +62,13 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=2, help="image loading processes per rank (default: 2)")
     p.add_argument("--crop-batch", type=int, default=8, help="sliding-window crops per forward pass")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sw = p.add_argument_group("post-processing sweep (one model pass per image, every combination scored)")
+    sw.add_argument("--sweep", nargs="+", metavar="SETTING=VALUES",
+                    help="sweep the label rules logit_scale, prob_threshold, area_threshold; VALUES is "
+                         "START:STOP:STEP (STOP included when on the grid), A,B,C, or none (threshold off)")
+    sw.add_argument("--holdout", type=float, metavar="F",
+                    help="with --sweep: choose the best combination on the other images and report it on "
+                         "this fraction of them, held out by a hash of the image ids")
     info = p.add_argument_group("information (nothing is evaluated)")
     info.add_argument("--list-datasets", action="store_true", help="list the built-in datasets")
     info.add_argument("--list-presets", action="store_true",
@@ -77,7 +87,7 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     """--preset and one flag per protocol setting (each overrides the preset; unset flags are absent
     from the namespace, see :func:`protocol_overrides`)."""
     from ..backbones.base import POS_EMBED_MODES
-    from ..eval.protocols import INTERPOLATIONS, MODES, POINT_NORMALIZATIONS, RESIZES, list_presets
+    from ..eval.protocols import INTERPOLATIONS, MODES, POINT_CLASSES, POINT_NORMALIZATIONS, RESIZES, list_presets
 
     g = p.add_argument_group("protocol (each flag overrides the preset; see --show-preset)")
     g.add_argument("--preset", default="gem", choices=list_presets(), help="protocol preset (default: %(default)s)")
@@ -110,6 +120,8 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pos-embed", choices=POS_EMBED_MODES, default=S,
                    help="position-embedding resampling: bicubic-aa (gem-torch), bicubic-scale (SCLIP, ClearCLIP, "
                         "NACLIP), bilinear (CLIP Surgery)")
+    g.add_argument("--point-classes", choices=POINT_CLASSES, default=S,
+                   help="point labels: score the classes with a yes point in the image, or any yes/no point")
 
 
 def protocol_overrides(args: argparse.Namespace) -> dict:
@@ -168,6 +180,10 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError("--data-root is required" + (f" (conventionally .../{spec.root})" if spec.root else ""))
     if args.save_preds and spec.type != "dense":
         raise ValueError("--save-preds saves label maps, which point-label datasets do not have")
+    if args.holdout is not None and not args.sweep:
+        raise ValueError("--holdout chooses among the combinations of a --sweep; give --sweep too")
+    if args.sweep:
+        return _sweep(args, spec, protocol, source, overrides)
     out = args.out or f"gemseg-eval/{spec.name}-{args.preset}"
     dist = _distributed(args)
     try:
@@ -189,8 +205,48 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace, spec, protocol, source: dict, overrides: dict) -> int:
+    """``--sweep``: every combination from one model pass per image (errors propagate to main)."""
+    import warnings
+
+    from ..eval.sweep import parse_sweep, run_sweep
+
+    grid = parse_sweep(args.sweep)
+    if spec.type != "dense":
+        raise ValueError(f"--sweep scores dense label maps, and {spec.name} has point labels; run one "
+                         "gemseg eval per --point-threshold instead")
+    if args.save_preds:
+        raise ValueError("--save-preds saves one setting's label maps; run gemseg eval without --sweep for that")
+    given = [k for k in grid if k in overrides]
+    if given:
+        warnings.warn(f"{', '.join('--' + k.replace('_', '-') for k in given)} ignored: swept by --sweep",
+                      stacklevel=2)
+    out = args.out or f"gemseg-eval/{spec.name}-{args.preset}-sweep"
+    dist = _distributed(args)
+    try:
+        from .common import build_model
+
+        model = build_model(args)
+        table = run_sweep(model, spec, args.data_root, protocol, grid, out_dir=out, holdout=args.holdout,
+                          limit=args.limit, protocol_source=source, dist=dist, save_every=args.save_every,
+                          num_workers=args.workers, crop_batch=args.crop_batch, restart=args.restart,
+                          progress=not args.no_progress)
+    finally:
+        dist.close()
+    if dist.is_main:
+        best = table["best"]
+        if best is None:
+            print(f"{spec.name} sweep: no combination has an mIoU -> {out}/sweep.json")
+        else:
+            chosen = " ".join(f"{k}={v}" for k, v in best["settings"].items())
+            value = best["reported"]["mIoU"]
+            print(f"{spec.name} sweep of {len(table['rows'])} combinations: best {chosen} (chosen on "
+                  f"{best['chosen_on']}), mIoU {value:.2f} on {best['reported_on']} -> {out}/sweep.md")
+    return 0
+
+
 _DENSE_ONLY = ("vocabulary", "background_query", "background_prompts", "logit_scale", "prob_threshold", "area_threshold")
-_POINTS_ONLY = ("point_threshold", "point_normalize")
+_POINTS_ONLY = ("point_threshold", "point_normalize", "point_classes")
 
 
 def _warn_unused(spec, overrides: dict) -> None:

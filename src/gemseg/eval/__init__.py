@@ -5,14 +5,17 @@ from .distributed import Dist, init_from_env
 from .inference import Segmenter, class_queries, slide_windows
 from .metrics import confusion_matrix, point_counts, pointwise_metrics, segmentation_metrics
 from .pamr import pamr
-from .pointwise import PointLabels, PointsDataset, score_points
+from .pointwise import PointLabels, PointsDataset, score_points, scored_classes
 from .protocols import PRESETS, Protocol, describe, list_presets, resolve_protocol
 from .report import compare_markdown, load_result, result_markdown, write_reports
 from .runner import evaluate, open_dataset
+from .sweep import parse_sweep, run_sweep
 
 __all__ = [
     "evaluate",
     "open_dataset",
+    "run_sweep",
+    "parse_sweep",
     "DatasetSpec",
     "DenseDataset",
     "PointsDataset",
@@ -35,6 +38,7 @@ __all__ = [
     "point_counts",
     "pointwise_metrics",
     "score_points",
+    "scored_classes",
     "Dist",
     "init_from_env",
     "result_markdown",

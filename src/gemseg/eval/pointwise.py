@@ -6,8 +6,9 @@ are normalized to [0, 1], ``Label`` is a class MID (``/m/...``) and ``EstimatedY
 ``no`` or ``unsure``. Class names come from ``oidv7-class-descriptions.csv`` (``LabelName,DisplayName``).
 
 Definition (docs/evaluation.md): only ``yes`` and ``no`` points count, ``unsure`` points are dropped.
-For every image and every class asked about in it, the class's score map is computed at the image's
-resolution, min-max normalized (``point_normalize``) and binarized at ``point_threshold``. A ``yes``
+For every image and every class it scores (``point_classes``: "present", the classes with at least
+one ``yes`` point in the image; "annotated", every class with a ``yes`` or ``no`` point in it), the
+class's score map is computed at the image's resolution, min-max normalized (``point_normalize``) and binarized at ``point_threshold``. A ``yes``
 point inside the mask is a true positive, outside a false negative; a ``no`` point inside is a false
 positive. Counts are summed per class over the dataset; ``IoU_c = TP / (TP + FP + FN)`` and p-mIoU is
 the mean over the classes with a non-empty denominator.
@@ -138,16 +139,28 @@ class PointsDataset:
         return load_rgb(self.image_path(image_id)), self.points(image_id)
 
 
+def scored_classes(points: PointLabels, rule: str = "present") -> list[int]:
+    """The classes of one image that are scored, sorted: with ``rule`` "present" those with at least one
+    ``yes`` point, with "annotated" those with any ``yes`` or ``no`` point."""
+    if rule == "present":
+        return sorted(set(points.classes[points.positive].tolist()))
+    if rule == "annotated":
+        return sorted(set(points.classes.tolist()))
+    raise ValueError(f"point_classes must be 'present' or 'annotated', got {rule!r}")
+
+
 def score_points(scores: torch.Tensor, classes: list[int], points: PointLabels, num_classes: int, *,
                  threshold: float = 0.5, normalize: str = "minmax") -> dict[str, torch.Tensor]:
     """Per-class TP/FP/FN/TN counts of one image.
 
     Args:
-        scores: [k, H, W] score maps of ``classes`` (the classes asked about in the image) at the
-            image's resolution.
-        points: the image's yes/no points; a point at normalized (x, y) reads pixel
-            ``(min(floor(y * H), H - 1), min(floor(x * W), W - 1))``.
+        scores: [k, H, W] score maps of ``classes`` (the classes scored in the image, see
+            :func:`scored_classes`) at the image's resolution.
+        points: the image's yes/no points; those of classes not in ``classes`` are not counted. A
+            point at normalized (x, y) reads pixel ``(min(floor(y * H), H - 1), min(floor(x * W), W - 1))``.
     """
+    keep = np.isin(points.classes, np.asarray(list(classes), dtype=np.int64))
+    points = PointLabels(points.classes[keep], points.x[keep], points.y[keep], points.positive[keep])
     if normalize == "minmax":
         scores = min_max(scores)
     mask = scores >= threshold  # (k, H, W)

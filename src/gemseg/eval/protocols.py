@@ -21,6 +21,7 @@ INTERPOLATIONS = ("bicubic", "bilinear", "bilinear-cv2")
 MODES = ("whole", "slide")
 VOCABULARIES = ("names", "synonyms")
 POINT_NORMALIZATIONS = ("minmax", "none")
+POINT_CLASSES = ("present", "annotated")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class Protocol:
     point_normalize: str = "minmax"  # point labels: "minmax" per image and class, or "none" (raw cosine)
     pos_embed: str = "bicubic-aa"  # position-embedding resampling of the model (POS_EMBED_MODES): gem-torch's
     #                                antialiased bicubic by size; "bicubic-scale" SCLIP's family; "bilinear"
+    point_classes: str = "present"  # point labels: the classes scored in an image, those with a "yes" point
+    #                                 ("present") or with any yes/no point ("annotated"); docs/evaluation.md
 
     def __post_init__(self):
         for name in ("size", "max_long_side", "crop", "stride", "pamr_steps"):
@@ -68,7 +71,8 @@ class Protocol:
         if not isinstance(self.background_query, bool):
             raise TypeError(f"background_query must be True or False, got {self.background_query!r}")
         for name, allowed in (("resize", RESIZES), ("interpolation", INTERPOLATIONS), ("mode", MODES),
-                              ("point_normalize", POINT_NORMALIZATIONS), ("pos_embed", POS_EMBED_MODES)):
+                              ("point_normalize", POINT_NORMALIZATIONS), ("pos_embed", POS_EMBED_MODES),
+                              ("point_classes", POINT_CLASSES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         for name in ("size", "max_long_side", "crop", "stride"):
