@@ -25,6 +25,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
     g.add_argument("--method", default="gem", choices=list_methods(),
                    help="training-free dense method (default: %(default)s); see docs/methods.md")
+    g.add_argument("--proxy", default=None, metavar="VFM",
+                   help="--method proxyclip: vision foundation model (default: dino-b8); `gemseg models` lists them")
+    g.add_argument("--proxy-weights", default="pretrained", metavar="WEIGHTS",
+                   help="the proxy's weights: pretrained (hub cache), random, or a checkpoint file (default: %(default)s)")
     k = parser.add_argument_group("GEM")
     k.add_argument("--depth", type=int, default=7, help="last depth-1 blocks get the GEM path (default: 7)")
     k.add_argument("--iterations", type=int, default=1, help="self-self attention iterations (default: 1)")
@@ -53,7 +57,9 @@ def model_kwargs(args: argparse.Namespace) -> dict:
                 precision=args.precision, cache_dir=args.cache_dir, depth=args.depth,
                 iterations=args.iterations, temperature=args.temperature,
                 projections=tuple(p.strip() for p in args.projections.split(",") if p.strip()),
-                l2_normalize=not args.no_l2, gem_mlp=args.gem_mlp, method=args.method)
+                l2_normalize=not args.no_l2, gem_mlp=args.gem_mlp, method=args.method,
+                **({} if args.method != "proxyclip" else dict(
+                    proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights)))
 
 
 def build_model(args: argparse.Namespace):
@@ -65,4 +71,6 @@ def build_model(args: argparse.Namespace):
     with warnings.catch_warnings():
         if args.random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")
+        if args.proxy is not None and args.method != "proxyclip":
+            warnings.warn(f"--proxy is only used with --method proxyclip; ignored for {args.method}")
         return create_model(args.model, **model_kwargs(args))

@@ -33,7 +33,7 @@ SWEEPS = {"projections": "projections", "temperature": "temperature", "iteration
           "depth": "depth", "l2": "l2_normalize", "mlp": "gem_mlp"}  # sweep name -> the GEMConfig field it varies
 _ALIASES = {**{f: f for f in FACTORS}, **SWEEPS, "iters": "iterations", "temp": "temperature", "proj": "projections"}
 _ORDER = ("v", "k", "q")  # GEMConfig's projection order
-_READ_NOTHING = ("clip", "maskclip", "sclip", "clearclip", "naclip")  # methods that read no GEM setting
+_READ_NOTHING = ("clip", "maskclip", "sclip", "clearclip", "naclip", "proxyclip")  # methods that read no GEM setting
 _TRUE, _FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 
 

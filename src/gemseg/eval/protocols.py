@@ -108,6 +108,29 @@ PRESETS: dict[str, dict[str, Any]] = {
               "interpolation": "bilinear-cv2", "mode": "slide", "crop": 224, "stride": 112,
               "templates": "imagenet80", "vocabulary": "synonyms", "logit_scale": 40.0, "prob_threshold": None,
               "area_threshold": None, "pamr_steps": 0, "pamr_dilations": (8, 16)},
+    # ProxyCLIP (Lan et al., ECCV 2024; github.com/mc-lan/ProxyCLIP): proxyclip_segmentor.py defaults
+    # slide_crop=336, slide_stride=112, logit_scale=40, prob_thd=0.0 (= no threshold) and the 80 ImageNet
+    # templates (openai_imagenet_template); configs/cfg_*.py: mmseg Resize scale=(2048, 336), keep_ratio.
+    # Per-dataset values: PROXYCLIP_DATASETS below. Use it with --method proxyclip.
+    "proxyclip": {**_DEFAULTS, "preset": "proxyclip", "resize": "short_side", "size": 336, "max_long_side": 2048,
+                  "interpolation": "bilinear-cv2", "mode": "slide", "crop": 336, "stride": 112,
+                  "templates": "imagenet80", "vocabulary": "synonyms", "logit_scale": 40.0, "prob_threshold": None,
+                  "area_threshold": None, "pamr_steps": 0, "pamr_dilations": (8, 16)},
+}
+
+# --- per-dataset values of presets whose source is not the dataset metadata --------------------------------
+# ProxyCLIP configs/cfg_<dataset>.py (commit 05c3c18): VOC21 prob_thd=0.2, Context60 prob_thd=0.15,
+# COCO-Object prob_thd=0.25 (all short side 336); ADE20K short side 448; Cityscapes short side 448 with
+# slide_crop=224, slide_stride=112; COCO-Stuff short side 336. VOC20 and Context59 have no config in the
+# repository: the preset's values apply.
+PRESET_DATASETS: dict[str, dict[str, dict[str, Any]]] = {
+    "proxyclip": {
+        "voc21": {"prob_threshold": 0.2},
+        "context60": {"prob_threshold": 0.15},
+        "coco_object": {"prob_threshold": 0.25},
+        "ade20k": {"size": 448},
+        "cityscapes": {"size": 448, "crop": 224, "stride": 112},
+    },
 }
 
 
@@ -131,7 +154,8 @@ def resolve_protocol(preset: str = "gem", spec: DatasetSpec | None = None,
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(list_presets())}")
     values = dict(PRESETS[preset])
     source = {k: f"preset {preset}" for k in values}
-    layers = [(dict(spec.presets.get(preset, {})), f"dataset {spec.name}")] if spec is not None else []
+    layers = [({**PRESET_DATASETS.get(preset, {}).get(spec.name, {}), **spec.presets.get(preset, {})},
+                f"dataset {spec.name}")] if spec is not None else []
     layers.append((overrides, "override"))
     for layer, origin in layers:
         unknown = sorted(set(layer) - set(values) - {"preset"})

@@ -14,6 +14,7 @@ gives each method's formula and paper.
 ``sclip``             SCLIP: correlative self-attention (q-q + k-k) in the last block
 ``clearclip``         ClearCLIP: q-q attention, no residual, no MLP in the last block
 ``naclip``            NACLIP: k-k attention + Gaussian neighbourhood, no residual, no MLP
+``proxyclip``         ProxyCLIP: proxy attention from a vision foundation model (needs ``proxy=``)
 ====================  =======================================================================
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Callable
 from ..gem import gem_tokens
 from .baselines import (NACLIP_STD, clearclip_tokens, clip_tokens, maskclip_tokens, naclip_tokens,
                         neighbourhood_bias, sclip_tokens, vv_tokens)
+from .proxyclip import ProxyAttention, ProxyCLIPConfig, proxyclip_tokens
 
 METHODS: dict[str, Callable] = {
     "gem": gem_tokens,
@@ -32,6 +34,7 @@ METHODS: dict[str, Callable] = {
     "sclip": sclip_tokens,
     "clearclip": clearclip_tokens,
     "naclip": naclip_tokens,
+    "proxyclip": proxyclip_tokens,
 }
 
 
@@ -63,4 +66,4 @@ def register_method(name: str, fn: Callable, *, overwrite: bool = False) -> None
 
 __all__ = ["METHODS", "get_method", "list_methods", "register_method", "gem_tokens", "clip_tokens",
            "maskclip_tokens", "vv_tokens", "sclip_tokens", "clearclip_tokens", "naclip_tokens",
-           "neighbourhood_bias", "NACLIP_STD"]
+           "neighbourhood_bias", "NACLIP_STD", "proxyclip_tokens", "ProxyAttention", "ProxyCLIPConfig"]
