@@ -3,6 +3,7 @@
 random CLIP and VFM models of every kind."""
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -63,7 +64,8 @@ def reference(clip, vfm, images, *, beta=1.2, gamma=3.0) -> torch.Tensor:
     C = visual.transformer.width
     w_v, b_v = blk.attn.in_proj_weight[2 * C:], blk.attn.in_proj_bias[2 * C:]
     m = clip.model.visual
-    mean, std = torch.tensor(clip.preprocess.mean).view(1, 3, 1, 1), torch.tensor(clip.preprocess.std).view(1, 3, 1, 1)
+    mean = torch.tensor(clip.preprocess.mean).view(1, 3, 1, 1)
+    std = torch.tensor(clip.preprocess.std).view(1, 3, 1, 1)
     imgs = (images * std + mean - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) \
         / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     if vfm.input_size is not None:
@@ -193,3 +195,46 @@ def test_protocol_preset_carries_the_official_dataset_values():
             assert getattr(p, key) == value and source[key] == f"dataset {name}"
     p, _ = resolve_protocol("proxyclip", load_dataset_spec("voc21"), prob_threshold=0.3)
     assert p.prob_threshold == 0.3
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["heatmap", "segment", "eval", "ablate", "serve"])
+def test_every_model_command_takes_method_proxyclip_and_proxy(capsys, command):
+    from cli_util import run_cli
+
+    r = run_cli(capsys, command, "--help")
+    assert r.code == 0 and "--proxy VFM" in r.out and "--proxy-weights" in r.out and "proxyclip" in r.out
+
+
+def test_heatmap_runs_proxyclip_with_a_local_vfm_folder(tmp_path, capsys, tiny_model_files):
+    import timm.models
+
+    from cli_util import model_args, run_cli, run_json, write_image
+
+    vfm = tiny_vfm("dinov2-reg", seed=4)
+    folder = str(tmp_path / "vfm")
+    timm.models.save_for_hf(vfm.model, folder, safe_serialization=True,
+                            model_args=dict(embed_dim=32, depth=2, num_heads=2, **TINY_VFM["dinov2-reg"][1]))
+    image = write_image(tmp_path / "a.png", (40, 30))
+    out = tmp_path / "out"
+    r = run_cli(capsys, "heatmap", image, "-p", "cat", "--save-raw", "-o", out, "--method", "proxyclip",
+                "--proxy", folder, *model_args(tiny_model_files))
+    assert r.code == 0, r.err
+    run = run_json(out)
+    assert run["settings"]["method"] == "proxyclip" and run["settings"]["proxy"] == folder
+
+
+def test_models_lists_the_vfms_in_their_own_group(capsys):
+    from cli_util import run_cli
+
+    r = run_cli(capsys, "models", "--backend", "vfm")
+    assert r.code == 0
+    lines = r.out.splitlines()
+    title = next(i for i, line in enumerate(lines) if line.startswith("Vision foundation models"))
+    rows = [line.split() for line in lines[title + 1:]]
+    assert [row[1] for row in rows] == list(gemseg.backbones.vfm.VFM_MODELS)
+    assert all(row[0] == "vfm" for row in rows)
+    r = run_cli(capsys, "models", "--backend", "vfm", "--json")
+    assert {row["model"] for row in json.loads(r.out)} == set(gemseg.backbones.vfm.VFM_MODELS)

@@ -153,7 +153,9 @@ class GEMModel(nn.Module):
             sims = torch.einsum("bdhw,pd->bphw", feats, text)
         else:
             sims = torch.einsum("bdhw,bpd->bphw", feats, text)
-        full = None if self.proxy is None or return_ori else tuple(-(-s // m) * m for s, m in zip((H, W), self._pad_multiple))
+        full = None  # ProxyCLIP: the VFM grid covers the padded input
+        if self.proxy is not None and not return_ori:
+            full = tuple(-(-s // m) * m for s, m in zip((H, W), self._pad_multiple))
         sims = upsample_to(sims, (H, W), self.patch_size, full=full)
         return min_max(sims) if normalize else sims
 

@@ -26,7 +26,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--method", default="gem", choices=list_methods(),
                    help="training-free dense method (default: %(default)s); see docs/methods.md")
     g.add_argument("--proxy", default=None, metavar="VFM",
-                   help="--method proxyclip: vision foundation model (default: dino-b8); `gemseg models` lists them")
+                   help="--method proxyclip: vision foundation model (default: dino-b8); "
+                        "`gemseg models --backend vfm` lists them")
     g.add_argument("--proxy-weights", default="pretrained", metavar="WEIGHTS",
                    help="the proxy's weights: pretrained (hub cache), random, or a checkpoint file (default: %(default)s)")
     k = parser.add_argument_group("GEM")

@@ -149,4 +149,5 @@ def model_settings(args: argparse.Namespace, templates: list[str] | None) -> dic
             "gem_mlp": args.gem_mlp, "method": getattr(args, "method", "gem"), "templates": templates,
             "transparency": args.transparency, "max_side": args.max_side, "opacity": args.opacity,
             "grid": args.grid, "save_raw": args.save_raw, "font": args.font,
-            **({"proxy": args.proxy, "proxy_weights": args.proxy_weights} if getattr(args, "method", "gem") == "proxyclip" else {})}
+            **({"proxy": args.proxy, "proxy_weights": args.proxy_weights}
+               if getattr(args, "method", "gem") == "proxyclip" else {})}

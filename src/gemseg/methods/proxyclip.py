@@ -60,7 +60,8 @@ class ProxyAttention(nn.Module):
     def __init__(self, vfm: VisionBackbone, settings: ProxyCLIPConfig | None = None):
         super().__init__()
         if not isinstance(vfm, VisionBackbone):
-            raise TypeError(f"proxy must be a VisionBackbone (gemseg.backbones.vfm.create_vfm), got {type(vfm).__name__}")
+            raise TypeError("proxy must be a VisionBackbone (gemseg.backbones.vfm.create_vfm), "
+                            f"got {type(vfm).__name__}")
         self.vfm = vfm.eval()
         self.settings = settings or ProxyCLIPConfig()
         if not isinstance(self.settings, ProxyCLIPConfig):
