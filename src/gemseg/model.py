@@ -109,7 +109,8 @@ class GEMModel(nn.Module):
                 (right and bottom, i.e. the mean colour) up to the next multiple.
             return_ori: the original (unmodified) path's tokens instead of GEM's.
         Returns:
-            [B, D, ceil(H / ph), ceil(W / pw)].
+            [B, D, ceil(H / ph), ceil(W / pw)]; ``proxyclip``: [B, D, h, w] on its VFM's grid
+            (``self.proxy.grid``), unless ``return_ori``.
         """
         images = self._check_images(images)
         padded = _pad_to_multiple(images, self._pad_multiple)

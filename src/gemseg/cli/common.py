@@ -29,7 +29,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                    help="--method proxyclip: vision foundation model (default: dino-b8); "
                         "`gemseg models --backend vfm` lists them")
     g.add_argument("--proxy-weights", default="pretrained", metavar="WEIGHTS",
-                   help="the proxy's weights: pretrained (hub cache), random, or a checkpoint file (default: %(default)s)")
+                   help="the proxy's weights: pretrained (hub cache), random, or a checkpoint file "
+                        "(default: %(default)s)")
     k = parser.add_argument_group("GEM")
     k.add_argument("--depth", type=int, default=7, help="last depth-1 blocks get the GEM path (default: 7)")
     k.add_argument("--iterations", type=int, default=1, help="self-self attention iterations (default: 1)")
@@ -72,6 +73,6 @@ def build_model(args: argparse.Namespace):
     with warnings.catch_warnings():
         if args.random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")
-        if args.proxy is not None and args.method != "proxyclip":
+        if getattr(args, "proxy", None) is not None and args.method != "proxyclip":
             warnings.warn(f"--proxy is only used with --method proxyclip; ignored for {args.method}")
         return create_model(args.model, **model_kwargs(args))

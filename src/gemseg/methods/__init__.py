@@ -3,8 +3,10 @@
 
 Each maps ``(backbone, images [B, 3, H, W], config, *, return_ori=False)`` to ``(tokens [B, N, D],
 original tokens [B, N, D] or None)`` after the final norm and projection, so that all of them share the
-preprocessing, the text encoding and the evaluation of :class:`~gemseg.GEMModel`. ``docs/methods.md``
-gives each method's formula and paper.
+preprocessing, the text encoding and the evaluation of :class:`~gemseg.GEMModel`. A method with the
+attribute ``needs_proxy = True`` (``proxyclip``) also takes ``proxy=`` (the model's
+:class:`ProxyAttention`) and returns tokens on the proxy's grid. ``docs/methods.md`` gives each
+method's formula and paper.
 
 ====================  =======================================================================
 ``gem``               GEM (the default); its variants are :class:`~gemseg.GEMConfig` settings
