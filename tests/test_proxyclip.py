@@ -255,3 +255,18 @@ def test_segmenter_runs_the_proxyclip_preset_with_batched_crops(clip):
     assert labels.shape == (40, 56) and int(labels.min()) >= 0 and int(labels.max()) < 21
     scores = seg.query_scores(image, (40, 56))
     assert torch.isfinite(scores).all() and scores.shape[0] == len(seg.queries)
+
+
+def test_model_kwargs_pass_the_proxy_only_to_proxyclip():
+    import argparse
+
+    from gemseg.cli.common import add_model_args, model_kwargs
+
+    parser = argparse.ArgumentParser()
+    add_model_args(parser)
+    kw = model_kwargs(parser.parse_args(["--method", "proxyclip", "--proxy", "sam-b16", "--device", "cpu"]))
+    assert (kw["method"], kw["proxy"], kw["proxy_weights"]) == ("proxyclip", "sam-b16", "pretrained")
+    kw = model_kwargs(parser.parse_args(["--method", "proxyclip", "--random-weights", "--device", "cpu"]))
+    assert kw["proxy"] is None and kw["proxy_weights"] == "random"  # None: the default proxy, dino-b8
+    kw = model_kwargs(parser.parse_args(["--proxy", "sam-b16", "--device", "cpu"]))
+    assert "proxy" not in kw and kw["method"] == "gem"
