@@ -271,3 +271,27 @@ def test_model_kwargs_pass_the_proxy_only_to_proxyclip():
     assert kw["proxy"] is None and kw["proxy_weights"] == "random"  # None: the default proxy, dino-b8
     kw = model_kwargs(parser.parse_args(["--proxy", "sam-b16", "--device", "cpu"]))
     assert "proxy" not in kw and kw["method"] == "gem"
+
+
+@pytest.mark.filterwarnings("ignore:.*the standard split has:UserWarning")
+def test_cli_eval_with_method_and_preset_proxyclip(tmp_path, capsys, tiny_model_files):
+    import timm.models
+
+    import eval_data
+    from cli_util import run_cli
+
+    voc = eval_data.write_voc(tmp_path / "VOC2012", n=2)
+    folder = str(tmp_path / "vfm")
+    timm.models.save_for_hf(tiny_vfm("dino", seed=5).model, folder, safe_serialization=True,
+                            model_args=dict(embed_dim=32, depth=2, num_heads=2, **TINY_VFM["dino"][1]))
+    cfg, ckpt = tiny_model_files["open_clip"]
+    r = run_cli(capsys, "eval", "--dataset", "voc21", "--data-root", voc, "--model", cfg, "--checkpoint", ckpt,
+                "--device", "cpu", "--workers", "0", "--no-progress", "--size", "48", "--crop", "32", "--stride",
+                "16", "--templates", "single", "--preset", "proxyclip", "--method", "proxyclip", "--proxy", folder,
+                "--out", tmp_path / "out")
+    assert r.code == 0, r.err
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["protocol"]["prob_threshold"] == 0.2 and result["protocol"]["preset"] == "proxyclip"
+    assert result["model"]["method"] == "proxyclip"
+    assert result["model"]["proxy"] == {"name": folder, "kind": "dino", "pretrained": "local-dir:" + folder,
+                                        "beta": 1.2, "gamma": 3.0, "threshold": 0.0, "layer": -1}

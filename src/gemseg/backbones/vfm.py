@@ -210,8 +210,9 @@ def resolve_vfm(name: str) -> tuple[str, str]:
         import json
 
         with open(os.path.join(folder, "config.json")) as f:
-            arch = json.load(f).get("architecture", "")
-        return "local-dir:" + folder, kind_of(arch)
+            cfg = json.load(f)
+        tag = (cfg.get("pretrained_cfg") or {}).get("tag") or ""  # "dino", "mae", "sa1b": the family
+        return "local-dir:" + folder, kind_of(f"{cfg.get('architecture', '')}.{tag}")
     timm_name = name.removeprefix("timm/").removeprefix("hf-hub:timm/")
     try:
         return timm_name, kind_of(timm_name)
