@@ -359,3 +359,32 @@ def model(tiny_model_files):
 
     cfg, ckpt = tiny_model_files["open_clip"]
     return create_model(cfg, checkpoint=ckpt, depth=3)
+
+
+# tiny random vision foundation models (timm, built from keyword overrides; nothing is downloaded)
+TINY_VFM = {
+    "dino": ("dino-b8", dict(img_size=32, patch_size=8)),
+    "dinov2": ("dinov2-b14", dict(img_size=32, patch_size=4, init_values=0.5)),
+    "dinov2-reg": ("dinov2-b14-reg", dict(img_size=32, patch_size=4, init_values=0.5)),
+    "mae": ("mae-b16", dict(img_size=32, patch_size=8)),
+    "sam": ("sam-b16", dict(img_size=64, patch_size=8, global_attn_indexes=(1,), window_size=4, neck_chans=16)),
+}
+
+
+def tiny_vfm(kind: str = "dino", seed: int = 0, **overrides):
+    """A random 2-block, 32-wide VFM of ``kind`` (see TINY_VFM); MAE runs at 32x32, SAM at 64x64."""
+    from gemseg.backbones.vfm import create_vfm
+
+    name, kw = TINY_VFM[kind]
+    torch.manual_seed(seed)
+    extra = {"input_size": 32} if kind == "mae" else {}
+    vfm = create_vfm(name, weights="random", embed_dim=32, depth=2, num_heads=2, **extra, **{**kw, **overrides})
+    with torch.no_grad():  # timm starts some of these at constants; randomize so that tests can tell paths apart
+        for pname, p in vfm.model.named_parameters():
+            if pname.endswith(("cls_token", "reg_token", "pos_embed")):
+                p.normal_(0, 0.5)
+            elif pname.endswith("norm.weight") or pname.endswith("norm1.weight") or pname.endswith("norm2.weight"):
+                p.uniform_(0.5, 1.5)
+            elif pname.endswith(".bias"):
+                p.normal_(0, 0.1)
+    return vfm

@@ -144,7 +144,7 @@ def test_every_preset_lists_every_setting_and_builds():
         assert set(settings) == fields
         assert Protocol(**settings).preset == name
     assert len(read_templates(PRESETS["sclip"]["templates"])) == 80
-    assert set(PRESETS) == {"gem", "sclip", "clearclip", "naclip"} == set(PRESET_INFO)
+    assert set(PRESETS) == {"gem", "sclip", "clearclip", "naclip", "proxyclip"} == set(PRESET_INFO)
 
 
 OVERRIDES = {"resize": "none", "size": 512, "max_long_side": 1024, "interpolation": "bilinear", "mode": "whole",

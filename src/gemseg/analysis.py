@@ -276,12 +276,13 @@ def method_analysis(model, images: torch.Tensor, masks, text, *, methods: Sequen
                     ignore_index: int = IGNORE_INDEX, min_fraction: float = 0.5) -> list[Record]:
     """Token grouping and alignment of the final dense tokens of each method (key ``method``; default:
     every registered method) with ``model``'s backbone, settings and precision."""
-    from .methods import list_methods
+    from .methods import get_method, list_methods
     from .model import GEMModel
 
     images, labels, text = _inputs(model, images, masks, text, ignore_index, min_fraction)
     out = []
-    for name in methods if methods is not None else list_methods():
+    clip_only = [m for m in list_methods() if not getattr(get_method(m), "needs_proxy", False)]  # same patch grid
+    for name in methods if methods is not None else clip_only:
         feats = GEMModel(model.backbone, config=model.config, precision=model.precision,
                          method=name).encode_image(images)
         out.append(Record((("method", name),), token_grouping(feats, labels, ignore_index=ignore_index),

@@ -19,7 +19,8 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
                  cache_dir: str | None = None, depth: int = _GEM.depth, iterations: int = _GEM.iterations,
                  temperature: float | None = _GEM.temperature, projections: Sequence[str] = _GEM.projections,
                  l2_normalize: bool = _GEM.l2_normalize, gem_mlp: bool = _GEM.gem_mlp,
-                 method: str = "gem", pos_embed: str = "bicubic-aa") -> GEMModel:
+                 method: str = "gem", pos_embed: str = "bicubic-aa", proxy=None,
+                 proxy_weights: str = "pretrained", proxy_settings=None) -> GEMModel:
     """Build a GEM model.
 
     Args:
@@ -45,6 +46,11 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
         pos_embed: how position embeddings are resampled to other grids: ``"bicubic-aa"`` (default,
             gem-torch), ``"bicubic-scale"`` (SCLIP/ClearCLIP/NACLIP) or ``"bilinear"`` (CLIP Surgery); see
             :func:`gemseg.backbones.base.resample_pos_embed`.
+        proxy: ``method="proxyclip"`` only: the vision foundation model, a name from ``gemseg models``
+            (``"dinov2-b14"``; default ``"dino-b8"``, the official default), a timm name or folder, or a
+            :class:`~gemseg.backbones.vfm.VisionBackbone`.
+        proxy_weights: its weights: ``"pretrained"`` (hub/cache), ``"random"`` or a checkpoint file.
+        proxy_settings: :class:`gemseg.methods.ProxyCLIPConfig` (default: the official beta, gamma, layer).
     """
     config = GEMConfig(depth=depth, iterations=iterations, temperature=temperature,
                        projections=tuple(projections), l2_normalize=l2_normalize, gem_mlp=gem_mlp)
@@ -53,4 +59,23 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
     if backbone.pretrained is None:
         warnings.warn(f"{model}: no pretrained weights given; the model has random weights "
                       "(pass pretrained= or checkpoint=)", stacklevel=2)
-    return GEMModel(backbone, config=config, precision=precision, method=method, pos_embed=pos_embed)
+    return GEMModel(backbone, config=config, precision=precision, method=method, pos_embed=pos_embed,
+                    proxy=_proxy(method, proxy, proxy_weights, proxy_settings, device, cache_dir))
+
+
+def _proxy(method, proxy, weights, settings, device, cache_dir):
+    """The ProxyAttention ``method`` needs (None for the CLIP-only methods; a given proxy is then ignored)."""
+    from .methods import ProxyAttention, get_method
+    from .backbones.vfm import VisionBackbone, create_vfm
+
+    if not getattr(get_method(method), "needs_proxy", False):
+        if proxy is not None or settings is not None:
+            warnings.warn(f"method {method!r} uses no proxy VFM; proxy/proxy_settings are ignored", stacklevel=3)
+        return None
+    if not isinstance(proxy, VisionBackbone):
+        from .methods.proxyclip import DEFAULT_PROXY
+
+        proxy = create_vfm(proxy or DEFAULT_PROXY, weights=weights, device=device, cache_dir=cache_dir)
+        if weights == "random":
+            warnings.warn(f"{proxy.name}: the proxy VFM has random weights", stacklevel=3)
+    return ProxyAttention(proxy.to(device), settings)

@@ -35,7 +35,7 @@ class GEMModel(nn.Module):
     """
 
     def __init__(self, backbone: Backbone, *, config: GEMConfig | None = None, precision: str = "fp32",
-                 method: str = "gem", pos_embed: str = "bicubic-aa"):
+                 method: str = "gem", pos_embed: str = "bicubic-aa", proxy: nn.Module | None = None):
         super().__init__()
         self.pos_embed = check_pos_embed_mode(pos_embed)  # position-embedding resampling, see POS_EMBED_MODES
         if pos_embed != "bicubic-aa" and type(backbone).embed is not Backbone.embed:
@@ -43,6 +43,10 @@ class GEMModel(nn.Module):
                           f"pos_embed={pos_embed!r} is ignored", stacklevel=2)
         self._tokens = get_method(method)
         self.method = method
+        if getattr(self._tokens, "needs_proxy", False) != (proxy is not None):  # ProxyCLIP: the VFM and settings
+            raise ValueError(f"method {method!r} " + ("needs a proxy VFM: create_model(..., proxy='dino-b8')"
+                             if proxy is None else "takes no proxy; use method='proxyclip' or drop proxy"))
+        self.proxy = proxy.eval() if proxy is not None else None
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.backbone = backbone.eval()
@@ -62,16 +66,20 @@ class GEMModel(nn.Module):
     def device(self) -> torch.device:
         return self.backbone.device
 
+    @property
+    def _pad_multiple(self) -> tuple[int, int]:
+        return self.patch_size if self.proxy is None else self.proxy.pad_multiple(self.patch_size)
+
     def with_config(self, **changes) -> "GEMModel":
         """A model sharing these weights with some GEM settings changed (e.g. ``depth=4``)."""
         return GEMModel(self.backbone, config=dataclasses.replace(self.config, **changes), precision=self.precision,
-                        method=self.method, pos_embed=self.pos_embed)
+                        method=self.method, pos_embed=self.pos_embed, proxy=self.proxy)
 
     def with_pos_embed(self, pos_embed: str) -> "GEMModel":
         """A model sharing these weights whose position embeddings are resampled the ``pos_embed`` way
         (``"bicubic-aa"``, ``"bicubic-scale"`` or ``"bilinear"``, see :func:`~gemseg.backbones.base.resample_pos_embed`)."""
         return GEMModel(self.backbone, config=self.config, precision=self.precision, method=self.method,
-                        pos_embed=pos_embed)
+                        pos_embed=pos_embed, proxy=self.proxy)
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
@@ -119,15 +127,20 @@ class GEMModel(nn.Module):
                 (right and bottom, i.e. the mean colour) up to the next multiple.
             return_ori: the original (unmodified) path's tokens instead of GEM's.
         Returns:
-            [B, D, ceil(H / ph), ceil(W / pw)].
+            [B, D, ceil(H / ph), ceil(W / pw)]; ``proxyclip``: [B, D, h, w] on its VFM's grid
+            (``self.proxy.grid``), unless ``return_ori``.
         """
         images = self._check_images(images)
-        padded = _pad_to_multiple(images, self.patch_size)
+        padded = _pad_to_multiple(images, self._pad_multiple)
+        extra = {} if self.proxy is None else {"proxy": self.proxy}
         with self._autocast(), self.backbone.resampling(self.pos_embed):
-            gem, ori = self._tokens(self.backbone, padded, self.config, return_ori=return_ori)
-        tokens = (ori if return_ori else gem)[:, self.backbone.num_prefix_tokens:].float()  # (B, h*w, D)
+            gem, ori = self._tokens(self.backbone, padded, self.config, return_ori=return_ori, **extra)
         B, _, Hp, Wp = padded.shape
         gh, gw = Hp // self.patch_size[0], Wp // self.patch_size[1]
+        prefix = self.backbone.num_prefix_tokens
+        if self.proxy is not None and not return_ori:  # ProxyCLIP's tokens lie on the VFM's grid
+            prefix, (gh, gw) = 0, self.proxy.grid((Hp, Wp))
+        tokens = (ori if return_ori else gem)[:, prefix:].float()  # (B, h*w, D)
         return F.normalize(tokens, dim=-1).transpose(1, 2).reshape(B, -1, gh, gw)
 
     def forward(self, images: torch.Tensor, *, return_ori: bool = False) -> torch.Tensor:
@@ -162,7 +175,10 @@ class GEMModel(nn.Module):
             sims = torch.einsum("bdhw,pd->bphw", feats, text)
         else:
             sims = torch.einsum("bdhw,bpd->bphw", feats, text)
-        sims = upsample_to(sims, (H, W), self.patch_size)
+        full = None  # ProxyCLIP: the VFM grid covers the padded input
+        if self.proxy is not None and not return_ori:
+            full = tuple(-(-s // m) * m for s, m in zip((H, W), self._pad_multiple))
+        sims = upsample_to(sims, (H, W), self.patch_size, full=full)
         return min_max(sims) if normalize else sims
 
     @torch.no_grad()
@@ -271,11 +287,12 @@ def _pad_to_multiple(images: torch.Tensor, patch: tuple[int, int]) -> torch.Tens
     return F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
 
 
-def upsample_to(sims: torch.Tensor, size: tuple[int, int], patch: tuple[int, int]) -> torch.Tensor:
-    """Patch-grid maps [B, P, gh, gw] -> [B, P, H, W], bilinear. The grid covers
-    ``(gh * ph, gw * pw)`` pixels (padded input); the padding is cropped off."""
+def upsample_to(sims: torch.Tensor, size: tuple[int, int], patch: tuple[int, int],
+                full: tuple[int, int] | None = None) -> torch.Tensor:
+    """Patch-grid maps [B, P, gh, gw] -> [B, P, H, W], bilinear. The grid covers ``full`` pixels
+    (default ``(gh * ph, gw * pw)``, the padded input); the padding is cropped off."""
     gh, gw = sims.shape[-2:]
-    full = (gh * patch[0], gw * patch[1])
+    full = full or (gh * patch[0], gw * patch[1])
     out = F.interpolate(sims, size=full, mode="bilinear", align_corners=False)
     return out[..., : size[0], : size[1]]
 

@@ -15,6 +15,7 @@ examples:
   gemseg models                      # everything, local ones marked
   gemseg models vit-b-16 --local     # what can run offline now
   gemseg models --backend hf --json
+  gemseg models --backend vfm        # the proxies of --method proxyclip (--proxy NAME)
 """
 
 
@@ -27,7 +28,8 @@ def register(subparsers) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("filter", nargs="?", default=None, metavar="TEXT",
                    help="only rows whose model or tag contains TEXT (case-insensitive)")
-    p.add_argument("--backend", choices=("open_clip", "hf"), default=None, help="only this backend")
+    p.add_argument("--backend", choices=("open_clip", "hf", "vfm"), default=None,
+                   help="only this backend (vfm: the vision foundation models of --method proxyclip)")
     p.add_argument("--local", action="store_true", help="only models whose weights are available locally")
     p.add_argument("--json", action="store_true", help="print JSON (one list of objects) instead of a table")
     p.add_argument("--cache-dir", default=None, help="hub cache folder to look in (default: the libraries' own)")
@@ -82,11 +84,21 @@ def hf_local_path(repo_id: str, cache_dir: str | None = None) -> str | None:
                      cache_dir)
 
 
+def vfm_rows(cache_dir: str | None = None) -> list[dict]:
+    """The vision foundation models (``--proxy NAME``), with their timm weights' place in the hub cache."""
+    from ..backbones.vfm import list_vfms
+
+    names = ["model.safetensors", "pytorch_model.bin"]
+    return [{"backend": "vfm", "model": e.name, "pretrained": e.timm_name, "kind": e.kind,
+             "local": (path := _hub_file("timm/" + e.timm_name, names, cache_dir)) is not None, "path": path}
+            for e in list_vfms()]
+
+
 def rows(backend: str | None = None, cache_dir: str | None = None) -> list[dict]:
     from ..backbones import list_models
 
     out = []
-    for entry in list_models(backend):
+    for entry in list_models(backend) if backend != "vfm" else []:
         if entry.backend == "open_clip":
             path = open_clip_local_path(entry.name, entry.pretrained, cache_dir)
         elif entry.backend == "hf":
@@ -95,7 +107,7 @@ def rows(backend: str | None = None, cache_dir: str | None = None) -> list[dict]
             path = None
         out.append({"backend": entry.backend, "model": entry.name, "pretrained": entry.pretrained,
                     "local": path is not None, "path": path})
-    return out
+    return out + (vfm_rows(cache_dir) if backend in (None, "vfm") else [])
 
 
 def main(args: argparse.Namespace) -> int:
@@ -115,11 +127,16 @@ def main(args: argparse.Namespace) -> int:
     head = ("BACKEND", "MODEL", "PRETRAINED", "LOCAL")
     cells = [(r["backend"], r["model"], r["pretrained"] or "-", "yes" if r["local"] else "-") for r in table]
     widths = [max(len(c[i]) for c in cells + [head]) for i in range(4)]
-    for c in [head] + cells:
+    clip, vfm = [c for c in cells if c[0] != "vfm"], [c for c in cells if c[0] == "vfm"]
+    for c in [head] + clip + ([("", "", "", "")] if clip and vfm else []):
         print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+    if vfm:  # their own group
+        print("Vision foundation models without text (--method proxyclip --proxy MODEL; PRETRAINED is timm's):")
+        for c in vfm:
+            print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
     local = sum(r["local"] for r in table)
     print(f"\n{len(table)} model(s), {local} available locally. Use open_clip rows as "
-          "--model MODEL --pretrained PRETRAINED, Hugging Face rows as --model MODEL.\n"
+          "--model MODEL --pretrained PRETRAINED, Hugging Face rows as --model MODEL, vfm rows as --proxy MODEL.\n"
           "Weights that are not local are downloaded on first use when online; offline, put them in the "
           "hub cache (HF_HOME) or pass --checkpoint PATH / a local model folder.", file=sys.stderr)
     return 0

@@ -148,4 +148,6 @@ def model_settings(args: argparse.Namespace, templates: list[str] | None) -> dic
             "temperature": args.temperature, "projections": args.projections, "l2_normalize": not args.no_l2,
             "gem_mlp": args.gem_mlp, "method": getattr(args, "method", "gem"), "templates": templates,
             "transparency": args.transparency, "max_side": args.max_side, "opacity": args.opacity,
-            "grid": args.grid, "save_raw": args.save_raw, "font": args.font}
+            "grid": args.grid, "save_raw": args.save_raw, "font": args.font,
+            **({"proxy": args.proxy, "proxy_weights": args.proxy_weights}
+               if getattr(args, "method", "gem") == "proxyclip" else {})}

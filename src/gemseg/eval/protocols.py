@@ -162,6 +162,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 224 crops with stride 112, logit scale 40, PAMR 10 steps with dilations 8, 16 (main table).
     "naclip": {**_DEFAULTS, **_SLIDE_FAMILY, "preset": "naclip", "size": 336, "crop": 224, "stride": 112,
                "logit_scale": 40.0, "pamr_steps": 10, "pamr_dilations": (8, 16)},
+    # ProxyCLIP (Lan et al., ECCV 2024; github.com/mc-lan/ProxyCLIP): proxyclip_segmentor.py defaults
+    # slide_crop=336, slide_stride=112, logit_scale=40, prob_thd=0.0 (= no threshold) and the 80 ImageNet
+    # templates (openai_imagenet_template); configs/cfg_*.py: mmseg Resize scale=(2048, 336), keep_ratio.
+    # Per-dataset values: PRESET_DATASETS below. Use it with --method proxyclip.
+    "proxyclip": {**_DEFAULTS, **_SLIDE_FAMILY, "preset": "proxyclip", "size": 336, "crop": 336, "stride": 112,
+                  "logit_scale": 40.0, "pamr_steps": 0},
 }
 
 _OURS = "our choice"
@@ -204,6 +210,14 @@ PRESET_NOTES: dict[str, dict[str, str]] = {
                "area_threshold": "NACLIP has no area rule",
                "pamr_steps": "naclip.py pamr_steps=10; README main results: test_all.sh ... pamr on",
                "pamr_dilations": "naclip.py pamr_stride=(8, 16)"},
+    "proxyclip": {**_SLIDE_NOTES, "vocabulary": "SCLIP's synonym files, assumed (ProxyCLIP's cls_*.txt not read)",
+                  "resize": "ProxyCLIP configs/cfg_*.py Resize(scale=(2048, 336))", "size": "configs/cfg_*.py",
+                  "mode": "proxyclip_segmentor.py slide_crop=336", "crop": "proxyclip_segmentor.py slide_crop=336",
+                  "stride": "proxyclip_segmentor.py slide_stride=112",
+                  "logit_scale": "proxyclip_segmentor.py logit_scale=40",
+                  "prob_threshold": "proxyclip_segmentor.py prob_thd=0.0 (per dataset: PRESET_DATASETS)",
+                  "area_threshold": "ProxyCLIP has no area rule", "pamr_steps": "ProxyCLIP has no PAMR",
+                  "pos_embed": "assumed as ClearCLIP's (same authors' open_clip fork); not re-read"},
 }
 
 _EIGHT = ("voc21", "context60", "coco_object", "voc20", "cityscapes", "context59", "ade20k", "coco_stuff")
@@ -231,6 +245,25 @@ PRESET_INFO: dict[str, dict[str, Any]] = {
                "published": {"voc21": 64.07, "context60": 34.99, "coco_object": 36.19, "voc20": 83.03,
                              "cityscapes": 38.27, "context59": 38.35, "ade20k": 19.05, "coco_stuff": 25.69},
                "published_from": "NACLIP README, 'Results' (default setup, PAMR on)"},
+    "proxyclip": {"paper": "ProxyCLIP, Lan et al., ECCV 2024 (arXiv 2408.04883)", "method": "proxyclip",
+                  "model": "ViT-B/16", "pretrained": "openai", "datasets": _EIGHT,
+                  "source": "github.com/mc-lan/ProxyCLIP configs/, proxyclip_segmentor.py", "published": {},
+                  "published_from": None},
+}
+
+# --- per-dataset values of presets whose source is not the dataset metadata --------------------------------
+# ProxyCLIP configs/cfg_<dataset>.py (commit 05c3c18): VOC21 prob_thd=0.2, Context60 prob_thd=0.15,
+# COCO-Object prob_thd=0.25 (all short side 336); ADE20K short side 448; Cityscapes short side 448 with
+# slide_crop=224, slide_stride=112; COCO-Stuff short side 336. VOC20 and Context59 have no config in the
+# repository: the preset's values apply.
+PRESET_DATASETS: dict[str, dict[str, dict[str, Any]]] = {
+    "proxyclip": {
+        "voc21": {"prob_threshold": 0.2},
+        "context60": {"prob_threshold": 0.15},
+        "coco_object": {"prob_threshold": 0.25},
+        "ade20k": {"size": 448},
+        "cityscapes": {"size": 448, "crop": 224, "stride": 112},
+    },
 }
 
 
@@ -254,7 +287,8 @@ def resolve_protocol(preset: str = "gem", spec: DatasetSpec | None = None,
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(list_presets())}")
     values = dict(PRESETS[preset])
     source = {k: f"preset {preset}" for k in values}
-    layers = [(dict(spec.presets.get(preset, {})), f"dataset {spec.name}")] if spec is not None else []
+    layers = [({**PRESET_DATASETS.get(preset, {}).get(spec.name, {}), **spec.presets.get(preset, {})},
+                f"dataset {spec.name}")] if spec is not None else []
     layers.append((overrides, "override"))
     for layer, origin in layers:
         unknown = sorted(set(layer) - set(values) - {"preset"})

@@ -41,7 +41,8 @@ def model_description(model) -> dict:
     backbone = model.backbone
     return {"name": backbone.name, "pretrained": backbone.pretrained, "backend": type(backbone).__name__,
             "method": getattr(model, "method", "gem"), "config": model.config.to_dict(),
-            "precision": model.precision}
+            "precision": model.precision,
+            **({"proxy": model.proxy.describe()} if getattr(model, "proxy", None) is not None else {})}
 
 
 def _fmt(value, digits: int = 2) -> str:

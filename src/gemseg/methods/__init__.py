@@ -3,8 +3,10 @@
 
 Each maps ``(backbone, images [B, 3, H, W], config, *, return_ori=False)`` to ``(tokens [B, N, D],
 original tokens [B, N, D] or None)`` after the final norm and projection, so that all of them share the
-preprocessing, the text encoding and the evaluation of :class:`~gemseg.GEMModel`. ``docs/methods.md``
-gives each method's formula and paper.
+preprocessing, the text encoding and the evaluation of :class:`~gemseg.GEMModel`. A method with the
+attribute ``needs_proxy = True`` (``proxyclip``) also takes ``proxy=`` (the model's
+:class:`ProxyAttention`) and returns tokens on the proxy's grid. ``docs/methods.md`` gives each
+method's formula and paper.
 
 ====================  =======================================================================
 ``gem``               GEM (the default); its variants are :class:`~gemseg.GEMConfig` settings
@@ -15,6 +17,7 @@ gives each method's formula and paper.
 ``sclip``             SCLIP: correlative self-attention (q-q + k-k) in the last block
 ``clearclip``         ClearCLIP: q-q attention, no residual, no MLP in the last block
 ``naclip``            NACLIP: k-k attention + Gaussian neighbourhood, no residual, no MLP
+``proxyclip``         ProxyCLIP: proxy attention from a vision foundation model (needs ``proxy=``)
 ====================  =======================================================================
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .baselines import (NACLIP_STD, clearclip_tokens, clip_tokens, maskclip_toke
 
 _SETTINGS = tuple(f.name for f in dataclasses.fields(GEMConfig))
 _DEFAULTS = GEMConfig()
+from .proxyclip import ProxyAttention, ProxyCLIPConfig, proxyclip_tokens
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sclip", sclip_tokens),
     Method("clearclip", clearclip_tokens),
     Method("naclip", naclip_tokens),
+    Method("proxyclip", proxyclip_tokens),
 )}
 
 
@@ -119,4 +124,4 @@ def register_method(name: str, fn: Callable, *, uses: tuple[str, ...] | None = N
 
 __all__ = ["Method", "METHODS", "get_method", "list_methods", "register_method", "gem_tokens", "clip_tokens",
            "maskclip_tokens", "maskclip_vproj_tokens", "vv_tokens", "sclip_tokens", "clearclip_tokens", "naclip_tokens",
-           "neighbourhood_bias", "NACLIP_STD"]
+           "neighbourhood_bias", "NACLIP_STD", "proxyclip_tokens", "ProxyAttention", "ProxyCLIPConfig"]
