@@ -84,6 +84,25 @@ def test_model_settings_reuse_the_weights(model, picture):
     assert any("ignores the GEM setting(s) depth" in n for n in notes)  # shown in the page, once
 
 
+def test_switching_to_proxyclip_keeps_the_servers_proxy(model, picture):
+    from conftest import tiny_vfm
+
+    from gemseg import GEMModel
+    from gemseg.methods import ProxyAttention
+
+    with pytest.raises(logic.DemoError, match="needs a proxy vision model.*--proxy"):
+        logic.model_for(model, method="proxyclip")  # a GEM server has no VFM to hand over
+    served = GEMModel(model.backbone, config=model.config, method="proxyclip",
+                      proxy=ProxyAttention(tiny_vfm("dino"), None))
+    gem = logic.model_for(served, method="gem")
+    assert gem.method == "gem" and gem.proxy is None and gem.backbone is served.backbone
+    back = logic.model_for(gem, method="clip")
+    assert back.proxy is None
+    view = logic.model_for(served, method="proxyclip", depth=2)
+    assert view.proxy is served.proxy and view.config.depth == 2
+    assert logic.run(served, picture(), "cat", size=SIZE, limits=LIMITS).heatmaps  # the page's default: its method
+
+
 @pytest.mark.parametrize("kind, prompts, kwargs, match", [
     ("none", "cat", {}, "no image"),
     ("text", "cat", {}, "not an image"),

@@ -119,9 +119,15 @@ def model_for(model, *, method: str | None = None, depth: int | None = None, ite
         raise DemoError(f"unknown method {method!r}; use one of {', '.join(list_methods())}")
     if not changes and method == model.method:
         return model
+    from ..methods import get_method
+
+    proxy = model.proxy if getattr(get_method(method), "needs_proxy", False) else None
+    if proxy is None and getattr(get_method(method), "needs_proxy", False):
+        raise DemoError(f"method {method!r} needs a proxy vision model: start the server with "
+                        f"--method {method} --proxy NAME")
     try:
         return GEMModel(model.backbone, config=dataclasses.replace(model.config, **changes),
-                        precision=model.precision, method=method)
+                        precision=model.precision, method=method, pos_embed=model.pos_embed, proxy=proxy)
     except ValueError as e:  # e.g. a depth the backbone has no blocks for
         raise DemoError(str(e).splitlines()[0]) from e
 
