@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with gemseg, both backends (open_clip + Hugging Face transformers), the web demo (Gradio)
+# Create .venv with gemseg, both backends (open_clip + Hugging Face transformers), timm (ProxyCLIP's
+# proxy vision models), the web demo (Gradio)
 # and the test tools; as root without a chromium, also Debian's chromium for the browser tests.
 # Idempotent: re-running only installs what is missing. Usage: bash scripts/setup.sh [extra pip args]
 set -euo pipefail
@@ -9,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -c scripts/constraints.txt -e ".[openclip,hf,siglip,test,demo]" "$@"
+.venv/bin/python -m pip install --quiet -c scripts/constraints.txt -e ".[openclip,hf,siglip,vfm,test,demo]" "$@"
 # the browser tests drive Debian's chromium (Playwright's own browser download is not used)
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
