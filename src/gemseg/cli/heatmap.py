@@ -7,7 +7,8 @@ import re
 import unicodedata
 
 from .common import add_model_args
-from .options import add_image_args, clean_prompts, model_settings, read_templates
+from ..segment import clean_prompts
+from .options import add_image_args, model_settings, read_templates
 from .output import Fonts, fit, grid_size, output_size, save_png
 from .report import Reporter
 from .run import Item, Task, execute, resize_maps, similarity_maps
@@ -46,7 +47,7 @@ def heatmap_names(prompts: list[str]) -> list[str]:
 
 
 def make_task(args: argparse.Namespace, report: Reporter) -> Task:
-    prompts = clean_prompts(args.prompts, "prompt", report)
+    prompts = clean_prompts(args.prompts, "prompt")  # a duplicate warns through the report
     templates = read_templates(args)
     names = heatmap_names(prompts)
     fonts = Fonts(args.font)

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Sequence
 
 from ..io import DEFAULT_MAX_PIXELS
 from ..viz import COLORMAPS
-from .report import CLIError, Reporter
+from .report import CLIError
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -112,22 +111,6 @@ def read_templates(args: argparse.Namespace) -> list[str] | None:
             raise CLIError(f"templates file {args.templates} holds no templates")
         templates += from_file
     return templates or None
-
-
-def clean_prompts(prompts: Sequence[str], what: str, report: "Reporter") -> list[str]:
-    """Strip whitespace; refuse empty prompts; drop exact duplicates with a warning."""
-    out: list[str] = []
-    for i, p in enumerate(prompts, 1):
-        text = " ".join(p.split())
-        if not text:
-            raise CLIError(f"{what} {i} is empty; remove it or give it text")
-        if text in out:
-            report.warn(f"{what} {text!r} is given more than once; using it once")
-            continue
-        out.append(text)
-    if not out:
-        raise CLIError(f"no {what}s given")
-    return out
 
 
 def check_weights_args(args: argparse.Namespace) -> None:
