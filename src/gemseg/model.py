@@ -72,14 +72,18 @@ class GEMModel(nn.Module):
 
     def with_config(self, **changes) -> "GEMModel":
         """A model sharing these weights with some GEM settings changed (e.g. ``depth=4``)."""
-        return GEMModel(self.backbone, config=dataclasses.replace(self.config, **changes), precision=self.precision,
-                        method=self.method, pos_embed=self.pos_embed, proxy=self.proxy)
+        return self._view(config=dataclasses.replace(self.config, **changes))
 
     def with_pos_embed(self, pos_embed: str) -> "GEMModel":
         """A model sharing these weights whose position embeddings are resampled the ``pos_embed`` way
         (``"bicubic-aa"``, ``"bicubic-scale"`` or ``"bilinear"``, see :func:`~gemseg.backbones.base.resample_pos_embed`)."""
-        return GEMModel(self.backbone, config=self.config, precision=self.precision, method=self.method,
-                        pos_embed=pos_embed, proxy=self.proxy)
+        return self._view(pos_embed=pos_embed)
+
+    def _view(self, **changes) -> "GEMModel":
+        """A model on the same backbone (and proxy) with some constructor arguments changed."""
+        kwargs = dict(config=self.config, precision=self.precision, method=self.method, pos_embed=self.pos_embed,
+                      proxy=self.proxy)
+        return GEMModel(self.backbone, **{**kwargs, **changes})
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
