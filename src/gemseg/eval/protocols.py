@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ..backbones.base import POS_EMBED_MODES
+from ..transforms import RESIZES
 from .datasets import DatasetSpec, read_class_file, read_templates
 
-RESIZES = ("fixed", "short_side", "none")
 INTERPOLATIONS = ("bicubic", "bilinear", "bilinear-cv2")
 MODES = ("whole", "slide")
 VOCABULARIES = ("names", "synonyms")
