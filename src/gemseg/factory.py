@@ -41,8 +41,8 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
         depth, iterations, temperature, projections, l2_normalize, gem_mlp: GEM settings, see
             :class:`gemseg.GEMConfig`.
         method: the dense method: ``"gem"`` (default), ``"clip"``, ``"maskclip"``, ``"maskclip-vproj"``, ``"vv"``,
-            ``"sclip"``,            ``"clearclip"``, ``"naclip"`` or one added with :func:`gemseg.register_method`
-            (docs/methods.md).
+            ``"sclip"``, ``"clearclip"``, ``"naclip"``, ``"proxyclip"`` or one added with
+            :func:`gemseg.register_method` (docs/methods.md).
         pos_embed: how position embeddings are resampled to other grids: ``"bicubic-aa"`` (default,
             gem-torch), ``"bicubic-scale"`` (SCLIP/ClearCLIP/NACLIP) or ``"bilinear"`` (CLIP Surgery); see
             :func:`gemseg.backbones.base.resample_pos_embed`.

@@ -32,9 +32,10 @@ from ..gem import gem_tokens
 from .baselines import (NACLIP_STD, clearclip_tokens, clip_tokens, maskclip_tokens, maskclip_vproj_tokens,
                         naclip_tokens, neighbourhood_bias, sclip_tokens, vv_tokens)
 
+from .proxyclip import ProxyAttention, ProxyCLIPConfig, proxyclip_tokens
+
 _SETTINGS = tuple(f.name for f in dataclasses.fields(GEMConfig))
 _DEFAULTS = GEMConfig()
-from .proxyclip import ProxyAttention, ProxyCLIPConfig, proxyclip_tokens
 
 
 @dataclass(frozen=True)
