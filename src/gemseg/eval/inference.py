@@ -126,8 +126,9 @@ class Segmenter:
         return total / count
 
     # --- scores -> labels ------------------------------------------------------------------------
-    def labels(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Query scores [Q, H, W] (all classes) -> ``(labels [H, W] long, confidence [H, W])``.
+    def labels(self, scores: torch.Tensor, rules: Protocol | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query scores [Q, H, W] (all classes) -> ``(labels [H, W] long, confidence [H, W])``, by the
+        label rules (logit scale, thresholds) of ``rules`` (default: this segmenter's protocol).
 
         ``softmax(logit_scale * scores)`` over all queries; a class's probability is the max over its
         queries (the library's default reduction, :func:`gemseg.postprocess.class_probabilities`, as the
@@ -135,7 +136,7 @@ class Segmenter:
         ``background_query=False``); then the area rule, the argmax, and pixels below ``prob_threshold``
         become background.
         """
-        p = self.protocol
+        p = rules or self.protocol
         owner = self.query_to_class.to(scores.device)
         scored = torch.unique(owner)  # sorted classes that have queries; the others get probability 0
         cls = scores.new_zeros((self.num_classes, *scores.shape[1:]), dtype=torch.float32)  # (C, H, W)

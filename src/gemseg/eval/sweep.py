@@ -12,7 +12,6 @@ See docs/evaluation.md ("Post-processing sweeps").
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import itertools
@@ -151,11 +150,10 @@ class SweepCounter:
             self.groups.setdefault(key, []).append((k, rules.prob_threshold))
         self.base = protocol
 
-    def _labeler(self, logit_scale: float, area_threshold: float | None):
-        view = copy.copy(self.seg)  # shares the text embeddings; only the rules differ
-        view.protocol = dataclasses.replace(self.base, logit_scale=logit_scale, area_threshold=area_threshold,
-                                            prob_threshold=None)
-        return view
+    def _rules(self, logit_scale: float, area_threshold: float | None) -> Protocol:
+        """The base protocol with one group's label rules, the probability threshold left to the sweep."""
+        return dataclasses.replace(self.base, logit_scale=logit_scale, area_threshold=area_threshold,
+                                   prob_threshold=None)
 
     def count(self, image_id: str, image: np.ndarray, target: np.ndarray) -> dict[str, torch.Tensor]:
         """uint8 RGB [H, W, 3] and its label map [h, w] -> ``{"confusion": [K, C, C]}`` (and ``"select"``)."""
@@ -170,7 +168,7 @@ class SweepCounter:
                              f"index {self.spec.ignore_index}")
         cm = torch.zeros((K, C, C), dtype=torch.long, device=scores.device)
         for (logit_scale, area), members in self.groups.items():
-            labels, conf = self._labeler(logit_scale, area).labels(scores)  # (h, w) each, no threshold yet
+            labels, conf = self.seg.labels(scores, self._rules(logit_scale, area))  # (h, w) each, no threshold yet
             labels, conf = labels.flatten()[keep], conf.flatten()[keep]  # (N,)
             base = torch.bincount(gt * C + labels, minlength=C * C).reshape(C, C)
             thresholds = sorted({t for _, t in members if t is not None})
