@@ -105,7 +105,7 @@ def load_upload(path, limits: Limits):
 def model_for(model, *, method: str | None = None, depth: int | None = None, iterations: int | None = None,
               limits: Limits = Limits()):
     """``model`` itself, or a view sharing its weights with another method, GEM depth or iterations."""
-    from .. import GEMModel, list_methods
+    from .. import list_methods
 
     changes = {}
     if depth is not None and int(depth) != model.config.depth:
@@ -126,8 +126,7 @@ def model_for(model, *, method: str | None = None, depth: int | None = None, ite
         raise DemoError(f"method {method!r} needs a proxy vision model: start the server with "
                         f"--method {method} --proxy NAME")
     try:
-        return GEMModel(model.backbone, config=dataclasses.replace(model.config, **changes),
-                        precision=model.precision, method=method, pos_embed=model.pos_embed, proxy=proxy)
+        return model._view(config=dataclasses.replace(model.config, **changes), method=method, proxy=proxy)
     except ValueError as e:  # e.g. a depth the backbone has no blocks for
         raise DemoError(str(e).splitlines()[0]) from e
 
