@@ -12,7 +12,7 @@ if [ -z "$PY" ]; then
   PY=.venv/bin/python
 fi
 offline=0
-if [ "${HF_HUB_OFFLINE:-0}" = 1 ] || ! "$PY" src/gemseg/demo/hub.py; then  # the probe prints its line
+if [ "${HF_HUB_OFFLINE:-0}" = 1 ] || ! "$PY" src/gemseg/hub.py; then  # the probe prints its line
   export HF_HUB_OFFLINE=1
   offline=1
 fi

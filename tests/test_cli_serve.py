@@ -10,7 +10,7 @@ from conftest import HAS_OPEN_CLIP
 from demo_helpers import png_bytes, random_model
 from gemseg.cli import build_parser, main
 from gemseg.demo import logic
-from gemseg.demo.hub import go_offline_if_unreachable, hub_reachable
+from gemseg.hub import go_offline_if_unreachable, hub_reachable
 
 pytestmark = pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip_torch not installed")
 

@@ -12,7 +12,20 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from .base import Backbone, Preprocess, ViTBlock, lazy_import, resample_pos_embed
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .base import Backbone, Preprocess, ViTBlock, resample_pos_embed
+
+_FROM_BASE = ("Backbone", "Preprocess", "ViTBlock", "resample_pos_embed")  # imported on first use (torch)
+
+
+def __getattr__(name: str):
+    if name in _FROM_BASE:  # the registry below is plain data: `gemseg models` needs no torch
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # Hugging Face CLIPModel checkpoints known to work (any other CLIPModel id or folder works too).
 HF_MODELS = (
@@ -97,6 +110,8 @@ def _load(target: str) -> Callable:
 
 def _factory(kind: str) -> Callable[..., Backbone]:
     """The backend's factory, after its optional packages (ImportError with the pip command if missing)."""
+    from .base import lazy_import
+
     spec = BACKENDS[kind]
     for module, pip_name in spec.requires:
         lazy_import(module, spec.extra, pip_name)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from torch import nn
 
 from .base import Preprocess, square_grid
-from .hf_common import (HFBackbone, HFQKVBlock, check_embeddings, check_qkv_layers, read_preprocess,
-                        import_transformers)
+from .hf_common import (HFBackbone, HFQKVBlock, check_embeddings, check_qkv_layers, import_transformers,
+                        load_hf_config, read_preprocess)
 from .weights import weights_unavailable
 
 HFCLIPBlock = HFQKVBlock  # CLIP's layers have the q/k/v/out projection layout
@@ -67,8 +67,12 @@ def create_hf_clip(name: str, *, device, cache_dir: str | None = None) -> HFCLIP
     """Load a ``CLIPModel`` and its tokenizer from a hub id (``openai/clip-vit-base-patch16``) or a
     local folder saved with ``save_pretrained``. Weights load through safetensors where present."""
     transformers = import_transformers()
+    config = load_hf_config(name, cache_dir)  # first: offline, a missing config is what to report
+    if getattr(config, "model_type", None) != "clip":
+        raise ValueError(f"{name} is not a CLIPModel checkpoint (model_type {getattr(config, 'model_type', None)!r}); "
+                         "the hf backend loads CLIPModel (hf-blip and hf-siglip load BLIP and SigLIP)")
     try:
-        model = transformers.CLIPModel.from_pretrained(name, cache_dir=cache_dir)
+        model = transformers.CLIPModel.from_pretrained(name, config=config, cache_dir=cache_dir)
         tokenizer = transformers.AutoTokenizer.from_pretrained(name, cache_dir=cache_dir)
     except (OSError, ValueError) as e:
         if isinstance(e, ValueError) and "CLIP" in str(e) and "model type" in str(e):

@@ -23,11 +23,11 @@ def import_transformers():
 
 
 def load_hf_config(name: str, cache_dir: str | None):
-    """A hub id's or folder's ``AutoConfig``; missing offline -> the one-line weights error."""
+    """A hub id's or folder's ``AutoConfig``; missing offline -> the one-line error that names the config."""
     try:
         return import_transformers().AutoConfig.from_pretrained(name, cache_dir=cache_dir)
     except (OSError, ValueError) as e:
-        raise weights_unavailable(name, "hf", e) from e
+        raise weights_unavailable(name, "hf", e, missing="config") from e
 
 
 class HFQKVBlock(ViTBlock):

@@ -14,7 +14,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .base import Backbone, Preprocess, ViTBlock, lazy_import, square_grid
-from .weights import load_checkpoint_strict, weights_unavailable
+from .weights import load_checkpoint_strict, root_log_as_warnings, weights_unavailable
 
 
 def _open_clip():
@@ -192,9 +192,10 @@ def create_open_clip(name: str, *, pretrained: str | None, checkpoint: str | Non
             if not display.startswith("hf-hub:") and pretrained not in tags:
                 raise ValueError(f"{display} has no pretrained tag {pretrained!r}; "
                                  f"available: {', '.join(tags) or 'none'}")
-        try:
-            model = open_clip.create_model(display, pretrained=pretrained or None, device="cpu",
-                                           cache_dir=cache_dir)
+        try:  # random weights are said once, by gemseg.create_model: open_clip's own log line is dropped
+            with root_log_as_warnings(drop=("initialized randomly", "No pretrained weights loaded")):
+                model = open_clip.create_model(display, pretrained=pretrained or None, device="cpu",
+                                               cache_dir=cache_dir)
         except (RuntimeError, OSError, ValueError) as e:  # hub errors are OSError/RuntimeError subclasses
             raise weights_unavailable(f"{display} ({pretrained})", "openclip", e) from e
         tokenizer = open_clip.get_tokenizer(display)

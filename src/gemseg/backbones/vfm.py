@@ -257,12 +257,12 @@ def create_vfm(name: str = "dino-b8", *, weights: str = "pretrained", device: st
     except (OSError, RuntimeError) as e:  # hub offline / not cached / unreadable file
         if source is None:
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        offline = " (offline mode is on: HF_HUB_OFFLINE=1)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
         from ..errors import WeightsUnavailableError
+        from ..hub import offline_note
+        from .weights import first_line
 
         raise WeightsUnavailableError(
-            f"cannot load weights for VFM {name} ({timm_name}){offline}: {first[:200]}. To supply them, put "
+            f"cannot load weights for VFM {name} ({timm_name}){offline_note()}: {first_line(e)}. To supply them, put "
             "timm's weights in the hub cache (HF_HOME), or pass weights=PATH (--proxy-weights PATH) with the "
             "original or timm checkpoint file, or a folder saved with timm.models.save_for_hf()") from e
     if isinstance(input_size, int):

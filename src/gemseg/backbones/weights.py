@@ -1,27 +1,66 @@
 """Safe checkpoint loading and the one-line message for weights that cannot be found."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import warnings
+from typing import Iterator
 
 import torch
 from torch import nn
 
 from ..errors import WeightsUnavailableError
+from ..hub import offline_note
 
+# how to supply what is missing, in Python terms (the command line words its own: gemseg.cli.common)
 _HOW_TO = {
-    "openclip": ("pass a pretrained tag (`gemseg models` lists them) with the weights in the open_clip/"
-                 "Hugging Face cache (HF_HOME, or cache_dir=), or a local file with checkpoint=PATH "
-                 "(--checkpoint PATH)"),
-    "hf": ("pass a Hugging Face id with the model in the hub cache (HF_HOME / HF_HUB_CACHE), or a local "
-           "folder saved with save_pretrained()"),
+    ("openclip", "weights"): ("pass a pretrained tag (gemseg.list_models() lists them) with the weights in "
+                              "the open_clip/Hugging Face cache (HF_HOME, or cache_dir=), a local file with "
+                              "checkpoint=PATH, or pretrained=None for random weights"),
+    ("hf", "weights"): ("pass a Hugging Face id with the model in the hub cache (HF_HOME, or cache_dir=), "
+                        "or a local folder saved with save_pretrained()"),
+    ("hf", "config"): ("put the model in the hub cache (HF_HOME, or cache_dir=) or pass a local folder "
+                       "saved with save_pretrained(); even random weights need the config"),
 }
 
 
-def weights_unavailable(what: str, backend: str, err: BaseException) -> WeightsUnavailableError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    offline = " (offline mode is on: HF_HUB_OFFLINE=1)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+def first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message, whole (never cut: a cut mid-word reads as a typo)."""
+    text = str(err).strip()
+    return text.splitlines()[0].rstrip(". ") if text else type(err).__name__
+
+
+def weights_unavailable(what: str, backend: str, err: BaseException, *,
+                        missing: str = "weights") -> WeightsUnavailableError:
+    """The error for ``what`` (a model name, with its tag) whose ``missing`` part cannot be loaded."""
+    reason = first_line(err)
+    noun = "the model config" if missing == "config" else "weights"
     return WeightsUnavailableError(
-        f"cannot load weights for {what}{offline}: {first[:200]}. To supply them, {_HOW_TO[backend]}.")
+        f"cannot load {noun} for {what}{offline_note()}: {reason}. To supply "
+        f"{'it' if missing == 'config' else 'them'}, {_HOW_TO[backend, missing]}.",
+        model=what, missing=missing, backend=backend, reason=reason)
+
+
+@contextlib.contextmanager
+def root_log_as_warnings(*, drop: tuple[str, ...] = ()) -> Iterator[None]:
+    """Collect what a library logs through the root logger (open_clip calls ``logging.warning``, which
+    sets up a ``WARNING:root:`` handler on first use) and re-issue it as ``warnings.warn`` once the block
+    succeeds, leaving out messages that contain one of ``drop``. When the block raises, the records are
+    dropped: the error says what went wrong."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # a Handler of our own: collecting is all it does
+    root = logging.getLogger()
+    root.addHandler(handler)  # root now has a handler, so logging.warning() sets up no other
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+    for record in records:
+        text = record.getMessage()
+        if not any(d in text for d in drop):
+            warnings.warn(text, stacklevel=3)
 
 
 def load_state_dict(path: str) -> dict[str, torch.Tensor]:

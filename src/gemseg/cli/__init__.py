@@ -14,11 +14,23 @@ import argparse
 import importlib
 import sys
 
-# command modules, in the order `gemseg --help` lists them
-COMMAND_MODULES = ("heatmap", "segment", "models", "eval_cmd", "ablate", "score", "serve")
+# command -> (its module, the one line `gemseg --help` shows), in the order `gemseg --help` lists them;
+# each module's own parser says the same line (tests/test_cli_speed.py checks) and everything else
+COMMANDS = {
+    "heatmap": ("heatmap", "one heatmap per prompt per image"),
+    "segment": ("segment", "a label map per image from class names"),
+    "models": ("models", "list usable models and pretrained tags, and which are available locally"),
+    "eval": ("eval_cmd", "benchmark mIoU / p-mIoU on a standard dataset under a named protocol"),
+    "ablate": ("ablate", "GEM ablations (projections, temperature, iterations, depth, L2, MLP) over datasets"),
+    "score": ("score", "mIoU of saved label maps against ground truth"),
+    "serve": ("serve", "web demo (Gradio): heatmaps and segmentations of pictures in the browser"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``gemseg`` parser. Given ``argv``, only the command it names is set up in full (its module
+    imported); the others are one line each, which keeps ``gemseg --help`` free of torch and the
+    backends. Without ``argv``, every command is set up."""
     from .. import __version__
 
     parser = argparse.ArgumentParser(
@@ -27,14 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "Everything Module (GEM) on CLIP-style vision transformers.")
     parser.add_argument("--version", action="version", version=f"gemseg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
-            continue  # command not built yet
-        module.register(sub)
+    wanted = None if argv is None else (argv[0] if argv and argv[0] in COMMANDS else "")
+    for command, (name, summary) in COMMANDS.items():
+        if wanted not in (None, command):
+            sub.add_parser(command, help=summary, add_help=False)  # a name in the list, set up when run
+            continue
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 
@@ -52,19 +62,36 @@ def usage_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    from .report import Reporter
+
     try:
-        return int(args.func(args) or 0)
+        with Reporter().capture_warnings():  # warnings as one `gemseg: warning:` line each, once
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # here, not at exit, where a closed pipe could no longer be caught
+            return code
+    except BrokenPipeError:  # `gemseg models | head -3`: the reader has gone, which is not an error here
+        _silence_stdout()
+        return 1
     except Exception as e:
         if not isinstance(e, usage_errors()):
             raise
         text = str(e.args[0]) if isinstance(e, KeyError) and len(e.args) == 1 else str(e).strip()
         print(f"gemseg: error: {text.splitlines()[0] if text else type(e).__name__}", file=sys.stderr, flush=True)
         return EXIT_USAGE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises no second BrokenPipeError."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def register(subparsers) -> None:
 def _datasets(args: argparse.Namespace):
     from ..eval import load_dataset_spec, resolve_protocol
     from ..eval.ablation import AblationDataset
-    from .eval_cmd import _warn_unused
+    from .eval_cmd import _warn_unused, check_data_root
 
     if not args.dataset:
         raise ValueError("--dataset is required (see gemseg eval --list-datasets)")
@@ -77,6 +77,7 @@ def _datasets(args: argparse.Namespace):
     datasets = []
     for name, root in zip(args.dataset, args.data_root):
         spec = load_dataset_spec(name)
+        check_data_root(spec, root)
         _warn_unused(spec, overrides)
         protocol, source = resolve_protocol(args.preset, spec, **overrides)
         protocol.check_dataset(spec)

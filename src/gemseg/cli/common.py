@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+
+from ..errors import WeightsUnavailableError
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -92,8 +95,55 @@ def model_kwargs(args: argparse.Namespace) -> dict:
                     proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights)))
 
 
+def needs_hub(args: argparse.Namespace) -> bool:
+    """Whether building the model ``args`` describe may ask the model hub for files: not for a local
+    config with a checkpoint or random weights, nor for a local model folder."""
+    if os.path.isdir(args.model):
+        return getattr(args, "method", "gem") == "proxyclip" and getattr(args, "proxy_weights", "") == "pretrained"
+    local = args.model.endswith(".json") and (args.checkpoint or args.random_weights)
+    return not local or (getattr(args, "method", "gem") == "proxyclip" and not args.random_weights)
+
+
+def prepare_hub(args: argparse.Namespace) -> None:
+    """Turn on offline mode (cached files only) when the model hub is needed and cannot be reached;
+    quiet, since a weights error then says so and cached weights still load. Call it before
+    huggingface_hub is imported: it reads HF_HUB_OFFLINE once."""
+    from ..hub import go_offline_if_unreachable
+
+    if needs_hub(args):
+        go_offline_if_unreachable(quiet=True)
+
+
+# how to supply what is missing, in command-line terms (the library's message names Python arguments)
+_CLI_HOW_TO = {
+    ("openclip", "weights"): ("put them in the hub cache (HF_HOME, or --cache-dir DIR; `gemseg models --local` "
+                              "lists what is there), pass --checkpoint PATH, or run with --random-weights "
+                              "for a demo"),
+    ("hf", "weights"): ("put the model in the hub cache (HF_HOME, or --cache-dir DIR) or pass --model FOLDER "
+                        "saved with save_pretrained()"),
+    ("hf", "config"): ("put the model in the hub cache (HF_HOME, or --cache-dir DIR) or pass --model FOLDER "
+                       "saved with save_pretrained(); --random-weights needs the config too"),
+}
+
+
+def cli_weights_error(e: WeightsUnavailableError) -> WeightsUnavailableError:
+    """``e`` worded for the command line (flags, not Python arguments), or ``e`` itself when it has no
+    wording of its own here."""
+    how = _CLI_HOW_TO.get((e.backend, e.missing))
+    if how is None or e.model is None:
+        return e
+    from ..hub import offline_note
+
+    noun, pronoun = ("the model config", "it") if e.missing == "config" else ("weights", "them")
+    return WeightsUnavailableError(f"cannot load {noun} for {e.model}{offline_note()}: {e.reason}. "
+                                   f"To supply {pronoun}, {how}.", model=e.model, missing=e.missing,
+                                   backend=e.backend, reason=e.reason)
+
+
 def build_model(args: argparse.Namespace):
-    """Create the model ``args`` describe (random weights quietly when --random-weights)."""
+    """Create the model ``args`` describe (random weights quietly when --random-weights). When the
+    model hub may be asked for files and cannot be reached (a 3-second probe), only cached files are
+    tried: the command fails in seconds, not after a minute of download retries."""
     import warnings
 
     import torch
@@ -102,9 +152,13 @@ def build_model(args: argparse.Namespace):
 
     if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    prepare_hub(args)
     with warnings.catch_warnings():
         if args.random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")
         if getattr(args, "proxy", None) is not None and args.method != "proxyclip":
             warnings.warn(f"--proxy is only used with --method proxyclip; ignored for {args.method}")
-        return create_model(args.model, **model_kwargs(args))
+        try:
+            return create_model(args.model, **model_kwargs(args))
+        except WeightsUnavailableError as e:
+            raise cli_weights_error(e) from e

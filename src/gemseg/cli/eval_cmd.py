@@ -129,6 +129,17 @@ def protocol_overrides(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in _PROTOCOL_FLAGS if hasattr(args, k)}
 
 
+def check_data_root(spec, root: str | None) -> None:
+    """Refuse a missing or absent ``--data-root`` before the model is built (which takes a while)."""
+    import os
+
+    hint = f" (conventionally .../{spec.root})" if spec.root else ""
+    if not root:
+        raise ValueError(f"--data-root is required{hint}")
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"--data-root {root} is not a folder{hint}")
+
+
 def _show_preset(name: str) -> None:
     from ..eval import describe, list_datasets, load_dataset_spec, resolve_protocol
 
@@ -176,8 +187,7 @@ def main(args: argparse.Namespace) -> int:
     if args.show_protocol:
         print(f"dataset {spec.name}, preset {args.preset}:\n{describe(protocol, source)}")
         return 0
-    if not args.data_root:
-        raise ValueError("--data-root is required" + (f" (conventionally .../{spec.root})" if spec.root else ""))
+    check_data_root(spec, args.data_root)
     if args.save_preds and spec.type != "dense":
         raise ValueError("--save-preds saves label maps, which point-label datasets do not have")
     if args.holdout is not None and not args.sweep:

@@ -52,11 +52,13 @@ def _hub_file(repo_id: str, filenames: list[str], cache_dir: str | None) -> str 
     return None
 
 
-def open_clip_local_path(name: str, tag: str, cache_dir: str | None = None) -> str | None:
-    """Where the weights of open_clip ``name``/``tag`` are on disk, or None."""
-    import open_clip
+def open_clip_local_path(name: str, tag: str, cache_dir: str | None = None, cfg: dict | None = None) -> str | None:
+    """Where the weights of open_clip ``name``/``tag`` are on disk, or None. ``cfg``: open_clip's
+    pretrained config of the pair (read from open_clip when not given)."""
+    if cfg is None:
+        import open_clip
 
-    cfg = open_clip.get_pretrained_cfg(name, tag) or {}
+        cfg = open_clip.get_pretrained_cfg(name, tag) or {}
     if cfg.get("file") and os.path.isfile(cfg["file"]):
         return cfg["file"]
     hub = cfg.get("hf_hub") or ""
@@ -78,36 +80,92 @@ def open_clip_local_path(name: str, tag: str, cache_dir: str | None = None) -> s
     return None
 
 
+def _table_cache() -> str:
+    """The file that keeps the lists of open_clip ViTs with their tags and of vision foundation models,
+    so that a listing needs neither torch nor open_clip imported (seconds on a small machine). Its name
+    changes with the open_clip version and with the code that draws up the lists."""
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .. import __version__
+    from .. import backbones
+
+    try:
+        open_clip_version = version("open_clip_torch")
+    except PackageNotFoundError:
+        open_clip_version = "none"
+    here = os.path.dirname(backbones.__file__)
+    stats = [os.stat(os.path.join(here, f)) for f in ("__init__.py", "open_clip.py", "vfm.py")]
+    key = hashlib.sha1(repr([(st.st_size, st.st_mtime_ns) for st in stats]).encode()).hexdigest()[:12]
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "gemseg", f"models-{__version__}-open_clip-{open_clip_version}-{key}.json")
+
+
+def _draw_up_tables() -> dict:
+    from ..backbones import list_models
+    from ..backbones.vfm import list_vfms
+
+    table: dict = {"open_clip": [], "vfm": [{"model": e.name, "pretrained": e.timm_name, "kind": e.kind}
+                                           for e in list_vfms()]}
+    entries = list_models("open_clip")  # empty without open_clip_torch
+    if entries:
+        import open_clip
+
+        for e in entries:
+            cfg = open_clip.get_pretrained_cfg(e.name, e.pretrained) or {}
+            table["open_clip"].append({"model": e.name, "pretrained": e.pretrained, "cfg": {
+                k: v for k, v in cfg.items() if k in ("file", "hf_hub", "url") and isinstance(v, str)}})
+    return table
+
+
+def tables() -> dict:
+    """``{"open_clip": [{"model", "pretrained", "cfg"}], "vfm": [{"model", "pretrained", "kind"}]}``:
+    every open_clip class-token ViT and tag (cfg: the file, hf_hub and url open_clip loads it from) and
+    every vision foundation model, from the cache file when there is one."""
+    path = _table_cache()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        pass
+    table = _draw_up_tables()
+    try:  # best effort: without a writable cache the next listing is slow again, nothing more
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(table, f)
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass
+    return table
+
+
 def hf_local_path(repo_id: str, cache_dir: str | None = None) -> str | None:
     """Where a Hugging Face CLIPModel's weights are in the hub cache, or None."""
     return _hub_file(repo_id, ["model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"],
                      cache_dir)
 
 
-def vfm_rows(cache_dir: str | None = None) -> list[dict]:
-    """The vision foundation models (``--proxy NAME``), with their timm weights' place in the hub cache."""
-    from ..backbones.vfm import list_vfms
-
-    names = ["model.safetensors", "pytorch_model.bin"]
-    return [{"backend": "vfm", "model": e.name, "pretrained": e.timm_name, "kind": e.kind,
-             "local": (path := _hub_file("timm/" + e.timm_name, names, cache_dir)) is not None, "path": path}
-            for e in list_vfms()]
-
-
 def rows(backend: str | None = None, cache_dir: str | None = None) -> list[dict]:
-    from ..backbones import list_models
+    from ..backbones import BACKENDS
 
     out = []
-    for entry in list_models(backend) if backend != "vfm" else []:
-        if entry.backend == "open_clip":
-            path = open_clip_local_path(entry.name, entry.pretrained, cache_dir)
-        elif entry.backend == "hf":
-            path = hf_local_path(entry.name, cache_dir)
-        else:  # registered in code: its factory decides where weights come from
-            path = None
-        out.append({"backend": entry.backend, "model": entry.name, "pretrained": entry.pretrained,
-                    "local": path is not None, "path": path})
-    return out + (vfm_rows(cache_dir) if backend in (None, "vfm") else [])
+    table = tables() if backend in (None, "open_clip", "vfm") else {}
+    if backend in (None, "open_clip"):
+        for r in table["open_clip"]:
+            path = open_clip_local_path(r["model"], r["pretrained"], cache_dir, cfg=r["cfg"])
+            out.append({"backend": "open_clip", "model": r["model"], "pretrained": r["pretrained"],
+                        "local": path is not None, "path": path})
+    for kind, spec in BACKENDS.items():  # the Hugging Face families: their known ids are data
+        if kind != "open_clip" and backend in (None, kind) and not isinstance(spec.models, str):
+            for name in spec.models:
+                path = hf_local_path(name, cache_dir)
+                out.append({"backend": kind, "model": name, "pretrained": None, "local": path is not None,
+                            "path": path})
+    if backend in (None, "vfm"):  # the proxies of --method proxyclip, their timm weights in the hub cache
+        names = ["model.safetensors", "pytorch_model.bin"]
+        out += [{"backend": "vfm", **r, "local": (path := _hub_file("timm/" + r["pretrained"], names, cache_dir))
+                 is not None, "path": path} for r in table["vfm"]]
+    return out
 
 
 def main(args: argparse.Namespace) -> int:

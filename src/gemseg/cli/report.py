@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import warnings
 from typing import Iterator
@@ -52,10 +53,19 @@ class Reporter:
 
     @contextlib.contextmanager
     def capture_warnings(self) -> Iterator[None]:
-        """Show Python warnings (e.g. prompt truncation) as ``gemseg: warning:`` lines."""
+        """Show Python warnings (e.g. prompt truncation) as ``gemseg: warning:`` lines, each text once;
+        under torchrun only rank 0 shows them (every rank would say the same)."""
+        seen: set[str] = set()
+
+        def show(message, *args, **kwargs) -> None:
+            text = str(message).strip().splitlines()[0] if str(message).strip() else type(message).__name__
+            if text not in seen and os.environ.get("RANK", "0") == "0":
+                seen.add(text)
+                self.warn(text)
+
         with warnings.catch_warnings():
-            warnings.simplefilter("default", UserWarning)
-            warnings.showwarning = lambda message, *a, **k: self.warn(str(message).splitlines()[0])
+            warnings.simplefilter("always", UserWarning)  # "once" is decided here, by text
+            warnings.showwarning = show
             yield
 
 

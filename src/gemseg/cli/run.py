@@ -189,7 +189,7 @@ class Task:
 
 def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, Reporter], Task]) -> int:
     """Run an image command end to end and return its exit code."""
-    from .common import build_model
+    from .common import build_model, prepare_hub
 
     report = Reporter(args.quiet)
     summary = Summary()
@@ -209,6 +209,7 @@ def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, R
             summary.total = len(found.sources) + len(found.problems)
             layout = Layout(args.output, task.command, task.settings)
             layout.prepare(args.overwrite)
+            prepare_hub(args)  # before huggingface_hub is imported, as _quiet_hub_progress does
             if args.quiet:
                 _quiet_hub_progress()
             if args.random_weights:

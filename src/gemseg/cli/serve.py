@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import add_model_args, build_model
+from .common import add_model_args, build_model, prepare_hub
 from .options import _megapixels, _positive, _size, check_weights_args
 from .report import CLIError, Reporter, one_line
 
@@ -99,10 +99,7 @@ def main(args: argparse.Namespace) -> int:
     report = Reporter()
     check_weights_args(args)
     auth = parse_auth(args.auth)
-    if not (args.random_weights or args.checkpoint):
-        from ..demo.hub import go_offline_if_unreachable
-
-        go_offline_if_unreachable()  # before huggingface_hub is imported (gradio imports it too)
+    prepare_hub(args)  # before huggingface_hub is imported (gradio imports it too)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from ..demo.app import build_app, launch, require_gradio
 
@@ -114,6 +111,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         model = build_model(args)
     except WeightsUnavailableError as e:  # one line (gemseg.cli.main), with the way to try the page anyway
+        if "--random-weights" in str(e):
+            raise
         raise WeightsUnavailableError(f"{one_line(e)} Or try the page with --random-weights.") from e
     settings = make_settings(args, model)
     if model.backbone.pretrained is None:

@@ -61,6 +61,7 @@ def build_app(model, *, settings: Settings = Settings()):
     from ..cli.report import one_line
     from ..segment import DEFAULT_THRESHOLD
 
+    Radio, Slider, Dropdown = (_quiet(gr, c) for c in (gr.Radio, gr.Slider, gr.Dropdown))  # API-checked inputs
     random_weights = model.backbone.pretrained is None
     max_depth = len(model.backbone.blocks) + 1
 
@@ -88,19 +89,19 @@ def build_app(model, *, settings: Settings = Settings()):
                                            sources=["upload", "clipboard", "webcam"])
                 prompts = gr.Textbox(label="prompts (comma-separated)", placeholder="cat, dog, remote control",
                                      elem_id="prompts")
-                mode = gr.Radio([(v, k) for k, v in MODE_LABELS.items()], value="heatmaps", label="mode",
+                mode = Radio([(v, k) for k, v in MODE_LABELS.items()], value="heatmaps", label="mode",
                                 elem_id="mode")
                 with gr.Accordion("segmentation background", open=False):
                     background = gr.Textbox(value="auto", label="background rule: auto, none or prompts "
                                                                 "(comma-separated)", elem_id="background")
-                    threshold = gr.Slider(0, 1, value=DEFAULT_THRESHOLD, step=0.05, elem_id="threshold",
+                    threshold = Slider(0, 1, value=DEFAULT_THRESHOLD, step=0.05, elem_id="threshold",
                                           label="threshold: pixels below this class probability become "
                                                 "background (0: off)")
                 with gr.Accordion("model settings (same weights)", open=False):
-                    method = gr.Dropdown(list_methods(), value=model.method, label="method", elem_id="method")
-                    depth = gr.Slider(0, max_depth, value=model.config.depth, step=1, elem_id="depth",
+                    method = Dropdown(list_methods(), value=model.method, label="method", elem_id="method")
+                    depth = Slider(0, max_depth, value=model.config.depth, step=1, elem_id="depth",
                                       label="GEM depth (the last depth-1 blocks get the GEM path)")
-                    iterations = gr.Slider(0, settings.limits.max_iterations, value=model.config.iterations,
+                    iterations = Slider(0, settings.limits.max_iterations, value=model.config.iterations,
                                            step=1, label="GEM self-self iterations", elem_id="iterations")
                 button = gr.Button("Run", variant="primary", elem_id="run")
             with gr.Column():
@@ -140,6 +141,24 @@ def _picture_input(gr):
             return payload.path
 
     return PictureInput
+
+
+def _quiet(gr, component):
+    """``component`` (a Gradio input class) whose refusal of a value sent to the API (out of range,
+    not a choice) is the same one-line error in the page, without a traceback in the server log."""
+
+    class Quiet(component):
+        def get_block_name(self) -> str:  # drawn by the frontend's widget of the same name
+            return component.__name__.lower()
+
+        def preprocess(self, payload):
+            try:
+                return super().preprocess(payload)
+            except gr.Error as e:
+                raise gr.Error(str(e.message), print_exception=False) from None
+
+    Quiet.__name__ = Quiet.__qualname__ = f"Quiet{component.__name__}"
+    return Quiet
 
 
 def launch(app, *, host: str | None = None, port: int | None = None, share: bool = False,
