@@ -24,8 +24,9 @@ sweeps (each varies one GEM setting of the base given by the GEM options):
   all          every sweep above
 
 Each --data-root belongs to the --dataset before it. Rerunning the same command skips finished
-settings and continues a half-done one; --restart starts over. Results: OUT/ablation.json,
-OUT/ablation.md, OUT/plots/*.png, and one eval run folder per setting in OUT/runs/<dataset>/.
+settings and continues a half-done one; --overwrite (alias --restart) starts over. Results:
+OUT/ablation.json, OUT/ablation.md, OUT/plots/*.png, and one eval run folder per setting in
+OUT/runs/<dataset>/.
 """
 
 
@@ -49,15 +50,17 @@ def register(subparsers) -> None:
     p.add_argument("--grid", nargs="+", action="extend", default=[], metavar="SETTING=V1,V2",
                    help="every combination of these values, e.g. iterations=0,1,2 temperature=adaptive,0.1 "
                         "(settings: depth, iterations, temperature, projections, l2, mlp)")
-    p.add_argument("--out", help="output folder (default: gemseg-ablate/<datasets>-<preset>)")
+    p.add_argument("-o", "--out", "--output", dest="out", metavar="DIR",
+                   help="output folder (default: gemseg-ablate/<datasets>-<preset>)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images of each dataset")
-    p.add_argument("--restart", action="store_true", help="discard earlier results and states in --out")
+    p.add_argument("--overwrite", "--restart", dest="restart", action="store_true",
+                   help="start over: discard earlier results and states in --out (default: continue)")
     p.add_argument("--show-plan", action="store_true", help="print the settings and run folders, evaluate nothing")
     p.add_argument("--no-plots", action="store_true", help="write the tables only")
     p.add_argument("--save-every", type=int, default=20, metavar="N", help="save each run's state every N images")
     p.add_argument("--workers", type=int, default=2, help="image loading processes per rank (default: 2)")
     p.add_argument("--crop-batch", type=int, default=8, help="sliding-window crops per forward pass")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", "--no-progress", dest="no_progress", action="store_true", help="no progress bars")
     add_protocol_args(p)
     add_model_args(p)
     p.set_defaults(func=main)

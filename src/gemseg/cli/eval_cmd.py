@@ -18,9 +18,9 @@ examples:
   gemseg eval --dataset voc21 --data-root data/VOCdevkit/VOC2012 --preset gem --holdout 0.5 \\
               --sweep prob_threshold=0:0.95:0.05 logit_scale=40,50,65 area_threshold=none,0.1
 
-Rerunning the same command continues an interrupted run (its state is in OUT/state); --restart
-starts over. Results: OUT/result.json and OUT/result.md; with --sweep OUT/sweep.json, OUT/sweep.md
-and OUT/sweep.png (every combination from one model pass per image).
+Rerunning the same command continues an interrupted run (its state is in OUT/state); --overwrite
+(alias --restart) starts over. Results: OUT/result.json and OUT/result.md; with --sweep
+OUT/sweep.json, OUT/sweep.md and OUT/sweep.png (every combination from one model pass per image).
 """
 
 # protocol settings that have a flag, with the flag's parser
@@ -53,15 +53,17 @@ def register(subparsers) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", help="built-in dataset name (see --list-datasets) or a metadata .json file")
     p.add_argument("--data-root", help="the dataset's root folder")
-    p.add_argument("--out", help="output folder (default: gemseg-eval/<dataset>-<preset>)")
+    p.add_argument("-o", "--out", "--output", dest="out", metavar="DIR",
+                   help="output folder (default: gemseg-eval/<dataset>-<preset>)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images (quick checks)")
-    p.add_argument("--restart", action="store_true", help="discard an earlier run's state in --out")
+    p.add_argument("--overwrite", "--restart", dest="restart", action="store_true",
+                   help="start over: discard an earlier run's state in --out (default: continue it)")
     p.add_argument("--save-preds", type=int, default=0, metavar="K",
                    help="save label maps (OUT/preds) and visualizations (OUT/vis) of the first K images")
     p.add_argument("--save-every", type=int, default=20, metavar="N", help="save the run state every N images")
     p.add_argument("--workers", type=int, default=2, help="image loading processes per rank (default: 2)")
     p.add_argument("--crop-batch", type=int, default=8, help="sliding-window crops per forward pass")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", "--no-progress", dest="no_progress", action="store_true", help="no progress bar")
     sw = p.add_argument_group("post-processing sweep (one model pass per image, every combination scored)")
     sw.add_argument("--sweep", nargs="+", metavar="SETTING=VALUES",
                     help="sweep the label rules logit_scale, prob_threshold, area_threshold; VALUES is "
@@ -105,8 +107,8 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--background-query", action=argparse.BooleanOptionalAction, default=S,
                    help="score background by its own queries (--no-background-query: background where the "
                         "top foreground probability is below --prob-threshold)")
-    g.add_argument("--background-prompts", type=_prompt_list, default=S, metavar="A,B,C|none",
-                   help="queries that replace the background class's names")
+    g.add_argument("--background", "--background-prompts", dest="background_prompts", type=_prompt_list,
+                   default=S, metavar="A,B,C|none", help="queries that replace the background class's names")
     g.add_argument("--logit-scale", type=float, default=S, help="softmax(logit_scale * cosine)")
     g.add_argument("--prob-threshold", type=_optional_float, default=S, metavar="P|none",
                    help="top probability below P -> background")

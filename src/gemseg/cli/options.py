@@ -58,14 +58,14 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGES",
                         help="image files, folders or glob patterns (quote globs: 'photos/*.jpg')")
     g = parser.add_argument_group("input and output")
-    g.add_argument("-o", "--output", default="gemseg-out", metavar="DIR",
+    g.add_argument("-o", "--out", "--output", dest="output", default="gemseg-out", metavar="DIR",
                    help="output folder (default: %(default)s); see docs/cli.md for its layout")
     g.add_argument("-r", "--recursive", action="store_true",
                    help="look into subfolders of folder inputs; lets '**' in globs cross folders")
-    g.add_argument("--overwrite", action="store_true",
+    g.add_argument("--overwrite", "--restart", dest="overwrite", action="store_true",
                    help="redo images that already have results in DIR (default: skip them), and allow "
                         "DIR to hold results of different settings")
-    g.add_argument("-q", "--quiet", action="store_true",
+    g.add_argument("-q", "--quiet", "--no-progress", dest="quiet", action="store_true",
                    help="no progress bar and no summary; warnings and errors are still printed")
     g.add_argument("--size", type=_size, default=(448, 448), metavar="N|HxW",
                    help="model input size: each image is resized to it, aspect not kept (default: 448)")
@@ -83,8 +83,9 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--template", action="append", default=None, metavar="TEXT",
                    help="prompt template with {} where the prompt goes; repeat to average several "
                         "(default: 'a photo of a {}.')")
-    t.add_argument("--templates", metavar="FILE",
-                   help="file of templates, one per line (blank lines and lines starting with # are skipped)")
+    t.add_argument("--templates", metavar="NAME|FILE",
+                   help="a built-in template set (single, imagenet80: the 80 CLIP ImageNet templates) or a "
+                        "file of templates, one per line (blank lines and lines starting with # are skipped)")
     v = parser.add_argument_group("pictures")
     v.add_argument("--grid", action="store_true",
                    help="also write grid.png: the image, each map and the result side by side")
@@ -100,6 +101,13 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
 def read_templates(args: argparse.Namespace) -> list[str] | None:
     """Templates from --template and --templates, or None for the library default."""
     templates = list(args.template or [])
+    if args.templates and not os.path.exists(args.templates):  # a name: the sets `gemseg eval` uses
+        from ..eval.datasets import list_templates, read_templates as builtin
+
+        if args.templates not in list_templates():
+            raise CLIError(f"--templates {args.templates}: no such file, nor a built-in set "
+                           f"({', '.join(list_templates())})")
+        return templates + builtin(args.templates)
     if args.templates:
         try:
             with open(args.templates, encoding="utf-8") as f:

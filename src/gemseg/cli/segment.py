@@ -33,16 +33,16 @@ examples:
   gemseg segment photo.jpg -c "cat,dog,sofa"
   gemseg segment photos/ -r -c "person,bicycle,car" --background "sky,road,building,tree" --grid
   gemseg segment photo.jpg -c "cat,sofa" --background none      # every pixel gets a class
-  gemseg segment photo.jpg -c "cat" --threshold 0.7             # stricter background
+  gemseg segment photo.jpg -c "cat" --prob-threshold 0.7        # stricter background
 
 background rules (label 0 is background, classes are 1..C in the order given):
   auto (default)  these prompts compete as background (minus any class you name):
 {_AUTO_LIST}
-                  and a pixel whose top class probability is below --threshold
+                  and a pixel whose top class probability is below --prob-threshold
                   (default {DEFAULT_THRESHOLD:g}) becomes background too
   "a,b,c"         your own background prompts instead, with the same threshold
   none            no background prompts and no threshold: every pixel gets a class
-                  (unless you pass --threshold)
+                  (unless you pass --prob-threshold)
 
 probabilities: softmax(logit_scale * cosine) over all prompts (classes and background
 prompts), then each class takes the max over its prompts (the order of the official
@@ -64,7 +64,7 @@ def register(subparsers) -> None:
     b = p.add_argument_group("background")
     b.add_argument("--background", default="auto", metavar="auto|none|A,B,C",
                    help="background rule (default: auto); see below")
-    b.add_argument("--threshold", type=fraction, default=None, metavar="P",
+    b.add_argument("--prob-threshold", "--threshold", dest="threshold", type=fraction, default=None, metavar="P",
                    help=f"pixels whose top class probability is below P become background (default: "
                         f"{DEFAULT_THRESHOLD:g} with auto or a prompt list, off with none; 0 turns it off)")
     b.add_argument("--logit-scale", type=_positive_float, default=DEFAULT_LOGIT_SCALE, metavar="S",
