@@ -164,3 +164,13 @@ def test_cli_eval_compare_and_score(voc, tmp_path, tiny_model_files, capsys):
     assert cli(["score", "--pred", str(tmp_path / "a" / "preds"), "--gt", str(tmp_path / "nowhere"),
                 "--dataset", "voc21"]) == 2
     assert "lack a prediction or a ground truth" in capsys.readouterr().err
+
+
+def test_rerunning_a_finished_run_keeps_its_measured_speed(model, voc, tmp_path):
+    """A second run of a finished eval counted no image and wrote images/s null over the real figure."""
+    first = _run(model, voc, tmp_path / "run")
+    again = _run(model, voc, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert first["speed"]["images_per_s"] > 0
+    assert saved["speed"]["images_per_s"] == first["speed"]["images_per_s"] == again["speed"]["images_per_s"]
+    assert saved["speed"]["resumed_images"] == 5 and saved["metrics"] == first["metrics"]

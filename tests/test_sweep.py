@@ -179,10 +179,12 @@ def test_sweep_syntax():
 @pytest.mark.parametrize("items, message", [
     (["prob_threshold"], "write SETTING=VALUES"),
     (["prob_threshold="], "write SETTING=VALUES"),
-    (["size=224,448"], "use `gemseg ablate` instead"),
-    (["mode=whole,slide"], "use `gemseg ablate` instead"),
-    (["templates=single"], "use `gemseg ablate` instead"),
-    (["method=gem,clip"], "use `gemseg ablate` instead"),
+    # ablate cannot vary size, mode, templates or method: the hint used to point there all the same
+    (["size=224,448"], r"run one `gemseg eval` per value \(--size A, then --size B"),
+    (["mode=whole,slide"], r"run one `gemseg eval` per value \(--mode A"),
+    (["templates=single"], r"run one `gemseg eval` per value \(--templates A"),
+    (["method=gem,clip"], r"run one `gemseg eval` per value \(--method A"),
+    (["iterations=0,1"], r"`gemseg ablate --grid iterations=A,B`"),
     (["colour=1"], "unknown setting"),
     (["logit_scale=none,40"], "none is not a value of logit_scale"),
     (["prob_threshold=0:1"], "not a range START:STOP:STEP"),
@@ -211,7 +213,7 @@ def test_cli_sweep_and_its_errors(voc, tiny_model_files, tmp_path, capsys):
     table = json.loads((tmp_path / "s" / "sweep.json").read_text())
     assert table["grid"] == {"prob_threshold": [0.0, 0.1, 0.2]} and table["parts"] == {"select": 2, "held_out": 2}
     assert cli(common + ["--sweep", "size=224,448"]) == 2
-    assert "use `gemseg ablate` instead" in capsys.readouterr().err
+    assert "run one `gemseg eval` per value (--size A, then --size B" in capsys.readouterr().err
     assert cli(common + ["--sweep", "prob_threshold=0.1", "--holdout", "0.99"]) == 2
     assert "empty part" in capsys.readouterr().err
     assert cli(common + ["--holdout", "0.5"]) == 2

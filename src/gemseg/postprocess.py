@@ -8,7 +8,7 @@ The reduction from queries to class probabilities has one default, ``"softmax_th
 This is what the official SCLIP, ClearCLIP and NACLIP segmentors do (``postprocess_result`` in
 wangf3014/SCLIP ``clip_segmentor.py``, mc-lan/ClearCLIP ``clearclip_segmentor.py``, sinahmr/NACLIP
 ``naclip.py``). ``"max_then_softmax"`` (max of cosines per class, then softmax over classes; what
-``gemseg segment`` did up to 0.1.0) is the named alternative. Both orders give the same argmax; they
+``gemseg segment`` did before ``--reduction`` existed) is the named alternative. Both orders give the same argmax; they
 differ in the probabilities, hence in which pixels a probability threshold sends to background.
 """
 from __future__ import annotations

@@ -47,7 +47,8 @@ background rules (label 0 is background, classes are 1..C in the order given):
 probabilities: softmax(logit_scale * cosine) over all prompts (classes and background
 prompts), then each class takes the max over its prompts (the order of the official
 SCLIP/ClearCLIP/NACLIP code); --reduction max_then_softmax takes the max of cosines
-per class first, then the softmax over classes (gemseg 0.1.0's order)
+per class first, then the softmax over classes (gemseg segment's order
+before --reduction existed)
 """
 
 

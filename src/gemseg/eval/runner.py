@@ -180,7 +180,7 @@ def evaluate(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Protoc
         "protocol_source": protocol_source or {},
         "model": model_description(model),
         "metrics": counter.metrics(counts.totals),
-        "speed": speed_description(counts, dist, model),
+        "speed": _kept_speed(out_dir, counts) or speed_description(counts, dist, model),
         "software": software_versions(),
     }
     if spec.type != "dense":
@@ -194,6 +194,21 @@ def evaluate(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Protoc
 def dataset_description(spec: DatasetSpec, root, num_images: int, limit: int | None, num_classes: int) -> dict:
     return {"name": spec.name, "title": spec.title, "type": spec.type, "metadata": spec.path,
             "root": str(Path(root).resolve()), "num_images": num_images, "limit": limit, "num_classes": num_classes}
+
+
+def _kept_speed(out_dir, counts: Counts) -> dict | None:
+    """The speed of the earlier session when this one counted no image (a re-run of a finished run):
+    its measured images/s stay in result.json instead of becoming null."""
+    if counts.images:
+        return None
+    try:
+        with open(Path(out_dir) / "result.json", encoding="utf-8") as f:
+            speed = json.load(f).get("speed") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if speed.get("images_per_s") is None:
+        return None
+    return {**speed, "resumed_images": counts.resumed}
 
 
 def speed_description(counts: Counts, dist: Dist, model) -> dict:

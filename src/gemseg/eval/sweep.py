@@ -32,6 +32,17 @@ SWEEPABLE = ("logit_scale", "prob_threshold", "area_threshold")  # the label rul
 _OPTIONAL = ("prob_threshold", "area_threshold")  # settings that may be none (off)
 
 
+ABLATABLE = ("depth", "iterations", "temperature", "projections", "l2", "mlp")  # what `gemseg ablate` varies
+
+
+def _instead(name: str) -> str:
+    """What to run instead of sweeping ``name``, which needs a model pass per value."""
+    if name in ABLATABLE:
+        return f"`gemseg ablate --grid {name}=A,B` runs one evaluation per value"
+    flag = "--" + name.replace("_", "-")
+    return f"run one `gemseg eval` per value ({flag} A, then {flag} B, each with its own --out)"
+
+
 def parse_sweep(items: Sequence[str]) -> dict[str, list]:
     """``["prob_threshold=0:0.95:0.05", "logit_scale=40,50,65", "area_threshold=none,0.1"]`` -> the grid
     ``{setting: [values]}``, in the order given.
@@ -52,9 +63,9 @@ def parse_sweep(items: Sequence[str]) -> dict[str, list]:
             raise ValueError(f"--sweep {item!r}: write SETTING=VALUES, e.g. prob_threshold=0:0.95:0.05 or "
                              "logit_scale=40,50,65")
         if name not in SWEEPABLE:
-            if name in PRESETS["gem"] or name in ("method", "depth", "iterations", "temperature", "projections"):
+            if name in PRESETS["gem"] or name in ("method", *ABLATABLE):
                 raise ValueError(f"--sweep {name}: {name} changes the model pass, so it cannot be swept from one "
-                                 f"pass (only {', '.join(SWEEPABLE)} can); use `gemseg ablate` instead")
+                                 f"pass (only {', '.join(SWEEPABLE)} can); {_instead(name)}")
             raise ValueError(f"--sweep {name}: unknown setting; the sweepable settings are {', '.join(SWEEPABLE)}")
         if name in grid:
             raise ValueError(f"--sweep {name} is given twice; put all its values in one list")
@@ -228,7 +239,7 @@ def run_sweep(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Proto
                          "`gemseg eval` per --point-threshold instead)")
     unknown = sorted(set(grid) - set(SWEEPABLE))
     if unknown:
-        raise ValueError(f"cannot sweep {', '.join(unknown)} in one pass; use `gemseg ablate` instead")
+        raise ValueError(f"cannot sweep {', '.join(unknown)} in one pass; {_instead(unknown[0])}")
     dist = dist or Dist()
     protocol.check_dataset(spec)
     dataset = open_dataset(spec, root, limit=limit)
