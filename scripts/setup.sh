@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv with gemseg, both backends (open_clip + Hugging Face transformers), timm (ProxyCLIP's
 # proxy vision models), the web demo (Gradio)
-# and the test tools; as root without a chromium, also Debian's chromium for the browser tests.
+# and the test tools; as root, also Debian's chromium for the browser tests and fonts-dejavu-core
+# (DejaVu Sans, the font of the text in pictures) when they are missing.
 # Idempotent: re-running only installs what is missing. Usage: bash scripts/setup.sh [extra pip args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,5 +24,15 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
   else
     echo "setup: no chromium found; the browser tests need it (as root: apt-get install chromium)" >&2
+  fi
+fi
+# text in pictures: DejaVu Sans draws Latin-1 and beyond (PIL's built-in font draws "Café" as "Caf▯")
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's fonts-dejavu-core for the text in pictures"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core; } >/dev/null 2>&1 \
+      || echo "setup: could not install fonts-dejavu-core; pictures fall back to PIL's font (apt-get install fonts-dejavu-core)" >&2
+  else
+    echo "setup: DejaVu Sans not found; pictures use PIL's built-in font (as root: apt-get install fonts-dejavu-core)" >&2
   fi
 fi

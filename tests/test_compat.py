@@ -71,10 +71,28 @@ def test_visualize_returns_overlays_and_writes_files_without_a_window(wrapper, t
     x = gem.get_gem_img_transform(img_size=(32, 48))(img)[None]
     logits = wrapper(x, ["cat", "remote control"])
     overlays = gem.visualize(img, ["cat", "remote control"], logits, save_path=str(tmp_path))
-    assert [o.size for o in overlays] == [(48, 32), (48, 32)]  # (width, height) of the heatmap
+    assert [o.size for o in overlays] == [img.size, img.size]  # the picture's own size: aspect kept
     assert sorted(p.name for p in tmp_path.iterdir()) == ["heatmap_cat.png", "heatmap_remote_control.png"]
     from_tensor = gem.visualize(x, ["cat", "remote control"], logits[0])
     assert from_tensor[0].size == (48, 32)
     assert not np.array_equal(np.asarray(overlays[0]), np.asarray(overlays[1]))
     with pytest.raises(TypeError, match="PIL image or a torch.Tensor"):
         gem.visualize("img.png", ["cat"], logits[:, :1])
+
+
+def test_visualize_keeps_the_aspect_ratio_and_marks_random_weights(wrapper, tiny_model_files):
+    """visualize squashed a 24x40 picture into the 48x32 heatmap and never said the model was random."""
+    import warnings
+
+    img = Image.fromarray(np.full((40, 24, 3), 128, dtype=np.uint8))  # (H, W) = (40, 24): portrait
+    x = gem.get_gem_img_transform(img_size=(32, 48))(img)[None]  # the model sees it squashed
+    logits = wrapper(x, ["cat"])
+    (trained,) = gem.visualize(img, ["cat"], logits, model=wrapper)
+    assert trained.size == (24, 40)
+    cfg, _ = tiny_model_files["open_clip"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*random weights.*")
+        random_model = gem.create_gem_model(cfg, None, 3, 1, None, device="cpu")
+    (marked,) = gem.visualize(img, ["cat"], random_model(x, ["cat"]), model=random_model)
+    assert marked.width == 24 and marked.height > 40  # the banner strip on top
+    assert marked.getpixel((1, 1)) == (200, 0, 0)  # viz.banner's red

@@ -11,7 +11,9 @@ Differences from ``gem-torch`` 1.0.1 (its bugs, fixed here):
 - ``create_model_and_transforms`` passes its arguments by name (the reference shifted them).
 - ``available_models`` returns a list of ``"name: tag"`` strings instead of one long string.
 - ``visualize`` never opens a window; it returns the overlays and writes them into ``save_path``
-  (a folder) when given. Images are resized to the heatmap's (height, width), not its transpose.
+  (a folder) when given. A PIL image keeps its size and aspect ratio (the heatmaps are resized to
+  it; the reference squashed it to the heatmap's transposed size); ``model=`` adds the random-weights
+  banner when the model is untrained.
 - image transforms do not need torchvision.
 """
 from __future__ import annotations
@@ -143,17 +145,21 @@ def create_model_and_transforms(model_name: str, pretrained: str | None = None, 
 
 
 def visualize(image, text: Sequence[str], logits: torch.Tensor, alpha: float = 0.6,
-              save_path: str | None = None) -> list[Image.Image]:
+              save_path: str | None = None, *, model=None) -> list[Image.Image]:
     """Overlay each heatmap ([P, H, W] or [1, P, H, W], values in [0, 1]) on ``image`` (PIL, or a
-    normalized tensor [3, H, W] / [1, 3, H, W]). Returns one RGB PIL image per prompt; with
-    ``save_path`` (a folder) also writes ``heatmap_{prompt}.png`` there. Never opens a window."""
-    from .viz import heatmap_overlay
+    normalized tensor [3, H, W] / [1, 3, H, W]). Returns one RGB PIL image per prompt: a PIL image
+    keeps its own size and aspect ratio (the heatmaps are resized to it), a tensor is drawn at the
+    heatmaps' size. With ``model`` (the :class:`GEMWrapper` or :class:`~gemseg.GEMModel` that made
+    them) and random weights, each overlay carries the red random-weights banner. With ``save_path``
+    (a folder) also writes ``heatmap_{prompt}.png`` there. Never opens a window."""
+    from .segment import resize_maps
+    from .viz import RANDOM_BANNER, banner, heatmap_overlay
 
     if logits.ndim == 4:
         logits = logits[0]
     H, W = logits.shape[-2:]
     if isinstance(image, Image.Image):
-        rgb = np.asarray(image.convert("RGB").resize((W, H), Image.BICUBIC))
+        rgb = np.asarray(image.convert("RGB"))
     elif isinstance(image, torch.Tensor):
         rgb = denormalize(image[0] if image.ndim == 4 else image)
         if rgb.shape[:2] != (H, W):
@@ -162,9 +168,12 @@ def visualize(image, text: Sequence[str], logits: torch.Tensor, alpha: float = 0
         raise TypeError(f"image must be a PIL image or a torch.Tensor, got {type(image).__name__}")
     if len(text) != logits.shape[0]:
         raise ValueError(f"got {len(text)} prompts for {logits.shape[0]} heatmaps")
-    maps = logits.detach().float().cpu().numpy()
+    maps = resize_maps(logits.detach().float().cpu(), rgb.shape[:2]).numpy()  # (P, h, w) at the image's size
     base = Image.fromarray(rgb)
     overlays = [heatmap_overlay(base, m, alpha=alpha, vrange=(0.0, 1.0))[0] for m in maps]
+    gem = getattr(model, "gem", model)
+    if gem is not None and gem.backbone.pretrained is None:
+        overlays = [banner(o, RANDOM_BANNER) for o in overlays]
     if save_path is not None:
         os.makedirs(save_path, exist_ok=True)
         for o, name in zip(overlays, text):

@@ -9,7 +9,9 @@ import colorsys
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from .fonts import font_for_text, load_font
 
 
 # --- colour maps ------------------------------------------------------------------------------------
@@ -100,37 +102,33 @@ def label_image(labels: np.ndarray, colors: np.ndarray) -> Image.Image:
 
 # --- text -------------------------------------------------------------------------------------------
 def get_font(size: int, path: str | None = None):
-    """A TrueType font of ``size`` pixels: ``path`` if given, else PIL's built-in font (Latin only;
-    pass a font such as Noto Sans CJK for other scripts). Old PIL without sizes gets its bitmap font."""
-    if path:
-        try:
-            return ImageFont.truetype(path, size)
-        except OSError as e:
-            raise ValueError(f"cannot load font {path}: {e}") from e
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
+    """A TrueType font of ``size`` pixels: ``path`` if given, else DejaVu Sans where installed, else
+    PIL's built-in font (see :mod:`gemseg.fonts`). Text the font cannot draw (CJK, say) is drawn with
+    an installed font that can, or with a one-time warning."""
+    return load_font(size, path)
 
 
-def _safe_text(draw: ImageDraw.ImageDraw, font, text: str) -> str:
+def _safe_text(draw: ImageDraw.ImageDraw, font, text: str) -> tuple[object, str]:
+    """The font that draws ``text`` (``font`` or a fallback) and the text it can draw."""
+    font = font_for_text(font, text)
     try:
         draw.textbbox((0, 0), text, font=font)
-        return text
+        return font, text
     except UnicodeEncodeError:  # bitmap fonts only draw Latin-1
-        return text.encode("latin-1", "replace").decode("latin-1")
+        return font, text.encode("latin-1", "replace").decode("latin-1")
 
 
 def text_box(text: str, font) -> tuple[int, int]:
     """(width, height) ``text`` takes in ``font``."""
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text = _safe_text(draw, font, text)
+    font, text = _safe_text(draw, font, text)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     return right - min(left, 0), bottom - min(top, 0)
 
 
 def draw_text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font, fill=(0, 0, 0)) -> None:
-    draw.text(xy, _safe_text(draw, font, text), font=font, fill=fill)
+    font, text = _safe_text(draw, font, text)
+    draw.text(xy, text, font=font, fill=fill)
 
 
 def font_size_for(width: int, height: int) -> int:
@@ -149,6 +147,25 @@ def fit_text(text: str, font, max_width: int) -> str:
 
 # --- figure parts -----------------------------------------------------------------------------------
 WHITE = (255, 255, 255)
+RANDOM_BANNER = "RANDOM WEIGHTS - untrained model, meaningless output (demo/test)"  # on every such picture
+
+
+def colorbar_ticks(lo: float, hi: float, *, bar_h: int, text_h: int, ticks: int = 5) -> tuple[list[float], list[str]]:
+    """Where the value labels of a colour bar go (0: top, ``hi``; 1: bottom, ``lo``) and their text: no
+    more labels than fit ``bar_h`` pixels with ``text_h``-pixel text and a gap, all with the same number
+    of decimals, as few as keep each label within a quarter step of its value (0.25, not 0.254913)."""
+    n = int(np.clip((bar_h - 1) // (text_h + 3) + 1, 2, max(ticks, 2)))  # labels at least text_h + 3 px apart
+    values = np.linspace(hi, lo, n)
+    step = abs(hi - lo) / (n - 1)
+    if step == 0 or not np.isfinite(step):
+        return [0.0, 1.0], [f"{hi:.3g}", f"{lo:.3g}"]
+    decimals = max(0, int(np.ceil(-np.log10(step))))
+    if np.abs(np.round(values, decimals) - values).max() > step / 4:
+        decimals += 1
+    if decimals > 6:  # a range too small for fixed decimals
+        return list(np.linspace(0, 1, n)), [f"{v:.2e}" for v in values]
+    tiny = 0.5 * 10.0 ** -decimals
+    return list(np.linspace(0, 1, n)), [f"{0.0 if abs(v) < tiny else v:.{decimals}f}" for v in values]
 
 
 def colorbar(height: int, lo: float, hi: float, *, cmap: str = "jet", font=None, label: str | None = None,
@@ -160,7 +177,7 @@ def colorbar(height: int, lo: float, hi: float, *, cmap: str = "jet", font=None,
     label_h = (fs + 6) if label else 0
     top = label_h + fs // 2 + 2
     bar_h = max(height - top - fs // 2 - 2, 16)
-    labels = [f"{lo + (hi - lo) * t:.3g}" for t in np.linspace(1, 0, ticks)]
+    positions, labels = colorbar_ticks(lo, hi, bar_h=bar_h, text_h=fs, ticks=ticks)
     text_w = max(text_box(s, font)[0] for s in labels)
     width = max(bar_w + 8 + text_w + 6, text_box(label, font)[0] + 4 if label else 0)
     canvas = Image.new("RGB", (width, max(height, top + bar_h + fs // 2 + 2)), WHITE)
@@ -170,7 +187,7 @@ def colorbar(height: int, lo: float, hi: float, *, cmap: str = "jet", font=None,
     draw.rectangle([2, top, 2 + bar_w - 1, top + bar_h - 1], outline=(0, 0, 0))
     if label:
         draw_text(draw, (2, 0), label, font)
-    for t, s in zip(np.linspace(0, 1, ticks), labels):
+    for t, s in zip(positions, labels):
         y = top + int(round(t * (bar_h - 1)))
         draw.line([2 + bar_w, y, 2 + bar_w + 4, y], fill=(0, 0, 0))
         draw_text(draw, (2 + bar_w + 7, y - fs // 2 - 1), s, font)

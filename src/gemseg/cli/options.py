@@ -94,8 +94,10 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
                    help="opacity of colours over the image (default: %(default)s)")
     v.add_argument("--cmap", choices=tuple(COLORMAPS), default="jet",
                    help="colour map of heatmaps and score maps (default: %(default)s)")
-    v.add_argument("--font", metavar="TTF", help="font for labels (default: PIL's built-in Latin font; give "
-                                                  "e.g. a Noto Sans CJK file for other scripts)")
+    v.add_argument("--font", metavar="TTF",
+                   help="font for text in pictures (default: DejaVu Sans where installed, else PIL's built-in "
+                        "font; text it cannot draw, such as CJK, uses an installed Noto Sans CJK or similar, "
+                        "else a warning says so)")
 
 
 def read_templates(args: argparse.Namespace) -> list[str] | None:

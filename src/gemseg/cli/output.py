@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 
+from ..viz import RANDOM_BANNER  # the banner the library draws too
 from .report import CLIError
 
 RUN_FILE = "run.json"  # settings of the run and the summary of the latest invocation
@@ -135,7 +136,6 @@ class Fonts:
         return self._cache[size]
 
 
-RANDOM_BANNER = "RANDOM WEIGHTS - untrained model, meaningless output (demo/test)"
 
 
 def save_png(image, path: str, *, random_weights: bool, font=None) -> None:

@@ -214,6 +214,6 @@ def _segmentation(model, image, classes, background, threshold, size, limits, no
 
 def _banner(picture):
     from .. import viz
-    from ..cli.output import RANDOM_BANNER
+    from ..viz import RANDOM_BANNER
 
     return viz.banner(picture, RANDOM_BANNER, font=viz.get_font(viz.font_size_for(*picture.size)))

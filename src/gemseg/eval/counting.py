@@ -45,7 +45,7 @@ class DenseCounter:
             spec, out, pred_np = self.spec, self.out_dir, pred.cpu().numpy()
             save_label_png(out / "preds" / f"{image_id}.png", pred_np, spec.palette)
             save_visualization(out / "vis" / f"{image_id}.png", image, target, pred_np, spec.palette,
-                               ignore_index=spec.ignore_index)
+                               ignore_index=spec.ignore_index, class_names=self.class_names)
         return {"confusion": cm}
 
     def zeros(self) -> dict[str, torch.Tensor]:

@@ -38,13 +38,32 @@ def save_label_png(path: str | os.PathLike, labels: np.ndarray, palette: Sequenc
 
 
 def save_visualization(path: str | os.PathLike, image: np.ndarray, gt: np.ndarray, pred: np.ndarray,
-                       palette: Sequence[Sequence[int]], *, ignore_index: int = 255, alpha: float = 0.6) -> None:
-    """Image | ground truth | prediction side by side, the label maps blended over the image."""
+                       palette: Sequence[Sequence[int]], *, ignore_index: int = 255, alpha: float = 0.6,
+                       class_names: Sequence[str] | None = None) -> None:
+    """Image | ground truth | prediction side by side, each with its caption, the label maps blended
+    over the image, and a legend of the classes either map holds (``class_names[k]`` for label k;
+    without names, the label numbers)."""
+    from .. import viz
+
     def blend(labels):
         colour = colorize(labels, palette, ignore_index=ignore_index).astype(np.float32)
         return (alpha * colour + (1 - alpha) * image.astype(np.float32)).round().astype(np.uint8)
 
-    panel = np.concatenate([image, blend(gt), blend(pred)], axis=1)
+    h, w = image.shape[:2]
+    font = viz.get_font(viz.font_size_for(w, h))
+    panels = [viz.titled(Image.fromarray(np.ascontiguousarray(x)), caption, font=font)
+              for x, caption in ((image, "image"), (blend(gt), "ground truth"), (blend(pred), "prediction"))]
+    present = sorted(set(np.unique(gt).tolist()) | set(np.unique(pred).tolist()))
+    entries = [(_class_name(k, class_names) + (" (ignored)" if k == ignore_index else ""),
+                IGNORE_COLOUR if k == ignore_index or k >= len(palette) else tuple(palette[k]))
+               for k in present]
+    legend = viz.legend(entries, font=font, max_width=max(160, w), min_height=panels[0].height)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(panel).save(path)
+    viz.hstack([*panels, legend]).save(path)
+
+
+def _class_name(k: int, names: Sequence[str] | None) -> str:
+    if names is not None and 0 <= k < len(names):
+        return f"{k} {names[k]}"
+    return str(k)
