@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -c scripts/constraints.txt -e ".[openclip,hf,siglip,vfm,test,demo]" "$@"
+.venv/bin/python -m pip install --quiet -c scripts/constraints.txt -e ".[openclip,hf,siglip,vfm,test,demo,export]" "$@"
 # the browser tests drive Debian's chromium (Playwright's own browser download is not used)
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

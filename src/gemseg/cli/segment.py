@@ -72,6 +72,10 @@ def register(subparsers) -> None:
                    help="probabilities are softmax(S * cosine similarity) (default: %(default)g)")
     b.add_argument("--reduction", choices=REDUCTIONS, default=DEFAULT_REDUCTION,
                    help="prompts -> class probabilities (default: %(default)s); see below")
+    e = p.add_argument_group("exports for labeling tools (docs/cli.md#exports)")
+    e.add_argument("--export", default=None, metavar="FORMATS",
+                   help="also write DIR/export/: coco (COCO JSON, RLE masks per class), cvat (Segmentation "
+                        "mask 1.1), masks (indexed PNGs + classes.json, FiftyOne); comma-separated")
     add_image_args(p)
     add_model_args(p)
     p.set_defaults(func=main)
@@ -98,6 +102,7 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
     from ..segment import background_rule, resize_maps, segment_maps
 
     classes = read_classes(args)
+    exports = _export_formats(args.export)
     bg = background_rule(args.background, classes, threshold=args.threshold, logit_scale=args.logit_scale)
     templates = read_templates(args)
     names = ["background"] + classes
@@ -159,8 +164,27 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
     def finish(layout: Layout) -> None:
         entries = [(f"{k}  {n}", c) for k, (n, c) in enumerate(zip(names, colors))]
         viz.legend(entries, font=viz.get_font(16, args.font)).save(os.path.join(layout.root, "legend.png"))
+        if exports:
+            from .export import export_run
+
+            for path in export_run(layout, exports, classes, colors):
+                report.info(f"export: {path}")
 
     return Task("segment", settings, setup, infer, write, finish)
+
+
+def _export_formats(text: str | None) -> tuple[str, ...]:
+    """--export's formats, checked (and pycocotools' presence for coco) before the model is built."""
+    if not text:
+        return ()
+    from ..export import coco_rle, parse_formats
+
+    formats = parse_formats(text)
+    if "coco" in formats:
+        import numpy as np
+
+        coco_rle(np.zeros((1, 1), dtype=bool))  # ImportError with the pip command when it is missing
+    return formats
 
 
 def legend_entries(stats: list[dict]) -> list[tuple[str, list[int]]]:
