@@ -162,3 +162,21 @@ def test_out_of_range_values_are_refused_without_a_traceback_in_the_server_log(c
         _call(client, CHELSEA, "cat", **kwargs)
     log = capfd.readouterr()
     assert "Traceback" not in log.err and "Traceback" not in log.out
+
+
+def test_legend_text_stays_legible_when_a_phone_shrinks_the_picture():
+    """On a 390-pixel phone the legend of a 768-pixel segmentation was a few pixels high."""
+    import numpy as np
+    from PIL import Image
+
+    from gemseg import viz
+    from gemseg.demo import logic
+
+    image = Image.new("RGB", (768, 512), (120, 120, 120))
+    labels = np.zeros((512, 768), dtype=np.uint8)
+    labels[100:300, 200:500] = 1
+    font = logic.page_font(image.size)
+    entries = [("background (uncoloured)  80.5%", (0, 0, 0)), ("cat  19.5%", (255, 0, 0))]
+    fig = viz.segmentation_figure(image, labels, viz.palette(2), entries, font=font)
+    shown = min(1.0, 358 / fig.width)  # the output column of a 390x844 screen
+    assert font.size * shown >= 10  # pixels of text on the screen

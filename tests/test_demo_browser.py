@@ -23,8 +23,13 @@ WAIT_MS = 120_000  # generous but bounded: the CPU is slow and shared
 MAX_SIDE = 160  # chelsea.png (451x300) is shown at 160x106
 
 
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
 @pytest.fixture(scope="module")
-def page(tiny_model_files):
+def served(tiny_model_files):
+    """(browser, url): one server and one headless Chromium for the module."""
     require("gradio")
     sync_api = require("playwright.sync_api")
     if not os.path.isfile(CHROMIUM):
@@ -40,15 +45,36 @@ def page(tiny_model_files):
         # Playwright gives the browser a fresh temporary profile; no network beyond 127.0.0.1 is used
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True, timeout=WAIT_MS)
         try:
-            context = browser.new_context(viewport={"width": 1280, "height": 1000})
-            context.route("**/*", _local_only)
-            p = context.new_page()
-            p.set_default_timeout(WAIT_MS)
-            p.goto(url, wait_until="domcontentloaded")
-            p.wait_for_selector("#run")
-            yield p
+            yield browser, url
         finally:
             browser.close()
+
+
+def _open(served, viewport):
+    browser, url = served
+    context = browser.new_context(viewport=viewport)
+    context.route("**/*", _local_only)
+    p = context.new_page()
+    p.set_default_timeout(WAIT_MS)
+    p.goto(url, wait_until="domcontentloaded")
+    p.wait_for_selector("#run")
+    return p
+
+
+@pytest.fixture(scope="module")
+def page(served):
+    """The page on a desktop screen (1280x800)."""
+    p = _open(served, DESKTOP)
+    yield p
+    p.context.close()
+
+
+@pytest.fixture(scope="module")
+def phone(served):
+    """The page on a phone screen (390x844)."""
+    p = _open(served, PHONE)
+    yield p
+    p.context.close()
 
 
 OUTSIDE: list[str] = []  # requests the page tried beyond this machine (refused)
@@ -129,7 +155,8 @@ def test_an_error_shows_its_message_and_the_page_keeps_working(page):
     toast = page.wait_for_selector("[data-testid=toast-text]")
     _shot(page, "3-error")
     assert "no prompts" in toast.inner_text()
-    before = page.inner_text("#status")  # of the segmentation: it names what was found
+    before = page.inner_text("#status")
+    assert "Done in" not in before and "found:" not in before  # the previous result's line is gone
     page.check("#mode input[value=heatmaps]")
     page.fill("#prompts textarea", "cat")
     assert "found:" not in _run_and_wait(page, before)  # the server still serves: a heatmap run
@@ -146,6 +173,46 @@ def test_clicking_an_example_runs_it(page):
     status = page.inner_text("#status")
     assert status.startswith("Done in") and "found:" not in status  # the heatmaps example
     _shot(page, "4-example")
+
+
+def test_examples_are_above_the_fold_on_a_desktop(page):
+    page.evaluate("window.scrollTo(0, 0)")
+    box = page.get_by_text("cat, eye, nose", exact=True).bounding_box()
+    assert box is not None and box["y"] + box["height"] <= DESKTOP["height"]
+    run = page.locator("#run").bounding_box()
+    assert run is not None and run["y"] + run["height"] <= DESKTOP["height"]  # and the Run button too
+
+
+def test_heatmaps_are_shown_whole(page):
+    """The gallery cropped each picture square (object-fit: cover): colour bar and banner were cut."""
+    fits = page.eval_on_selector_all("#heatmaps img", "els => els.map(e => getComputedStyle(e).objectFit)")
+    assert fits and set(fits) == {"contain"}
+
+
+def test_segmentation_mode_shows_only_its_outputs(page):
+    page.check("#mode input[value=segmentation]")
+    page.wait_for_selector("#heatmaps", state="hidden")
+    assert page.is_visible("#segmentation") and page.is_visible("#classes")
+    page.check("#mode input[value=heatmaps]")
+    page.wait_for_selector("#segmentation", state="hidden")
+    assert page.is_visible("#heatmaps") and not page.is_visible("#classes")
+
+
+def test_on_a_phone_examples_come_before_the_outputs_and_the_table_fits(phone):
+    examples = phone.get_by_text("cat, eye, nose", exact=True).bounding_box()
+    status = phone.locator("#status").bounding_box()
+    assert examples is not None and status is not None and examples["y"] < status["y"]
+    phone.set_input_files("#image input[type=file]", CHELSEA)
+    phone.wait_for_selector("#image img")
+    phone.check("#mode input[value=segmentation]")
+    phone.fill("#prompts textarea", "cat, blanket")
+    _run_and_wait(phone, phone.inner_text("#status"))
+    phone.wait_for_selector("#segmentation img")
+    phone.locator("#classes").scroll_into_view_if_needed()
+    _shot(phone, "5-phone-segmentation")
+    right = phone.eval_on_selector("#classes", "el => Math.max(...[...el.querySelectorAll('th, td')]"
+                                               ".map(c => c.getBoundingClientRect().right))")
+    assert right <= PHONE["width"]  # the last column is on the screen
 
 
 def test_the_page_asked_nothing_of_the_network(page):

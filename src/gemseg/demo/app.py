@@ -19,7 +19,7 @@ INTRO = ("Training-free open-vocabulary localization with the Grounding Everythi
 RANDOM_WARNING = ("**RANDOM WEIGHTS**: this server runs an untrained model; every picture it returns is "
                   "meaningless (demo and test mode).")
 MODE_LABELS = {"heatmaps": "heatmaps (one per prompt)", "segmentation": "segmentation (prompts are classes)"}
-TABLE_HEADERS = ["class", "area %", "pixels", "mean probability"]
+TABLE_HEADERS = ["class", "area %", "pixels", "mean prob."]  # short: four columns fit a phone
 
 
 @dataclass(frozen=True)
@@ -86,43 +86,45 @@ def build_app(model, *, settings: Settings = Settings()):
         with gr.Row():
             with gr.Column():
                 image = _picture_input(gr)(label="picture", type="filepath", elem_id="image",
-                                           sources=["upload", "clipboard", "webcam"])
+                                           sources=["upload", "clipboard", "webcam"], height=280)
                 prompts = gr.Textbox(label="prompts (comma-separated)", placeholder="cat, dog, remote control",
                                      elem_id="prompts")
                 mode = Radio([(v, k) for k, v in MODE_LABELS.items()], value="heatmaps", label="mode",
-                                elem_id="mode")
+                             elem_id="mode")
+                button = gr.Button("Run", variant="primary", elem_id="run")
                 with gr.Accordion("segmentation background", open=False):
                     background = gr.Textbox(value="auto", label="background rule: auto, none or prompts "
                                                                 "(comma-separated)", elem_id="background")
                     threshold = Slider(0, 1, value=DEFAULT_THRESHOLD, step=0.05, elem_id="threshold",
-                                          label="threshold: pixels below this class probability become "
-                                                "background (0: off)")
+                                       label="threshold: pixels below this class probability become "
+                                             "background (0: off)")
                 with gr.Accordion("model settings (same weights)", open=False):
                     method = Dropdown(list_methods(), value=model.method, label="method", elem_id="method")
                     depth = Slider(0, max_depth, value=model.config.depth, step=1, elem_id="depth",
-                                      label="GEM depth (the last depth-1 blocks get the GEM path)")
+                                   label="GEM depth (the last depth-1 blocks get the GEM path)")
                     iterations = Slider(0, settings.limits.max_iterations, value=model.config.iterations,
-                                           step=1, label="GEM self-self iterations", elem_id="iterations")
-                button = gr.Button("Run", variant="primary", elem_id="run")
+                                        step=1, label="GEM self-self iterations", elem_id="iterations")
             with gr.Column():
+                # first in the output column: above the fold on a desktop, before the outputs on a phone
+                examples = _examples(gr, settings, [image, prompts, mode])
                 status = gr.Markdown(label="status", elem_id="status")
-                gallery = gr.Gallery(label="heatmaps", columns=2, format="png", elem_id="heatmaps")
+                # contain, not cover: each heatmap is shown whole, its colour bar and banner included
+                gallery = gr.Gallery(label="heatmaps", columns=2, format="png", elem_id="heatmaps",
+                                     object_fit="contain", height="auto")
                 overlay = gr.Image(label="segmentation", type="pil", format="png", interactive=False,
-                                   elem_id="segmentation")
+                                   elem_id="segmentation", visible=False)
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="classes found (by area)", interactive=False,
-                                     elem_id="classes")
+                                     elem_id="classes", visible=False, wrap=True)
         inputs = [image, prompts, mode, background, threshold, method, depth, iterations]
         outputs = [gallery, overlay, table, status]
         event = dict(fn=run, inputs=inputs, outputs=outputs, concurrency_limit=settings.concurrency)
-        button.click(api_name=API_NAME, **event)
-        prompts.submit(api_visibility="private", **event)
-        folder = examples_folder(settings.examples)
-        if folder:
-            chelsea = os.path.join(folder, "chelsea.png")
-            examples = gr.Examples([[chelsea, "cat, eye, nose", "heatmaps"],
-                                    [chelsea, "cat, blanket, remote control", "segmentation"]],
-                                   inputs=[image, prompts, mode], label="examples (click to run)")
-            examples.load_input_event.then(api_visibility="private", **event)
+        clear = dict(fn=lambda: "", outputs=[status], api_visibility="private", queue=False)
+        button.click(**clear).then(api_name=API_NAME, **event)  # the status line never outlives its result
+        prompts.submit(**clear).then(api_visibility="private", **event)
+        mode.change(_panels, inputs=[mode], outputs=[gallery, overlay, table], api_visibility="private",
+                    queue=False)  # only the outputs of the chosen mode take room
+        if examples is not None:
+            examples.load_input_event.then(**clear).then(api_visibility="private", **event)
     app.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
     return app
 
@@ -141,6 +143,24 @@ def _picture_input(gr):
             return payload.path
 
     return PictureInput
+
+
+def _examples(gr, settings: Settings, inputs: list):
+    """The clickable examples (None without the example pictures)."""
+    folder = examples_folder(settings.examples)
+    if not folder:
+        return None
+    chelsea = os.path.join(folder, "chelsea.png")
+    rows = [[chelsea, "cat, eye, nose", "heatmaps"], [chelsea, "cat, blanket, remote control", "segmentation"]]
+    return gr.Examples(rows, inputs=inputs, label="examples (click to run)")
+
+
+def _panels(mode: str):
+    """Visibility of the heatmap gallery, the segmentation overlay and the class table for ``mode``."""
+    import gradio as gr
+
+    heatmaps = mode != "segmentation"
+    return gr.update(visible=heatmaps), gr.update(visible=not heatmaps), gr.update(visible=not heatmaps)
 
 
 def _quiet(gr, component):

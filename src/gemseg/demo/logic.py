@@ -47,7 +47,7 @@ class Result:
 
     def rows(self) -> list[list]:
         """The classes found as table rows: name, area in %, pixels, mean probability."""
-        return [[c["name"], round(100 * c["fraction"], 2), c["pixels"], c["mean_probability"]]
+        return [[c["name"], round(100 * c["fraction"], 2), c["pixels"], _round(c["mean_probability"], 3)]
                 for c in self.classes]
 
     def status(self) -> str:
@@ -173,6 +173,10 @@ def run(model, image_path, prompts: str, mode: str = "heatmaps", *, background: 
     return result
 
 
+def _round(value, digits: int):
+    return None if value is None else round(value, digits)
+
+
 def _bytes(n: int) -> str:
     return f"{n / 2 ** 20:.1f} MiB" if n >= 2 ** 19 else f"{n / 1024:.0f} KiB"
 
@@ -182,7 +186,7 @@ def _heatmaps(model, image, names: list[str], size) -> list:
     from .. import viz
     from ..segment import resize_maps
 
-    font = viz.get_font(viz.font_size_for(*image.size))
+    font = page_font(image.size)
     maps = resize_maps(model.heatmaps(image, names, size=size)[0].float().cpu(), image.size[::-1])  # (Q, H, W)
     return [(viz.heatmap_figure(image, m.numpy(), font=font), n) for n, m in zip(names, maps)]
 
@@ -205,7 +209,7 @@ def _segmentation(model, image, classes, background, threshold, size, limits, no
                         logit_scale=bg.logit_scale, size=size, out_size=image.size[::-1])
     colors = viz.palette(len(seg.names))
     stats = [{**s, "color": [int(c) for c in colors[s["index"]]]} for s in seg.stats(0)]
-    font = viz.get_font(viz.font_size_for(*image.size))
+    font = page_font(image.size)
     labels = seg.labels[0].cpu().numpy().astype(np.uint8)
     fig = viz.segmentation_figure(image, labels, colors, legend_entries(stats), font=font)
     found = sorted((s for s in stats[1:] if s["pixels"]), key=lambda s: -s["pixels"])
@@ -216,4 +220,15 @@ def _banner(picture):
     from .. import viz
     from ..viz import RANDOM_BANNER
 
-    return viz.banner(picture, RANDOM_BANNER, font=viz.get_font(viz.font_size_for(*picture.size)))
+    return viz.banner(picture, RANDOM_BANNER, font=page_font(picture.size))
+
+
+PAGE_FONT_FRACTION = 20  # text is at least 1/20 of a picture's long side: legible when a phone shrinks it
+
+
+def page_font(size: tuple[int, int]):
+    """The font of the page's pictures of ``size`` (width, height): larger than the command line's, since
+    the page scales each picture to the screen (a 768-pixel figure is about 350 pixels on a phone)."""
+    from .. import viz
+
+    return viz.get_font(max(viz.font_size_for(*size), round(max(size) / PAGE_FONT_FRACTION)))
