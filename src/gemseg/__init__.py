@@ -26,10 +26,10 @@ _LAZY = {
     "denormalize": "transforms",
     "min_max": "model",
     "DEFAULT_TEMPLATES": "model",
+    "Segmenter": "segmenter",
     "Segmentation": "segment",
     "Background": "segment",
     "background_rule": "segment",
-    "segment_maps": "segment",
     "class_probabilities": "postprocess",
     "REDUCTIONS": "postprocess",
     "AUTO_BACKGROUND": "segment",
@@ -50,10 +50,10 @@ __all__ = [
     "denormalize",
     "min_max",
     "DEFAULT_TEMPLATES",
+    "Segmenter",
     "Segmentation",
     "Background",
     "background_rule",
-    "segment_maps",
     "class_probabilities",
     "REDUCTIONS",
     "AUTO_BACKGROUND",
@@ -81,5 +81,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from .methods import list_methods, register_method
     from .model import DEFAULT_TEMPLATES, GEMModel, min_max
     from .postprocess import REDUCTIONS, class_probabilities
-    from .segment import AUTO_BACKGROUND, Background, Segmentation, background_rule, segment_maps
+    from .segment import AUTO_BACKGROUND, Background, Segmentation, background_rule
+    from .segmenter import Segmenter
     from .transforms import denormalize, preprocess
