@@ -46,7 +46,7 @@ class Result:
 
     def rows(self) -> list[list]:
         """The classes found as table rows: name, area in %, pixels, mean probability."""
-        return [[c["name"], round(100 * c["fraction"], 2), c["pixels"], _round(c["mean_probability"], 3)]
+        return [[c["name"], round(100 * c["fraction"], 2), c["pixels"], c["mean_probability"]]
                 for c in self.classes]
 
     def status(self) -> str:
@@ -169,10 +169,6 @@ def run(model, image_path, prompts: str, mode: str = "heatmaps", *, background: 
     result.seconds = round(time.perf_counter() - start, 3)
     result.warnings = notes + result.warnings
     return result
-
-
-def _round(value, digits: int):
-    return None if value is None else round(value, digits)
 
 
 def _bytes(n: int) -> str:
