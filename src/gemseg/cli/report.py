@@ -16,8 +16,9 @@ class Reporter:
     """One-line messages on stderr that do not tear the progress bar; ``quiet`` keeps only warnings
     and errors."""
 
-    def __init__(self, quiet: bool = False, stream=None):
+    def __init__(self, quiet: bool = False, stream=None, *, main: bool = True):
         self.quiet = quiet
+        self.main = main  # False on the other ranks of a torchrun: they print errors only
         self.stream = stream if stream is not None else sys.stderr
         self.bar = None
 
@@ -28,11 +29,12 @@ class Reporter:
             print(line, file=self.stream, flush=True)
 
     def info(self, msg: str) -> None:
-        if not self.quiet:
+        if not self.quiet and self.main:
             self._write(f"gemseg: {msg}")
 
     def warn(self, msg: str) -> None:
-        self._write(f"gemseg: warning: {msg}")
+        if self.main:
+            self._write(f"gemseg: warning: {msg}")
 
     def error(self, msg: str) -> None:
         self._write(f"gemseg: error: {msg}")
@@ -43,7 +45,7 @@ class Reporter:
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc=desc, unit="img", file=self.stream, dynamic_ncols=True,
-                   disable=self.quiet or total < 2, leave=True)
+                   disable=self.quiet or not self.main or total < 2, leave=True)
         self.bar = None if bar.disable else bar
         try:
             yield bar

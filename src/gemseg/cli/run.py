@@ -188,10 +188,22 @@ class Task:
 
 
 def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, Reporter], Task]) -> int:
-    """Run an image command end to end and return its exit code."""
-    from .common import build_model, prepare_hub
+    """Run an image command end to end and return its exit code; under torchrun, on this rank's share
+    of the images (:mod:`gemseg.cli.parallel`)."""
+    from .parallel import join
 
-    report = Reporter(args.quiet)
+    dist = join(args)
+    try:
+        return _execute(args, make_task, dist)
+    finally:
+        dist.close()
+
+
+def _execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, Reporter], Task], dist) -> int:
+    from .common import build_model, prepare_hub
+    from .parallel import merge, share
+
+    report = Reporter(args.quiet, main=dist.is_main)
     summary = Summary()
     started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     with report.capture_warnings():
@@ -201,9 +213,10 @@ def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, R
             found = find_images(args.images, recursive=args.recursive)
             for note in found.notes:
                 report.warn(note)
-            for _, reason in found.problems:
+            problems = found.problems if dist.is_main else []  # every rank finds them: rank 0 says so
+            for _, reason in problems:
                 report.error(reason)
-            summary.failures += found.problems
+            summary.failures += problems
             if not found.sources:
                 raise CLIError("no images to process")
             summary.total = len(found.sources) + len(found.problems)
@@ -237,16 +250,20 @@ def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, R
         # bad arguments, missing files and unavailable weights propagate to gemseg.cli.main, which prints
         # them as one line and exits with EXIT_USAGE; anything else is a bug and keeps its traceback
         run_info = {"model": layout.model_info, "random_weights": random_weights, "started": started}
-        layout.write_run({**run_info, "last_run": None})
-        run_images(args, layout=layout, sources=found.sources, infer=task.infer, write=task.write,
+        mine, summary.skipped = share(dist, layout, found.sources, args.overwrite)
+        if dist.is_main:
+            layout.write_run({**run_info, "last_run": None, "world_size": dist.world_size})
+        run_images(args, layout=layout, sources=mine, infer=task.infer, write=task.write,
                    report=report, summary=summary)
-        if task.finish is not None:
+        merge(dist, summary)  # waits for every rank: the run-level files then see every image
+        if dist.is_main and task.finish is not None:
             try:
                 task.finish(layout)
             except OSError as e:
                 report.error(f"cannot write run-level files: {one_line(e)}")
-        layout.write_run({**run_info, "last_run": summary.to_dict()})
-    if not args.quiet:
+        if dist.is_main:
+            layout.write_run({**run_info, "last_run": summary.to_dict(), "world_size": dist.world_size})
+    if not args.quiet and dist.is_main:
         rate = f", {summary.done / summary.seconds:.2f} img/s" if summary.done and summary.seconds > 0 else ""
         report.info(f"{task.command}: {summary.total} image(s): {summary.done} done, {summary.failed} failed, "
                     f"{summary.skipped} skipped (already done) in {summary.seconds:.1f} s{rate}; "

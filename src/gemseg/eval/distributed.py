@@ -55,6 +55,14 @@ class Dist:
         torch_dist.broadcast_object_list(box, src=0, device=self._device())
         return box[0]
 
+    def gather(self, obj: Any) -> list:
+        """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+        if self.world_size == 1:
+            return [obj]
+        out: list = [None] * self.world_size
+        torch_dist.all_gather_object(out, obj)
+        return out
+
     def barrier(self) -> None:
         if self.world_size > 1:
             torch_dist.barrier()

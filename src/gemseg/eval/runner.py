@@ -221,7 +221,7 @@ def _kept_speed(out_dir, counts: Counts) -> dict | None:
         return None
     if speed.get("images_per_s") is None:
         return None
-    return {**speed, "resumed_images": counts.resumed}
+    return {**speed, "resumed_images": counts.resumed, "measured_earlier": True}
 
 
 def speed_description(counts: Counts, dist: Dist, model) -> dict:
