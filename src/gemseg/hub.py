@@ -83,5 +83,45 @@ def offline_note() -> str:
     return " (offline mode is on: HF_HUB_OFFLINE=1)" if offline_mode() else ""
 
 
+def cached_file(repo_id: str, filenames: list[str], cache_dir: str | None = None) -> str | None:
+    """Path of the first of ``filenames`` in the hub cache for ``repo_id``, or None; never uses the network."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for name in filenames:
+        try:
+            found = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
+        except Exception:  # malformed ids are simply not cached
+            found = None
+        if isinstance(found, str) and os.path.isfile(found):
+            return found
+    return None
+
+
+def cached_open_clip_weights(cfg: dict, cache_dir: str | None = None) -> str | None:
+    """Where the weights an open_clip pretrained config (``open_clip.get_pretrained_cfg``: ``file``,
+    ``hf_hub``, ``url``) names are on disk, or None; never uses the network."""
+    if cfg.get("file") and os.path.isfile(cfg["file"]):
+        return cfg["file"]
+    hub = cfg.get("hf_hub") or ""
+    if hub:
+        repo_id, filename = os.path.split(hub)
+        if filename:
+            names = [filename] + ([filename.rsplit(".", 1)[0] + ".safetensors"]
+                                  if filename.endswith((".bin", ".pth")) else [])
+        else:
+            names = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        found = cached_file(repo_id.rstrip("/"), names, cache_dir)
+        if found:
+            return found
+    url = cfg.get("url") or ""
+    if url:
+        path = os.path.join(cache_dir or os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 if __name__ == "__main__":
     sys.exit(1 if go_offline_if_unreachable() else 0)

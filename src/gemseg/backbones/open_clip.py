@@ -192,6 +192,8 @@ def create_open_clip(name: str, *, pretrained: str | None, checkpoint: str | Non
             if not display.startswith("hf-hub:") and pretrained not in tags:
                 raise ValueError(f"{display} has no pretrained tag {pretrained!r}; "
                                  f"available: {', '.join(tags) or 'none'}")
+        if pretrained:
+            _check_cached_when_offline(open_clip, display, pretrained, cache_dir)
         try:  # random weights are said once, by gemseg.create_model: open_clip's own log line is dropped
             with root_log_as_warnings(drop=("initialized randomly", "No pretrained weights loaded")):
                 model = open_clip.create_model(display, pretrained=pretrained or None, device="cpu",
@@ -205,6 +207,18 @@ def create_open_clip(name: str, *, pretrained: str | None, checkpoint: str | Non
     elif display.startswith("hf-hub:"):
         pretrained = display  # the hub repo holds the weights; open_clip loads them without a tag
     return OpenCLIPBackbone(model.to(device), tokenizer, name=display, pretrained=pretrained)
+
+
+def _check_cached_when_offline(open_clip, name: str, tag: str, cache_dir: str | None) -> None:
+    """Offline, weights that are not in the cache are reported before the model is built (seconds on a
+    small machine) instead of after."""
+    from ..hub import cached_open_clip_weights, offline_mode
+
+    cfg = open_clip.get_pretrained_cfg(name, tag) or {}
+    if offline_mode() and (cfg.get("hf_hub") or cfg.get("url")) and cached_open_clip_weights(cfg, cache_dir) is None:
+        where = (cfg.get("hf_hub") or cfg.get("url") or "").rstrip("/")
+        missing = FileNotFoundError(f"{where} is not in the local cache")
+        raise weights_unavailable(f"{name} ({tag})", "openclip", missing) from missing
 
 
 def _is_class_token_vit(cfg: dict) -> bool:

@@ -10,6 +10,8 @@ import json
 import os
 import sys
 
+from ..hub import cached_file, cached_open_clip_weights
+
 EXAMPLES = """\
 examples:
   gemseg models                      # everything, local ones marked
@@ -36,22 +38,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=main)
 
 
-def _hub_file(repo_id: str, filenames: list[str], cache_dir: str | None) -> str | None:
-    """Path of the first of ``filenames`` cached for ``repo_id``, or None; offline by construction."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    for name in filenames:
-        try:
-            found = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
-        except Exception:  # malformed ids are simply not cached
-            found = None
-        if isinstance(found, str) and os.path.isfile(found):
-            return found
-    return None
-
-
 def open_clip_local_path(name: str, tag: str, cache_dir: str | None = None, cfg: dict | None = None) -> str | None:
     """Where the weights of open_clip ``name``/``tag`` are on disk, or None. ``cfg``: open_clip's
     pretrained config of the pair (read from open_clip when not given)."""
@@ -59,25 +45,7 @@ def open_clip_local_path(name: str, tag: str, cache_dir: str | None = None, cfg:
         import open_clip
 
         cfg = open_clip.get_pretrained_cfg(name, tag) or {}
-    if cfg.get("file") and os.path.isfile(cfg["file"]):
-        return cfg["file"]
-    hub = cfg.get("hf_hub") or ""
-    if hub:
-        repo_id, filename = os.path.split(hub)
-        if filename:
-            names = [filename] + ([filename.rsplit(".", 1)[0] + ".safetensors"]
-                                  if filename.endswith((".bin", ".pth")) else [])
-        else:
-            names = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        found = _hub_file(repo_id, names, cache_dir)
-        if found:
-            return found
-    url = cfg.get("url") or ""
-    if url:
-        path = os.path.join(cache_dir or os.path.expanduser("~/.cache/clip"), os.path.basename(url))
-        if os.path.isfile(path):
-            return path
-    return None
+    return cached_open_clip_weights(cfg, cache_dir)
 
 
 def _table_cache() -> str:
@@ -141,7 +109,7 @@ def tables() -> dict:
 
 def hf_local_path(repo_id: str, cache_dir: str | None = None) -> str | None:
     """Where a Hugging Face CLIPModel's weights are in the hub cache, or None."""
-    return _hub_file(repo_id, ["model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"],
+    return cached_file(repo_id, ["model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"],
                      cache_dir)
 
 
@@ -163,7 +131,7 @@ def rows(backend: str | None = None, cache_dir: str | None = None) -> list[dict]
                             "path": path})
     if backend in (None, "vfm"):  # the proxies of --method proxyclip, their timm weights in the hub cache
         names = ["model.safetensors", "pytorch_model.bin"]
-        out += [{"backend": "vfm", **r, "local": (path := _hub_file("timm/" + r["pretrained"], names, cache_dir))
+        out += [{"backend": "vfm", **r, "local": (path := cached_file("timm/" + r["pretrained"], names, cache_dir))
                  is not None, "path": path} for r in table["vfm"]]
     return out
 
