@@ -29,7 +29,6 @@ _LAZY = {
     "Segmenter": "segmenter",
     "Segmentation": "segment",
     "Background": "segment",
-    "background_rule": "segment",
     "class_probabilities": "postprocess",
     "REDUCTIONS": "postprocess",
     "AUTO_BACKGROUND": "segment",
@@ -53,7 +52,6 @@ __all__ = [
     "Segmenter",
     "Segmentation",
     "Background",
-    "background_rule",
     "class_probabilities",
     "REDUCTIONS",
     "AUTO_BACKGROUND",
@@ -81,6 +79,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from .methods import list_methods, register_method
     from .model import DEFAULT_TEMPLATES, GEMModel, min_max
     from .postprocess import REDUCTIONS, class_probabilities
-    from .segment import AUTO_BACKGROUND, Background, Segmentation, background_rule
+    from .segment import AUTO_BACKGROUND, Background, Segmentation
     from .segmenter import Segmenter
     from .transforms import denormalize, preprocess

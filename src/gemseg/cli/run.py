@@ -63,6 +63,34 @@ def load_options(args: argparse.Namespace) -> dict:
     return dict(max_pixels=args.max_pixels, alpha_background=background)
 
 
+def infer_batch(infer: Callable[[list[Item]], list], batch: list[Item]) -> list:
+    """``infer(batch)``, one result per item; when the batch fails, each item again alone, so that only
+    the culprit fails (its result is then the exception)."""
+    try:
+        return infer(batch)
+    except Exception as e:
+        if len(batch) == 1:
+            return [e]
+    results = []
+    for item in batch:
+        try:
+            results.append(infer([item])[0])
+        except Exception as e1:
+            results.append(e1)
+    return results
+
+
+def write_item(item: Item, result, write: Callable[[Item, object], dict], layout: Layout) -> None:
+    """``write(item, result)`` into the item's folder, then its ``record.json`` (last: it marks the image done)."""
+    t1 = time.perf_counter()
+    os.makedirs(item.folder, exist_ok=True)
+    record = write(item, result)
+    item.timing["write_s"] = time.perf_counter() - t1
+    item.timing["total_s"] = sum(item.timing[k] for k in ("load_s", "model_s", "write_s"))
+    record = {**common_record(item, layout), **record, "timing": {k: round(v, 4) for k, v in item.timing.items()}}
+    write_json(os.path.join(item.folder, RECORD_FILE), record)
+
+
 def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageSource],
                infer: Callable[[list[Item]], list], write: Callable[[Item, object], dict],
                report: Reporter, summary: Summary) -> Summary:
@@ -87,20 +115,7 @@ def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageS
         batch = list(pending)
         pending.clear()
         t0 = time.perf_counter()
-        try:
-            results = infer(batch)
-        except Exception as e:
-            if len(batch) == 1:
-                fail(batch[0].source.path, e)
-                bar.update(1)
-                return
-            results = []
-            for item in batch:  # retry one by one so that only the culprit fails
-                try:
-                    results.append(infer([item]))
-                except Exception as e1:
-                    results.append(e1)
-            results = [r if isinstance(r, Exception) else r[0] for r in results]
+        results = infer_batch(infer, batch)
         per_image = (time.perf_counter() - t0) / len(batch)
         for item, result in zip(batch, results):
             if isinstance(result, Exception):
@@ -109,14 +124,7 @@ def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageS
                 continue
             item.timing["model_s"] = per_image
             try:
-                t1 = time.perf_counter()
-                os.makedirs(item.folder, exist_ok=True)
-                record = write(item, result)
-                item.timing["write_s"] = time.perf_counter() - t1
-                item.timing["total_s"] = sum(item.timing[k] for k in ("load_s", "model_s", "write_s"))
-                record = {**common_record(item, layout), **record,
-                          "timing": {k: round(v, 4) for k, v in item.timing.items()}}
-                write_json(os.path.join(item.folder, RECORD_FILE), record)
+                write_item(item, result, write, layout)
                 summary.done += 1
             except Exception as e:
                 fail(item.source.path, e)
@@ -174,6 +182,27 @@ def _quiet_hub_progress() -> None:
         hf_logging.disable_progress_bar()
 
 
+def load_model(args: argparse.Namespace, report: Reporter):
+    """The model ``args`` describe, checked against ``--size``, and whether its weights are random."""
+    from .common import build_model
+
+    if args.random_weights:
+        import torch
+
+        torch.manual_seed(0)  # the same random model on every run: demos and tests repeat
+    model = build_model(args)
+    if any(s < p for s, p in zip(args.size, model.patch_size)):
+        raise CLIError(f"--size {args.size[0]}x{args.size[1]} is smaller than one "
+                       f"{model.patch_size[0]}x{model.patch_size[1]} patch of {model.backbone.name}")
+    random_weights = model.backbone.pretrained is None
+    if random_weights:
+        report.warn("RANDOM WEIGHTS: the model is untrained, its outputs are meaningless "
+                    "(demo and test mode); every output is marked 'random weights'")
+    elif args.random_weights:
+        report.warn(f"--random-weights has no effect on {args.model}: its weights come with it")
+    return model, random_weights
+
+
 # --- the whole command ----------------------------------------------------------------------------------
 @dataclass
 class Task:
@@ -200,8 +229,7 @@ def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, R
 
 
 def _execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, Reporter], Task], dist) -> int:
-    from .common import build_model, prepare_hub
-    from .parallel import merge, share
+    from .common import prepare_hub
 
     report = Reporter(args.quiet, main=dist.is_main)
     summary = Summary()
@@ -210,35 +238,13 @@ def _execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, 
         try:
             task = make_task(args, report)
             check_weights_args(args)
-            found = find_images(args.images, recursive=args.recursive)
-            for note in found.notes:
-                report.warn(note)
-            problems = found.problems if dist.is_main else []  # every rank finds them: rank 0 says so
-            for _, reason in problems:
-                report.error(reason)
-            summary.failures += problems
-            if not found.sources:
-                raise CLIError("no images to process")
-            summary.total = len(found.sources) + len(found.problems)
+            sources = _find(args, report, summary, dist)
             layout = Layout(args.output, task.command, task.settings)
             layout.prepare(args.overwrite)
             prepare_hub(args)  # before huggingface_hub is imported, as _quiet_hub_progress does
             if args.quiet:
                 _quiet_hub_progress()
-            if args.random_weights:
-                import torch
-
-                torch.manual_seed(0)  # the same random model on every run: demos and tests repeat
-            model = build_model(args)
-            if any(s < p for s, p in zip(args.size, model.patch_size)):
-                raise CLIError(f"--size {args.size[0]}x{args.size[1]} is smaller than one "
-                               f"{model.patch_size[0]}x{model.patch_size[1]} patch of {model.backbone.name}")
-            random_weights = model.backbone.pretrained is None
-            if random_weights:
-                report.warn("RANDOM WEIGHTS: the model is untrained, its outputs are meaningless "
-                            "(demo and test mode); every output is marked 'random weights'")
-            elif args.random_weights:
-                report.warn(f"--random-weights has no effect on {args.model}: its weights come with it")
+            model, random_weights = load_model(args, report)
             layout.model_info = {
                 "name": model.backbone.name, "pretrained": model.backbone.pretrained,
                 "random_weights": random_weights, "backbone": type(model.backbone).__name__,
@@ -249,20 +255,9 @@ def _execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, 
             return EXIT_INTERRUPTED
         # bad arguments, missing files and unavailable weights propagate to gemseg.cli.main, which prints
         # them as one line and exits with EXIT_USAGE; anything else is a bug and keeps its traceback
-        run_info = {"model": layout.model_info, "random_weights": random_weights, "started": started}
-        mine, summary.skipped = share(dist, layout, found.sources, args.overwrite)
-        if dist.is_main:
-            layout.write_run({**run_info, "last_run": None, "world_size": dist.world_size})
-        run_images(args, layout=layout, sources=mine, infer=task.infer, write=task.write,
-                   report=report, summary=summary)
-        merge(dist, summary)  # waits for every rank: the run-level files then see every image
-        if dist.is_main and task.finish is not None:
-            try:
-                task.finish(layout)
-            except OSError as e:
-                report.error(f"cannot write run-level files: {one_line(e)}")
-        if dist.is_main:
-            layout.write_run({**run_info, "last_run": summary.to_dict(), "world_size": dist.world_size})
+        run_info = {"model": layout.model_info, "random_weights": random_weights, "started": started,
+                    "world_size": dist.world_size}
+        _run_all(args, task, layout, sources, run_info, report, summary, dist)
     if not args.quiet and dist.is_main:
         rate = f", {summary.done / summary.seconds:.2f} img/s" if summary.done and summary.seconds > 0 else ""
         report.info(f"{task.command}: {summary.total} image(s): {summary.done} done, {summary.failed} failed, "
@@ -271,15 +266,44 @@ def _execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, 
     return summary.exit_code()
 
 
+def _find(args: argparse.Namespace, report: Reporter, summary: Summary, dist) -> list[ImageSource]:
+    """The images the inputs name; inputs that name none are failures (said and counted by rank 0)."""
+    found = find_images(args.images, recursive=args.recursive)
+    for note in found.notes:
+        report.warn(note)
+    problems = found.problems if dist.is_main else []  # every rank finds them: rank 0 says so
+    for _, reason in problems:
+        report.error(reason)
+    summary.failures += problems
+    if not found.sources:
+        raise CLIError("no images to process")
+    summary.total = len(found.sources) + len(found.problems)
+    return found.sources
+
+
+def _run_all(args, task: Task, layout: Layout, sources: list[ImageSource], run_info: dict, report: Reporter,
+             summary: Summary, dist) -> None:
+    """This rank's share of ``sources``, then (rank 0, once every rank is done) the run-level files."""
+    from .parallel import merge, share
+
+    mine, summary.skipped = share(dist, layout, sources, args.overwrite)
+    if dist.is_main:
+        layout.write_run({**run_info, "last_run": None})
+    run_images(args, layout=layout, sources=mine, infer=task.infer, write=task.write, report=report,
+               summary=summary)
+    merge(dist, summary)  # waits for every rank: the run-level files then see every image
+    if not dist.is_main:
+        return
+    if task.finish is not None:
+        try:
+            task.finish(layout)
+        except OSError as e:
+            report.error(f"cannot write run-level files: {one_line(e)}")
+    layout.write_run({**run_info, "last_run": summary.to_dict()})
+
+
 # --- model side -------------------------------------------------------------------------------------
 def similarity_maps(model, items: list[Item], text, size: tuple[int, int]) -> list:
     """Cosine similarity of each image with each query: a list of [Q, H, W] float tensors on the CPU at
     the model's input ``size`` (H, W); ``text`` is [Q, D] from ``model.encode_text``, computed once per run."""
     return list(model.heatmaps([it.loaded.image for it in items], text, size=size).float().cpu())  # B x (Q, H, W)
-
-
-def resize_maps(maps, size: tuple[int, int]):
-    """[Q, h, w] tensor -> [Q, H, W] tensor at ``size`` = (width, height), bilinear."""
-    from ..segment import resize_maps as resize
-
-    return resize(maps, (size[1], size[0]))
