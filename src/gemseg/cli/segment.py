@@ -157,15 +157,23 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
                 "templates": templates, "files": files, **({"refine": args.refine} if args.refine else {})}
 
     def finish(layout: Layout) -> None:
-        entries = [(f"{k}  {n}", c) for k, (n, c) in enumerate(zip(names, colors))]
-        viz.legend(entries, font=viz.get_font(16, args.font)).save(os.path.join(layout.root, "legend.png"))
-        if exports:
-            from .export import export_run
-
-            for path in export_run(layout, exports, classes, colors):
-                report.info(f"export: {path}")
+        run_files(layout, names, colors, font=args.font, exports=exports, report=report)
 
     return Task("segment", settings, setup, infer, write, finish)
+
+
+def run_files(layout: Layout, names: list[str], colors, *, font: str | None, exports: tuple[str, ...],
+              report: Reporter) -> None:
+    """The run-level files: ``legend.png`` of every label, and the ``--export`` formats."""
+    from .. import viz
+
+    entries = [(f"{k}  {n}", c) for k, (n, c) in enumerate(zip(names, colors))]
+    viz.legend(entries, font=viz.get_font(16, font)).save(os.path.join(layout.root, "legend.png"))
+    if exports:
+        from .export import export_run
+
+        for path in export_run(layout, exports, names[1:], colors):
+            report.info(f"export: {path}")
 
 
 def _export_formats(text: str | None) -> tuple[str, ...]:

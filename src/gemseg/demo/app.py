@@ -103,15 +103,9 @@ def build_app(model, *, settings: Settings = Settings()):
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="classes found (by area)", interactive=False,
                                      elem_id="classes", visible=False, wrap=True)
         inputs = [image, prompts, mode, background, threshold, method, depth, iterations]
-        outputs = [gallery, overlay, table, status]
-        event = dict(fn=run, inputs=inputs, outputs=outputs, concurrency_limit=settings.concurrency)
-        clear = dict(fn=lambda: "", outputs=[status], api_visibility="private", queue=False)
-        button.click(**clear).then(api_name=API_NAME, **event)  # the status line never outlives its result
-        prompts.submit(**clear).then(api_visibility="private", **event)
-        mode.change(_panels, inputs=[mode], outputs=[gallery, overlay, table], api_visibility="private",
-                    queue=False)  # only the outputs of the chosen mode take room
-        if examples is not None:
-            examples.load_input_event.then(**clear).then(api_visibility="private", **event)
+        event = dict(fn=run, inputs=inputs, outputs=[gallery, overlay, table, status],
+                     concurrency_limit=settings.concurrency)
+        _wire(button, prompts, mode, examples, event, status=status, panels=[gallery, overlay, table])
     app.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
     return app
 
@@ -151,6 +145,17 @@ def _picture_input(gr):
             return payload.path
 
     return PictureInput
+
+
+def _wire(button, prompts, mode, examples, event: dict, *, status, panels: list) -> None:
+    """Run on a click (the API endpoint), on Enter and on an example, each after clearing the status line
+    (it never outlives its result); the mode shows only its own ``panels`` (gallery, overlay, table)."""
+    clear = dict(fn=lambda: "", outputs=[status], api_visibility="private", queue=False)
+    button.click(**clear).then(api_name=API_NAME, **event)
+    prompts.submit(**clear).then(api_visibility="private", **event)
+    mode.change(_panels, inputs=[mode], outputs=panels, api_visibility="private", queue=False)
+    if examples is not None:
+        examples.load_input_event.then(**clear).then(api_visibility="private", **event)
 
 
 def _examples(gr, settings: Settings, inputs: list):
