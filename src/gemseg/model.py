@@ -76,7 +76,7 @@ class GEMModel(nn.Module):
 
     def with_pos_embed(self, pos_embed: str) -> "GEMModel":
         """A model sharing these weights whose position embeddings are resampled the ``pos_embed`` way
-        (``"bicubic-aa"``, ``"bicubic-scale"`` or ``"bilinear"``, see :func:`~gemseg.backbones.base.resample_pos_embed`)."""
+        (``"bicubic-aa"``, ``"bicubic-scale"``, ``"bicubic"`` or ``"bilinear"``, see :func:`~gemseg.backbones.base.resample_pos_embed`)."""
         return self._view(pos_embed=pos_embed)
 
     def _view(self, **changes) -> "GEMModel":

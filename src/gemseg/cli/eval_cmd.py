@@ -119,7 +119,7 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
                    help="point labels: per-map min-max normalization or raw cosine")
     g.add_argument("--pos-embed", choices=POS_EMBED_MODES, default=S,
                    help="position-embedding resampling: bicubic-aa (gem-torch), bicubic-scale (SCLIP, ClearCLIP, "
-                        "NACLIP), bilinear (CLIP Surgery)")
+                        "NACLIP), bicubic (MaskCLIP), bilinear (CLIP Surgery)")
     g.add_argument("--point-classes", choices=POINT_CLASSES, default=S,
                    help="point labels: score the classes with a yes point in the image, or any yes/no point")
 
