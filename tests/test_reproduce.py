@@ -63,3 +63,17 @@ def test_present_data_is_evaluated_and_printed_beside_the_published_number(tmp_p
         assert got == name and 0 <= float(ours) <= 100
         assert float(published) == PRESETS["sclip"].published_for(name).miou  # first-hand: no "*"
         assert (tmp_path / "runs" / name / "result.json").is_file()
+
+
+def test_the_docs_table_shows_each_records_published_number():
+    rows = [line.split(" | ") for line in (ROOT / "docs" / "reproduce.md").read_text().splitlines()
+            if line.startswith("| `") and "gemseg eval" in line]
+    seen = set()
+    for cells in rows:
+        dataset, command, cell = cells[0].strip("| `"), cells[1], cells[2]
+        preset = command.split("--preset ")[1].split()[0]
+        number = PRESETS[preset].published_for(dataset)
+        want = "–" if number is None else f"{number.miou:.2f}" + ("\\*" if number.second_hand else "")
+        assert cell == want, (preset, dataset)
+        seen.add((preset, dataset))
+    assert seen == {(name, d) for name, p in PRESETS.items() for d in p.datasets}  # every table, every dataset
