@@ -7,8 +7,8 @@ import re
 import pytest
 
 from gemseg.cli import main as cli
-from gemseg.eval import PRESETS, Protocol, describe, list_datasets, load_dataset_spec, read_templates, resolve_protocol
-from gemseg.eval.inference import class_queries
+from gemseg.eval import (PRESETS, Protocol, class_queries, describe, list_datasets, load_dataset_spec, read_templates,
+                         resolve_protocol)
 from gemseg.eval.preset import Preset, Published, cite
 from gemseg.eval.protocols import get_preset, preset_table, register_preset
 
