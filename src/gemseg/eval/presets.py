@@ -170,7 +170,7 @@ NACLIP_PRESET = Preset(
         "logit_scale": cite(40.0, f"{NACLIP}:naclip.py:22 logit_scale=40"),
         "prob_threshold": cite(None, f"{NACLIP}:naclip.py:22 prob_thd=0.0"),
         "area_threshold": cite(None, f"{NACLIP}:naclip.py:139-160 postprocess_result has no area rule"),
-        "pamr_steps": cite(10, f"{NACLIP}:naclip.py:21 pamr_steps=10; README.md:53 main results with PAMR on "
+        "pamr_steps": cite(10, f"{NACLIP}:naclip.py:21 pamr_steps=10; README.md:54 main results with PAMR on "
                                "(eval.py:56-57)"),
         "pamr_dilations": cite((8, 16), f"{NACLIP}:naclip.py:21 pamr_stride=(8, 16)"),
         "pos_embed": cite("bicubic-scale", f"{NACLIP}:clip/model.py:134-151 interpolate_pos_encoding "
