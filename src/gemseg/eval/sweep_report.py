@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from ..files import read_json
 from .metrics import segmentation_metrics
 from .plots import COLORS, line_chart
 from .report import device_description, model_description, setting_text, software_versions
@@ -177,7 +178,7 @@ def write_sweep(out_dir: str | os.PathLike, table: dict, *, plot: bool = True) -
 
 def load_sweep(path: str | os.PathLike) -> dict:
     """A ``sweep.json`` written by :func:`write_sweep`."""
-    table = json.loads(Path(path).read_text())
+    table = read_json(path, "sweep table")
     if not isinstance(table, dict) or "rows" not in table or "grid" not in table:
         raise ValueError(f"{path} is not a gemseg sweep table")
     return table
