@@ -64,6 +64,11 @@ def _check_section(path: str, section: str, cfg: dict, known: dict) -> None:
             raise ValueError(f"{where}{key} is missing")
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{where}{key} must be a positive integer, got {value!r}")
+    if section == "vision_cfg" and cfg.get("width", 768) % cfg.get("head_width", 64):
+        raise ValueError(f"{where}width {cfg.get('width', 768)} must be a multiple of head_width "
+                         f"{cfg.get('head_width', 64)}")
+    if section == "text_cfg" and cfg.get("width", 512) % cfg.get("heads", 8):
+        raise ValueError(f"{where}width {cfg.get('width', 512)} must be a multiple of heads {cfg.get('heads', 8)}")
     size = cfg.get("image_size")
     if section == "vision_cfg" and size is not None:
         sizes = size if isinstance(size, list) else [size]
