@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import os
 
 from ..files import read_json
@@ -17,6 +18,8 @@ from ..files import read_json
 _POSITIVE = {"": ("embed_dim",),
              "vision_cfg": ("width", "head_width", "patch_size", "layers"),
              "text_cfg": ("context_length", "vocab_size", "width", "heads", "layers")}
+# settings open_clip defaults to None that take a number
+_OPTIONAL_NUMBERS = ("ls_init_value", "init_logit_bias", "timm_drop_path", "init_logit_scale")
 BYTES_PER_PARAMETER = 4  # open_clip builds the model in float32
 MEMORY_SHARE = 0.8  # refuse a model whose weights alone need more than this share of the free memory
 
@@ -46,6 +49,40 @@ def _known_keys(open_clip) -> dict[str, dict[str, object]]:
             "text_cfg": {f.name: f.default for f in dataclasses.fields(oc_model.CLIPTextCfg)}}
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _check_value(where: str, section: str, key: str, value, default) -> None:
+    """One setting against its kind: sizes positive integers, then by the type of open_clip's default."""
+    if key in _POSITIVE[section] and not (section == "vision_cfg" and key == "layers" and isinstance(value, list)):
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{where}{key} must be a positive integer, got {value!r}")
+    elif key == "layers":  # a ResNet tower: four stage depths
+        if len(value) != 4 or not all(_is_int(v) and v >= 1 for v in value):
+            raise ValueError(f"{where}layers must be a positive integer (or four for a ResNet), got {value!r}")
+    elif key == "image_size":
+        sizes = value if isinstance(value, list) else [value]
+        if len(sizes) not in (1, 2) or not all(_is_int(v) and v >= 1 for v in sizes):
+            raise ValueError(f"{where}image_size must be a positive integer or [height, width], got {value!r}")
+    elif key in _OPTIONAL_NUMBERS:
+        if value is not None and not _is_number(value):
+            raise ValueError(f"{where}{key} must be a number or null, got {value!r}")
+    elif isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}{key} must be true or false, got {value!r}")
+    elif isinstance(default, (int, float)):
+        if not (_is_int(value) if isinstance(default, int) else _is_number(value)) or key == "mlp_ratio" and value <= 0:
+            raise ValueError(f"{where}{key} must be a {'whole' if isinstance(default, int) else 'finite'} "
+                             f"number{' > 0' if key == 'mlp_ratio' else ''}, got {value!r}")
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise ValueError(f"{where}{key} must be a string, got {value!r}")
+
+
 def _check_section(path: str, section: str, cfg: dict, known: dict) -> None:
     where = f"{path}: {section + '.' if section else ''}"
     for key, value in cfg.items():
@@ -53,17 +90,9 @@ def _check_section(path: str, section: str, cfg: dict, known: dict) -> None:
             close = difflib.get_close_matches(key, list(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"{where}{key} is not an open_clip setting{hint}")
-        default = known[key]
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ValueError(f"{where}{key} must be true or false, got {value!r}")
-        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ValueError(f"{where}{key} must be a number, got {value!r}")
-    for key in _POSITIVE[section]:
-        value = cfg.get(key)
-        if value is None and key in ("embed_dim",):
-            raise ValueError(f"{where}{key} is missing")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{where}{key} must be a positive integer, got {value!r}")
+        _check_value(where, section, key, value, known[key])
+    if section == "" and "embed_dim" not in cfg:
+        raise ValueError(f"{where}embed_dim is missing")
     if section == "vision_cfg" and cfg.get("width", 768) % cfg.get("head_width", 64):
         raise ValueError(f"{where}width {cfg.get('width', 768)} must be a multiple of head_width "
                          f"{cfg.get('head_width', 64)}")
@@ -71,10 +100,7 @@ def _check_section(path: str, section: str, cfg: dict, known: dict) -> None:
         raise ValueError(f"{where}width {cfg.get('width', 512)} must be a multiple of heads {cfg.get('heads', 8)}")
     size = cfg.get("image_size")
     if section == "vision_cfg" and size is not None:
-        sizes = size if isinstance(size, list) else [size]
-        if len(sizes) not in (1, 2) or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
-            raise ValueError(f"{where}image_size must be a positive integer or [height, width], got {size!r}")
-        if any(s < cfg.get("patch_size", 16) for s in sizes):
+        if any(s < cfg.get("patch_size", 16) for s in (size if isinstance(size, list) else [size])):
             raise ValueError(f"{where}image_size {size} is smaller than one patch ({cfg.get('patch_size', 16)})")
 
 

@@ -172,7 +172,11 @@ def create_open_clip(name: str, *, pretrained: str | None, checkpoint: str | Non
         if pretrained:
             raise ValueError(f"{name}: a model built from a config file takes --checkpoint PATH, "
                              f"not the pretrained tag {pretrained!r}")
-        model = open_clip.CLIP(**cfg)
+        try:
+            model = open_clip.CLIP(**cfg)
+        except (TypeError, ValueError, AssertionError, KeyError, RuntimeError) as e:  # a config is user data
+            raise ValueError(f"{name}: open_clip cannot build this config ({type(e).__name__}: "
+                             f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else '-'})") from e
         tokenizer = open_clip.SimpleTokenizer(context_length=cfg.get("text_cfg", {}).get("context_length", 77))
         display = os.path.splitext(os.path.basename(name))[0]
     else:
