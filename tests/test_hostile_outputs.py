@@ -194,3 +194,19 @@ def test_fit_text_measures_logarithmically_often(monkeypatch):
     assert real(text, font)[0] <= 200 and text.endswith("…")
     assert real(("abcdefghij" * 1000)[: len(text)] + "…", font)[0] > 200  # one more character would not fit
     assert len(calls) <= 20
+
+
+def test_segment_random_weights_are_seeded(tmp_path, capsys, tiny_model_files):
+    import torch
+
+    path = write_image(tmp_path / "a.png")
+    cfg = tiny_model_files["open_clip"][0]
+    labels = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)  # whatever the global random state was before, the model must be the same
+        out = tmp_path / f"out{seed}"
+        r = run_cli(capsys, "segment", path, "-c", "cat,dog", "--background", "none", "-o", out, "--model", cfg,
+                    "--random-weights", "--depth", "3", "--size", "32", "--device", "cpu")
+        assert r.code == 0, r.err
+        labels.append((out / "a.png" / "labels.png").read_bytes())
+    assert labels[0] == labels[1]
