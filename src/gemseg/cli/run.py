@@ -112,22 +112,11 @@ def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageS
                 bar.update(1)
                 continue
             item.timing["model_s"] = per_image
-            staging = None
             try:
-                t1 = time.perf_counter()
-                staging = layout.stage(item.folder)  # the files go there first, then replace the old ones
-                record = write(dataclasses.replace(item, folder=staging), result)
-                item.timing["write_s"] = time.perf_counter() - t1
-                item.timing["total_s"] = sum(item.timing[k] for k in ("load_s", "model_s", "write_s"))
-                record = {**common_record(item, layout), **record,
-                          "timing": {k: round(v, 4) for k, v in item.timing.items()}}
-                layout.commit(item.folder, staging, record)  # record.json last
+                replace_results(layout, item, result, write)
                 summary.done += 1
             except Exception as e:
                 fail(item.source.path, e)
-            finally:
-                if staging is not None and os.path.isdir(staging):  # a failed or interrupted write
-                    shutil.rmtree(staging, ignore_errors=True)
             bar.update(1)
 
     with report.progress(len(sources), desc=layout.command) as bar:
@@ -156,6 +145,23 @@ def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageS
             report.error(f"{signals.describe(e)}; finished images are kept and skipped on the next run")
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def replace_results(layout: Layout, item: Item, result, write: Callable[[Item, object], dict]) -> None:
+    """Write one image's results the one way both commands share (:meth:`Layout.commit`): ``write``
+    fills a staging folder inside the image's folder, then the files replace the old ones and the
+    record is written last. A failed or interrupted write leaves the old results as they were."""
+    t1 = time.perf_counter()
+    staging = layout.stage(item.folder)
+    try:
+        record = write(dataclasses.replace(item, folder=staging), result)
+        item.timing["write_s"] = time.perf_counter() - t1
+        item.timing["total_s"] = sum(item.timing[k] for k in ("load_s", "model_s", "write_s"))
+        record = {**common_record(item, layout), **record, "timing": {k: round(v, 4) for k, v in item.timing.items()}}
+        layout.commit(item.folder, staging, record)  # record.json last
+    finally:
+        if os.path.isdir(staging):  # a failed or interrupted write
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def common_record(item: Item, layout: Layout) -> dict:
