@@ -53,9 +53,9 @@ def usage_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``gemseg ARGV``; Ctrl-C or SIGTERM at any point gives one line and exit code 130 / 143."""
-    from .signals import sigterm_as_interrupt
-
     try:
+        from .signals import sigterm_as_interrupt
+
         with sigterm_as_interrupt():
             return _main(argv)
     except KeyboardInterrupt as e:
