@@ -12,7 +12,6 @@ from typing import Sequence
 
 import torch
 
-from ..files import read_json
 from .metrics import segmentation_metrics
 from .plots import COLORS, line_chart
 from .report import device_description, model_description, setting_text, software_versions
@@ -174,11 +173,3 @@ def write_sweep(out_dir: str | os.PathLike, table: dict, *, plot: bool = True) -
         os.replace(tmp, out / "sweep.png")
         written.append(out / "sweep.png")
     return written
-
-
-def load_sweep(path: str | os.PathLike) -> dict:
-    """A ``sweep.json`` written by :func:`write_sweep`."""
-    table = read_json(path, "sweep table")
-    if not isinstance(table, dict) or "rows" not in table or "grid" not in table:
-        raise ValueError(f"{path} is not a gemseg sweep table")
-    return table
