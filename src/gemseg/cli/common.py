@@ -159,9 +159,9 @@ def cli_weights_error(e: WeightsUnavailableError) -> WeightsUnavailableError:
 
 
 def build_model(args: argparse.Namespace):
-    """Create the model ``args`` describe (random weights quietly when --random-weights). When the
-    model hub may be asked for files and cannot be reached (a 3-second probe), only cached files are
-    tried: the command fails in seconds, not after a minute of download retries."""
+    """Create the model ``args`` describe (random weights quietly when --random-weights, seeded with 0).
+    When the model hub may be asked for files and cannot be reached (a 3-second probe), only cached
+    files are tried: the command fails in seconds, not after a minute of download retries."""
     import warnings
 
     import torch
@@ -171,6 +171,8 @@ def build_model(args: argparse.Namespace):
     if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: CUDA is not available here; use --device cpu")
     prepare_hub(args)
+    if args.random_weights:
+        torch.manual_seed(0)  # the same random model on every run and command: demos and tests repeat
     with warnings.catch_warnings():
         if args.random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")
