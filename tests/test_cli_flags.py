@@ -65,4 +65,6 @@ def test_templates_take_a_built_in_name_or_a_file(tmp_path, capsys, tiny_model_f
     assert r.code == 0 and record(tmp_path / "out2", "a.png")["templates"] == ["a sketch of a {}."]
     r = run_cli(capsys, "heatmap", a, "-p", "cat", "--templates", "nosuch", "-o", tmp_path / "out3",
                 *model_args(tiny_model_files))
-    assert r.code == 2 and "no such file, nor a built-in set (imagenet80, single)" in r.err
+    from gemseg.eval.datasets import list_templates
+
+    assert r.code == 2 and f"no such file, nor a built-in set ({', '.join(list_templates())})" in r.err

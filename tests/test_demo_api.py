@@ -151,8 +151,8 @@ def test_app_py_serves_the_same_app(tiny_model_files, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(threshold=5.0), "greater than maximum value 1"), (dict(depth=99), "greater than maximum value"),
-    (dict(iterations=-4), "less than minimum value 0"), (dict(method="nope"), "not in the list of choices")])
+    (dict(threshold=5.0), "threshold"), (dict(depth=99), "depth"), (dict(iterations=-4), "iterations"),
+    (dict(method="nope"), "method")])
 def test_out_of_range_values_are_refused_without_a_traceback_in_the_server_log(client, capfd, kwargs, message):
     """The refusal used to leave a 25-line traceback in the server's log for every such request."""
     from gradio_client.exceptions import AppError
