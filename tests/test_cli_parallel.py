@@ -27,7 +27,12 @@ def _free_port() -> int:
 
 
 def _torchrun(args, nproc=2):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    import torch
+
+    # each rank with the thread count of this process: the same kernels on the same inputs as the
+    # one-process run, hence the same pixels
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()),
+           "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}",
            "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "gemseg.cli", *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
