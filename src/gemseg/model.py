@@ -35,7 +35,8 @@ class GEMModel(nn.Module):
     """
 
     def __init__(self, backbone: Backbone, *, config: GEMConfig | None = None, precision: str = "fp32",
-                 method: str = "gem", pos_embed: str = "bicubic-aa", proxy: nn.Module | None = None):
+                 method: str = "gem", pos_embed: str = "bicubic-aa", proxy: nn.Module | None = None,
+                 method_settings=None):
         super().__init__()
         self.pos_embed = check_pos_embed_mode(pos_embed)  # position-embedding resampling, see POS_EMBED_MODES
         if pos_embed != "bicubic-aa" and type(backbone).embed is not Backbone.embed:
@@ -47,6 +48,7 @@ class GEMModel(nn.Module):
             raise ValueError(f"method {method!r} " + ("needs a proxy VFM: create_model(..., proxy='dino-b8')"
                              if proxy is None else "takes no proxy; use method='proxyclip' or drop proxy"))
         self.proxy = proxy.eval() if proxy is not None else None
+        self.method_settings = _method_settings(self._tokens, method, method_settings)  # None: the method has none
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.backbone = backbone.eval()
@@ -82,7 +84,7 @@ class GEMModel(nn.Module):
     def _view(self, **changes) -> "GEMModel":
         """A model on the same backbone (and proxy) with some constructor arguments changed."""
         kwargs = dict(config=self.config, precision=self.precision, method=self.method, pos_embed=self.pos_embed,
-                      proxy=self.proxy)
+                      proxy=self.proxy, method_settings=self.method_settings)
         return GEMModel(self.backbone, **{**kwargs, **changes})
 
     def _autocast(self):
@@ -123,20 +125,23 @@ class GEMModel(nn.Module):
 
     # --- image --------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode_image(self, images: torch.Tensor, *, return_ori: bool = False) -> torch.Tensor:
+    def encode_image(self, images: torch.Tensor, *, return_ori: bool = False,
+                     text: torch.Tensor | None = None) -> torch.Tensor:
         """Dense patch embeddings in the joint space, L2-normalized.
 
         Args:
             images: [B, 3, H, W]. Sizes that are not multiples of the patch size are zero-padded
                 (right and bottom, i.e. the mean colour) up to the next multiple.
             return_ori: the original (unmodified) path's tokens instead of GEM's.
+            text: the queries' embeddings [P, D] or [B, P, D], for methods that need them
+                (``needs`` has ``"text"``: ResCLIP's semantic feedback); :meth:`heatmaps` passes them.
         Returns:
             [B, D, ceil(H / ph), ceil(W / pw)]; ``proxyclip``: [B, D, h, w] on its VFM's grid
             (``self.proxy.grid``), unless ``return_ori``.
         """
         images = self._check_images(images)
         padded = _pad_to_multiple(images, self._pad_multiple)
-        extra = {} if self.proxy is None else {"proxy": self.proxy}
+        extra = self._method_inputs(text)
         with self._autocast(), self.backbone.resampling(self.pos_embed):
             gem, ori = self._tokens(self.backbone, padded, self.config, return_ori=return_ori, **extra)
         B, _, Hp, Wp = padded.shape
@@ -146,6 +151,20 @@ class GEMModel(nn.Module):
             prefix, (gh, gw) = 0, self.proxy.grid((Hp, Wp))
         tokens = (ori if return_ori else gem)[:, prefix:].float()  # (B, h*w, D)
         return F.normalize(tokens, dim=-1).transpose(1, 2).reshape(B, -1, gh, gw)
+
+    def _method_inputs(self, text: torch.Tensor | None) -> dict:
+        """The keyword inputs the method takes besides the images: its proxy, settings, text, refiner."""
+        extra = {} if self.proxy is None else {"proxy": self.proxy}
+        if self.method_settings is not None:
+            extra["settings"] = self.method_settings
+        needs = getattr(self._tokens, "needs", ())
+        if "text" in needs:
+            extra["text"] = text
+        if "refine" in needs:
+            from .eval.pamr import pamr
+
+            extra["refine"] = pamr
+        return extra
 
     def forward(self, images: torch.Tensor, *, return_ori: bool = False) -> torch.Tensor:
         """Same as :meth:`encode_image`."""
@@ -173,7 +192,7 @@ class GEMModel(nn.Module):
         images = self._as_batch(images, size)
         B, _, H, W = images.shape if isinstance(images, torch.Tensor) and images.ndim == 4 else (None,) * 4
         text = self._text_for_batch(prompts, B, templates)  # (P, D) or (B, P, D)
-        feats = self.encode_image(images, return_ori=return_ori)  # (B, D, gh, gw)
+        feats = self.encode_image(images, return_ori=return_ori, text=text)  # (B, D, gh, gw)
         text = text.to(feats.device)
         if text.ndim == 2:
             sims = torch.einsum("bdhw,pd->bphw", feats, text)
@@ -269,6 +288,28 @@ class GEMModel(nn.Module):
             index = torch.tensor([position[p] for p in flat], device=emb.device)
             return emb[index].reshape(len(prompts), -1, self.backbone.embed_dim)  # (B, P, D)
         return self.encode_text(prompts, templates=templates)
+
+
+def _method_settings(method, name: str, settings):
+    """The method's settings dataclass from ``settings`` (None: its defaults; a dict: fields to change)."""
+    kind = getattr(method, "settings_type", None)
+    if kind is None:
+        if settings is not None:
+            raise ValueError(f"method {name!r} has no settings of its own; drop method_settings")
+        return None
+    if settings is None:
+        return kind()
+    if isinstance(settings, dict):
+        names = {f.name for f in dataclasses.fields(kind)}
+        unknown = sorted(set(settings) - names)
+        if unknown:
+            raise ValueError(f"method {name!r} has no setting(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(sorted(names))}")
+        return kind(**settings)
+    if not isinstance(settings, kind):
+        raise TypeError(f"method {name!r} takes a {kind.__name__} (or a dict of its fields) as method_settings, "
+                        f"got {type(settings).__name__}")
+    return settings
 
 
 def _check_prompts(prompts: Sequence[str]) -> list[str]:
