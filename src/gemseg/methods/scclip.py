@@ -73,7 +73,7 @@ class SCCLIPConfig:
         missing = [f for f in SCCLIP_LAYERS[12] if getattr(self, f) is None]
         if missing and num_blocks not in SCCLIP_LAYERS:
             raise ValueError(f"SC-CLIP has layer settings for {sorted(SCCLIP_LAYERS)} blocks, not {num_blocks}; "
-                             f"set {', '.join(missing)} (e.g. --method-setting pre_adjust=...)")
+                             f"set {', '.join(missing)} (e.g. --method-setting {missing[0]}=...)")
         filled = dataclasses.replace(self, **{f: SCCLIP_LAYERS[num_blocks][f] for f in missing})
         n = num_blocks - 1  # outputs of blocks 1 .. L-1
         for name in ("pre_adjust", "post_adjust", "multi_start"):
