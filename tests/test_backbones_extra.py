@@ -192,6 +192,11 @@ def test_siglip_with_its_sentencepiece_tokenizer(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # every method on every extra backbone
 # ---------------------------------------------------------------------------------------------
+# layer indices that a 4-block model has (the defaults are ViT-B/16's); SFP's SOM needs a class token
+TINY_SETTINGS = {"sc-clip": dict(pre_adjust=1, post_adjust=0, multi_start=0, multi_end=2, res_cls=0.3, lof_neighbors=5),
+                 "sfp": dict(cross_start=0, cross_end=3, ref_layer=2, aux_layer=0, outliers="l2")}
+
+
 @pytest.mark.parametrize("kind", ["blip", "blipmodel", "siglip", "siglip2"])
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_runs_on_blip_and_siglip(tiny_extra, kind, method):
@@ -199,7 +204,8 @@ def test_every_method_runs_on_blip_and_siglip(tiny_extra, kind, method):
     from gemseg.methods import ProxyAttention
 
     proxy = ProxyAttention(tiny_vfm("dino")) if method == "proxyclip" else None  # dino patch 8: the same grid
-    model = gemseg.GEMModel(_load(tiny_extra[kind]).backbone, config=CFG, method=method, proxy=proxy)
+    model = gemseg.GEMModel(_load(tiny_extra[kind]).backbone, config=CFG, method=method, proxy=proxy,
+                            method_settings=TINY_SETTINGS.get(method))
     images = torch.randn(2, 3, 37, 45)  # padded to 40x48: a 5x6 grid
     feats = model.encode_image(images)
     assert feats.shape == (2, model.backbone.embed_dim, 5, 6) and torch.isfinite(feats).all()

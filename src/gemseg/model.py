@@ -49,6 +49,8 @@ class GEMModel(nn.Module):
                              if proxy is None else "takes no proxy; use method='proxyclip' or drop proxy"))
         self.proxy = proxy.eval() if proxy is not None else None
         self.method_settings = _method_settings(self._tokens, method, method_settings)  # None: the method has none
+        if self.method_settings is not None and hasattr(self.method_settings, "check"):
+            self.method_settings.check(len(backbone.blocks))  # layer indices must fit: refused here, not per image
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.backbone = backbone.eval()
@@ -76,6 +78,15 @@ class GEMModel(nn.Module):
         """A model sharing these weights with some GEM settings changed (e.g. ``depth=4``)."""
         return self._view(config=dataclasses.replace(self.config, **changes))
 
+    def with_method(self, method: str, *, method_settings=None) -> "GEMModel":
+        """A model sharing these weights that runs ``method`` (e.g. ``"naclip+resclip"``) with
+        ``method_settings`` (default: these settings where the method has the same kind, e.g. from
+        ``naclip+resclip`` to ``sclip+resclip``, else its official ones); the proxy is kept for methods
+        that take one."""
+        proxy = self.proxy if getattr(get_method(method), "needs_proxy", False) else None
+        extra = {} if method_settings is None else {"method_settings": method_settings}
+        return self._view(method=method, proxy=proxy, **extra)
+
     def with_pos_embed(self, pos_embed: str) -> "GEMModel":
         """A model sharing these weights whose position embeddings are resampled the ``pos_embed`` way
         (``"bicubic-aa"``, ``"bicubic-scale"`` or ``"bilinear"``, see :func:`~gemseg.backbones.base.resample_pos_embed`)."""
@@ -83,8 +94,11 @@ class GEMModel(nn.Module):
 
     def _view(self, **changes) -> "GEMModel":
         """A model on the same backbone (and proxy) with some constructor arguments changed."""
+        settings = self.method_settings
+        if "method" in changes and type(settings) is not getattr(get_method(changes["method"]), "settings_type", None):
+            settings = None  # another method's settings: the new method starts from its own defaults
         kwargs = dict(config=self.config, precision=self.precision, method=self.method, pos_embed=self.pos_embed,
-                      proxy=self.proxy, method_settings=self.method_settings)
+                      proxy=self.proxy, method_settings=settings)
         return GEMModel(self.backbone, **{**kwargs, **changes})
 
     def _autocast(self):

@@ -89,6 +89,12 @@ class ResCLIPConfig:
         if not self.gaussian_std > 0:
             raise ValueError(f"ResCLIP gaussian_std must be > 0, got {self.gaussian_std!r}")
 
+    def check(self, num_blocks: int) -> None:
+        """Refuse RCS layers that a backbone of ``num_blocks`` blocks does not have before its last."""
+        if self.use_rcs and max(self.rcs_layers) >= num_blocks - 1:
+            raise ValueError(f"ResCLIP rcs_layers {list(self.rcs_layers)} out of range: blocks 0 .. {num_blocks - 2} "
+                             f"come before the last of {num_blocks}; the defaults are ViT-B/16's")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -97,10 +103,6 @@ class ResCLIPConfig:
 def trunk_with_rcs(backbone: Backbone, images: torch.Tensor, layers: tuple[int, ...] | None):
     """Tokens entering the last block [B, N, C] and (``layers`` given) the mean of those blocks' q-k
     attention [B, heads, N, N]; the blocks run unmodified."""
-    n = len(backbone.blocks) - 1
-    if layers is not None and max(layers) >= n:
-        raise ValueError(f"ResCLIP rcs_layers {list(layers)} out of range: blocks 0 .. {n - 1} come before "
-                         "the last; the defaults are ViT-B/16's")
     x, total = backbone.embed(images), 0
     for i, blk in enumerate(backbone.blocks[:-1]):
         if layers is not None and i in layers:
@@ -224,6 +226,7 @@ def resclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, 
     and with ``return_ori`` the unmodified encoder's. SFR needs ``text``, the queries' embeddings [Q, D]
     (or [B, Q, D] per image), and ``refine(images, scores, steps=, dilations=)``, PAMR."""
     s = settings or ResCLIPConfig()
+    s.check(len(backbone.blocks))
     spec = RESCLIP_BASES[base]
     x, rcs = trunk_with_rcs(backbone, images, s.rcs_layers if s.use_rcs else None)
     p = backbone.num_prefix_tokens

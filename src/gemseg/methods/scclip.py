@@ -85,6 +85,10 @@ class SCCLIPConfig:
                              f"{filled.multi_end}")
         return filled
 
+    def check(self, num_blocks: int) -> None:
+        """Refuse settings a backbone of ``num_blocks`` blocks cannot run (see :meth:`resolve`)."""
+        self.resolve(num_blocks)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
