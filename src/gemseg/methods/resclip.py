@@ -65,8 +65,8 @@ class ResCLIPConfig:
     use_rcs: bool = True  # configs/base_config.py use_rcs=True
     use_sfr: bool = True  # configs/base_config.py use_sfr=True
     rcs_layers: tuple[int, ...] = (5, 6, 7, 8)  # clip/model.py forward: attn_map[i] for i in range(5, 9), blocks 6-9
-    rcs_weights: tuple[float, float] = (2.0, 0.3)  # (τ_r, λ_r); cfg_*.py attn_rcs_weights (ours: 4 of 8 configs)
-    sfr_weights: tuple[float, float] = (1.8, 0.7)  # (τ_s, λ_s); cfg_*.py attn_sfr_weights (ours: 4 of 8 configs)
+    rcs_weights: tuple[float, float] = (2.0, 0.3)  # (τ_r, λ_r); cfg_*.py attn_rcs_weights (ours: voc21, context60, ade20k)
+    sfr_weights: tuple[float, float] = (1.8, 0.7)  # (τ_s, λ_s); cfg_*.py attn_sfr_weights (ours: 4 of the 8 configs)
     temp_thd: float = 0.25  # cfg_*.py temp_thd (ours: the ADE20K/Context59 value)
     gaussian_std: float = 5.0  # test_all.sh ... resclip 5 (README): SFR blur, and NACLIP's ω
     delete_same_entity: bool = True  # cfg_*.py delete_same_entity=True (every config)
