@@ -54,6 +54,12 @@ def test_models_lists_the_methods_and_compositions(capsys):
     assert r.code == 0
     for name in ("sc-clip", "sfp", "naclip+resclip", "sclip+resclip", "clearclip+resclip", "--method-setting"):
         assert name in r.out
+    r = run_cli(capsys, "models", "--methods", "--json")
+    assert r.code == 0
+    rows = {row["method"]: row for row in json.loads(r.out)}
+    assert rows["sfp"]["settings"] == "SFPConfig" and rows["naclip"]["settings"] is None
+    assert rows["naclip+resclip"]["summary"].startswith("naclip with the ResCLIP plug-in")
+    assert {"gem", "sc-clip", "clip+resclip"} <= set(rows)
 
 
 def test_ablate_crosses_methods_and_plug_ins_and_compare_shows_the_gain(tmp_path, capsys, tiny_model_files):

@@ -108,6 +108,18 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sfp", sfp_tokens),
 )}
 
+# one line per built-in method, for `gemseg models --methods` (the table above in short)
+SUMMARIES = {"gem": "GEM: self-self attention path in the last depth-1 blocks (GEMConfig settings)",
+             "clip": "raw CLIP patch tokens", "maskclip": "MaskCLIP as released (value path, residual, MLP)",
+             "maskclip-vproj": "MaskCLIP as ClearCLIP re-implements it (value path, output projection)",
+             "vv": "CLIP Surgery-style value-value attention path", "sclip": "SCLIP: q-q + k-k attention",
+             "clearclip": "ClearCLIP: q-q attention, no residual, no MLP",
+             "naclip": "NACLIP: k-k attention + Gaussian neighbourhood, no residual, no MLP",
+             "proxyclip": "ProxyCLIP: attention from a vision foundation model (--proxy)",
+             "sc-clip": "SC-CLIP: anomaly-token repair, self-adjusting attention, multi-level fusion",
+             "sfp": "SFP: outlier mitigation, attention enhancement, multi-layer integration",
+             "resclip": "with the ResCLIP plug-in: RCS and SFR on the base's last-block attention"}
+
 # plug-ins: name -> (the bases it composes with, base name -> token function of "<base>+<name>")
 PLUGINS: dict[str, tuple[tuple[str, ...], Callable]] = {"resclip": (tuple(RESCLIP_BASES), resclip_plugin)}
 
@@ -158,6 +170,6 @@ def register_method(name: str, fn: Callable, *, uses: tuple[str, ...] | None = N
 
 __all__ = ["Method", "METHODS", "get_method", "list_methods", "register_method", "gem_tokens", "clip_tokens",
            "maskclip_tokens", "maskclip_vproj_tokens", "vv_tokens", "sclip_tokens", "clearclip_tokens", "naclip_tokens",
-           "neighbourhood_bias", "NACLIP_STD", "proxyclip_tokens", "ProxyAttention", "ProxyCLIPConfig", "PLUGINS",
+           "neighbourhood_bias", "NACLIP_STD", "proxyclip_tokens", "ProxyAttention", "ProxyCLIPConfig", "PLUGINS", "SUMMARIES",
            "scclip_tokens", "SCCLIPConfig", "sfp_tokens", "SFPConfig", "resclip_tokens", "ResCLIPConfig",
            "RESCLIP_BASES"]
