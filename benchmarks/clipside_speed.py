@@ -52,7 +52,7 @@ def timing(rounds: int, batches: list[int], device: str) -> dict:
     import torch
 
     base = build("gem", device)
-    models = {m: base.with_method(m) for m in METHODS}  # one backbone, shared
+    models = {m: base.variant(method=m) for m in METHODS}  # one backbone, shared
     text = _text(base, device)
     inputs = {b: make_images(b, SIZE, SEED).to(device) for b in batches}
     calls = {f"{m} b{b}": (lambda m=m, b=b: models[m].heatmaps(inputs[b], text)) for m in models for b in batches}

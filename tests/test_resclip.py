@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from gemseg.config import GEMConfig
-from gemseg.eval.pamr import pamr
+from gemseg.pamr import pamr
+from gemseg.refiners import pamr_refiner
 from gemseg.methods import METHODS, RESCLIP_BASES, ResCLIPConfig, get_method, list_methods
 from gemseg.methods.resclip import patch_labels, sfr_attention
 
@@ -170,7 +171,7 @@ def ref_resclip(backbone, images, base, s, text):
 def test_resclip_on_each_base_matches_its_formula(backbone, base):
     torch.manual_seed(0)
     images, text = torch.randn(*IMAGES), torch.randn(4, backbone.embed_dim)
-    tokens, _ = get_method(f"{base}+resclip")(backbone, images, CFG, settings=TINY, text=text, refine=pamr)
+    tokens, _ = get_method(f"{base}+resclip")(backbone, images, CFG, settings=TINY, text=text, refine=pamr_refiner)
     ref = ref_resclip(backbone, images, base, TINY, text)
     assert tokens.shape == (2, backbone.num_prefix_tokens + 30, backbone.embed_dim)
     assert torch.allclose(tokens, ref, atol=ATOL, rtol=RTOL), (tokens - ref).abs().max()
@@ -207,7 +208,7 @@ def test_each_module_changes_the_output(clip_backbone):
     # queries made of the model's own tokens at three places, so that the feedback labels vary over the grid
     text = get_method("naclip")(clip_backbone, images, CFG)[0][0, 1:][[0, 11, 29]]
     base = dict(TINY.to_dict(), temp_thd=0.0)
-    run = lambda **c: get_method("naclip+resclip")(clip_backbone, images, CFG, text=text, refine=pamr,  # noqa: E731
+    run = lambda **c: get_method("naclip+resclip")(clip_backbone, images, CFG, text=text, refine=pamr_refiner,  # noqa: E731
                                                    settings=ResCLIPConfig(**{**base, **c}))[0]
     full = run()
     for change in (dict(use_rcs=False), dict(use_sfr=False), dict(rcs_layers=(0,)), dict(delete_same_entity=False),
@@ -236,12 +237,12 @@ def test_the_model_passes_the_queries_and_refuses_a_call_without_them(clip_backb
     images = torch.randn(1, 3, 40, 48)
     text = model.encode_text(["cat", "dog", "sky"])
     maps = model.heatmaps(images, text)
-    tokens, _ = get_method("naclip+resclip")(clip_backbone, images, CFG, settings=TINY, text=text, refine=pamr)
+    tokens, _ = get_method("naclip+resclip")(clip_backbone, images, CFG, settings=TINY, text=text, refine=pamr_refiner)
     feats = F.normalize(tokens[:, 1:], dim=-1).transpose(1, 2).reshape(1, -1, 5, 6)
     ref = F.interpolate(torch.einsum("bdhw,pd->bphw", feats, text), size=(40, 48), mode="bilinear",
                         align_corners=False)
     assert torch.allclose(maps, ref, atol=1e-5)
     with pytest.raises(ValueError, match="needs the queries' text embeddings"):
         model.encode_image(images)
-    no_sfr = model._view(method_settings=dict(TINY.to_dict(), use_sfr=False))
+    no_sfr = model.variant(method_settings=dict(TINY.to_dict(), use_sfr=False))
     assert no_sfr.encode_image(images).shape == (1, clip_backbone.embed_dim, 5, 6)

@@ -234,7 +234,7 @@ def test_settings_reach_the_method_through_the_model(clip_backbone):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = GEMModel(clip_backbone, method="sc-clip", method_settings=SC_TINY.to_dict())
-        other = model._view(method_settings=dict(SC_TINY.to_dict(), res_cls=0.0))
+        other = model.variant(method_settings=dict(SC_TINY.to_dict(), res_cls=0.0))
     assert model.method_settings == SC_TINY
     feats = model.encode_image(images)
     direct, _ = get_method("sc-clip")(clip_backbone, images, CFG, settings=SC_TINY)

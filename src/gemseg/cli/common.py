@@ -38,6 +38,15 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     add_gem_args(parser.add_argument_group("GEM"))
 
 
+def add_refine_arg(group) -> None:
+    """--refine NAME (repeatable): refiners run on the scores before labelling (gemseg.refiners)."""
+    from ..refiners import list_refiners
+
+    group.add_argument("--refine", action="append", default=None, choices=list_refiners(), metavar="NAME",
+                       help="refine the scores before labelling, in the order given; repeatable "
+                            f"({', '.join(list_refiners())}; pamr: 10 steps, dilations 8,16)")
+
+
 def _gem_options():
     """``(field, flag, dest)`` of each :class:`~gemseg.GEMConfig` field, flags from the fields' metadata."""
     from ..config import GEMConfig
@@ -92,8 +101,15 @@ def model_kwargs(args: argparse.Namespace) -> dict:
     return dict(pretrained=pretrained, checkpoint=args.checkpoint, backend=args.backend, device=device,
                 precision=args.precision, cache_dir=args.cache_dir, method=args.method, **gem_kwargs(args),
                 **method_settings_kwargs(args),
-                **({} if args.method != "proxyclip" else dict(
+                **({} if not needs_proxy(args.method) else dict(
                     proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights)))
+
+
+def needs_proxy(method: str) -> bool:
+    """Whether ``method`` takes a proxy vision model (``--proxy``), as the method declares it."""
+    from ..methods import get_method
+
+    return "proxy" in get_method(method).needs
 
 
 def method_settings_kwargs(args: argparse.Namespace) -> dict:
@@ -123,6 +139,6 @@ def build_model(args: argparse.Namespace):
     with warnings.catch_warnings():
         if args.random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")
-        if getattr(args, "proxy", None) is not None and args.method != "proxyclip":
-            warnings.warn(f"--proxy is only used with --method proxyclip; ignored for {args.method}")
+        if getattr(args, "proxy", None) is not None and not needs_proxy(args.method):
+            warnings.warn(f"--proxy is only used by methods that need a proxy (proxyclip); ignored for {args.method}")
         return create_model(args.model, **model_kwargs(args))

@@ -84,7 +84,7 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
     if not datasets or len(set(names)) != len(names):
         raise ValueError(f"give each dataset once (got {', '.join(names) or 'none'})")
     _check_method(getattr(model, "method", "gem"), settings)
-    models = {s.slug: (model if s.method in (None, model.method) else model.with_method(s.method))
+    models = {s.slug: (model if s.method in (None, model.method) else model.variant(method=s.method))
               .with_config(**{f: getattr(s.config, f) for f in FACTORS}) for s in settings}
     out = Path(out_dir)
     text_cache: dict = {}  # one backbone: each dataset's vocabulary is encoded once for all settings

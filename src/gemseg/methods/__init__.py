@@ -3,9 +3,10 @@
 
 Each maps ``(backbone, images [B, 3, H, W], config, *, return_ori=False)`` to ``(tokens [B, N, D],
 original tokens [B, N, D] or None)`` after the final norm and projection, so that all of them share the
-preprocessing, the text encoding and the evaluation of :class:`~gemseg.GEMModel`. A method with the
-attribute ``needs_proxy = True`` (``proxyclip``) also takes ``proxy=`` (the model's
-:class:`ProxyAttention`) and returns tokens on the proxy's grid. ``docs/methods.md`` gives each
+preprocessing, the text encoding and the evaluation of :class:`~gemseg.GEMModel`. A method declares
+what else it needs in :attr:`Method.needs`: ``"proxy"`` (``proxyclip``) means it also takes ``proxy=``
+(the model's :class:`ProxyAttention`) and returns tokens on the proxy's grid; callers ask
+``"proxy" in get_method(name).needs``, never the method's name. ``docs/methods.md`` gives each
 method's formula and paper.
 
 ====================  =======================================================================
@@ -26,8 +27,8 @@ method's formula and paper.
 
 A method may carry ``settings_type`` (a frozen dataclass of its own settings: :class:`SCCLIPConfig`,
 :class:`SFPConfig`, :class:`ResCLIPConfig`), which :class:`~gemseg.GEMModel` fills from
-``method_settings=`` and passes as ``settings=``, and ``needs`` (``"text"``: the queries' embeddings
-as ``text=``; ``"refine"``: PAMR as ``refine=``). A plug-in is spelled ``<base>+<plug-in>`` and is
+``method_settings=`` and passes as ``settings=``; :attr:`Method.needs` ``"text"`` means the model passes
+the queries' embeddings as ``text=``, ``"refine"`` its PAMR refiner as ``refine=``. A plug-in is spelled ``<base>+<plug-in>`` and is
 parsed here into one registered :class:`Method` (:data:`PLUGINS`).
 """
 from __future__ import annotations
@@ -48,12 +49,15 @@ from .scclip import SCCLIPConfig, scclip_tokens
 from .sfp import SFPConfig, sfp_tokens
 
 _SETTINGS = tuple(f.name for f in dataclasses.fields(GEMConfig))
+NEEDS = ("proxy", "text", "refine")  # what a method can declare it needs (Method.needs): a ProxyAttention,
+#                                      the queries' text embeddings [Q, D], the model's PAMR refiner
 _DEFAULTS = GEMConfig()
 
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method: its token function and the :class:`~gemseg.GEMConfig` fields it reads.
+    """A registered method: its token function, the :class:`~gemseg.GEMConfig` fields it reads and what
+    else it needs.
 
     Calling it runs ``fn`` after warning (once per call site) about settings that differ from their
     defaults but are not in ``uses``. ``uses=None`` declares nothing: no warning, and an ablation
@@ -63,10 +67,16 @@ class Method:
     name: str  # the name it is registered under
     fn: Callable  # (backbone, images, config, *, return_ori) -> (tokens, original tokens or None)
     uses: tuple[str, ...] | None = ()  # GEMConfig fields fn reads; None: unknown
+    needs: tuple[str, ...] = ()  # what fn needs besides the backbone: "proxy" (a ProxyAttention, passed as proxy=)
 
     def __post_init__(self):
         if not callable(self.fn):
             raise TypeError("fn must be callable")
+        needs = (self.needs,) if isinstance(self.needs, str) else tuple(self.needs)
+        unknown = [n for n in needs if n not in NEEDS]
+        if unknown:
+            raise ValueError(f"needs names unknown requirement(s) {', '.join(unknown)}; choose from {', '.join(NEEDS)}")
+        object.__setattr__(self, "needs", needs)
         if self.uses is not None:
             uses = tuple(self.uses)
             unknown = [u for u in uses if u not in _SETTINGS]
@@ -83,7 +93,7 @@ class Method:
 
     def __getattr__(self, attr: str):
         # other attributes are the function's (e.g. a partial's ``keywords``, or a flag the function carries)
-        if attr.startswith("__") or attr in ("name", "fn", "uses"):
+        if attr.startswith("__") or attr in ("name", "fn", "uses", "needs"):
             raise AttributeError(attr)
         return getattr(self.fn, attr)
 
@@ -103,7 +113,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sclip", sclip_tokens),
     Method("clearclip", clearclip_tokens),
     Method("naclip", naclip_tokens),
-    Method("proxyclip", proxyclip_tokens),
+    Method("proxyclip", proxyclip_tokens, needs=("proxy",)),
     Method("sc-clip", scclip_tokens),
     Method("sfp", sfp_tokens),
 )}
@@ -120,8 +130,9 @@ SUMMARIES = {"gem": "GEM: self-self attention path in the last depth-1 blocks (G
              "sfp": "SFP: outlier mitigation, attention enhancement, multi-layer integration",
              "resclip": "with the ResCLIP plug-in: RCS and SFR on the base's last-block attention"}
 
-# plug-ins: name -> (the bases it composes with, base name -> token function of "<base>+<name>")
-PLUGINS: dict[str, tuple[tuple[str, ...], Callable]] = {"resclip": (tuple(RESCLIP_BASES), resclip_plugin)}
+# plug-ins: name -> (the bases it composes with, base name -> token function of "<base>+<name>", its needs)
+PLUGINS: dict[str, tuple[tuple[str, ...], Callable, tuple[str, ...]]] = {
+    "resclip": (tuple(RESCLIP_BASES), resclip_plugin, ("text", "refine"))}
 
 
 def _compose(name: str) -> Method:
@@ -129,10 +140,10 @@ def _compose(name: str) -> Method:
     base, _, plugin = name.rpartition("+")
     if plugin not in PLUGINS:
         raise ValueError(f"unknown plug-in {plugin!r} in method {name!r}; choose from {', '.join(PLUGINS)}")
-    bases, build = PLUGINS[plugin]
+    bases, build, needs = PLUGINS[plugin]
     if base not in bases:
         raise ValueError(f"{plugin} composes with {', '.join(bases)}, not {base!r} (method {name!r})")
-    METHODS[name] = Method(name, build(base))
+    METHODS[name] = Method(name, build(base), needs=needs)
     return METHODS[name]
 
 
@@ -148,27 +159,27 @@ def get_method(name: str) -> Method:
 
 def list_methods() -> list[str]:
     """Names of the registered methods, built-in first, then every ``<base>+<plug-in>`` composition."""
-    composed = [f"{b}+{p}" for p, (bases, _) in PLUGINS.items() for b in bases]
+    composed = [f"{b}+{p}" for p, (bases, _, _) in PLUGINS.items() for b in bases]
     return list(dict.fromkeys([*METHODS, *composed]))
 
 
 def register_method(name: str, fn: Callable, *, uses: tuple[str, ...] | None = None,
-                    overwrite: bool = False) -> None:
+                    needs: tuple[str, ...] = (), overwrite: bool = False) -> None:
     """Make ``fn`` selectable as ``method=name``. It takes ``(backbone, images, config, *, return_ori)``
     and returns ``(tokens, original tokens or None)``, like :func:`gemseg.gem.gem_tokens`. ``uses``
     names the :class:`~gemseg.GEMConfig` fields it reads (``()``: none; ``None``, the default: not
-    declared, so nothing is warned about or refused). Use ``functools.partial`` to register a variant,
-    e.g. ``register_method("naclip-narrow", partial(naclip_tokens, std=3.0), uses=())``."""
+    declared, so nothing is warned about or refused); ``needs`` what else it takes (:data:`NEEDS`).
+    Use ``functools.partial`` to register a variant, e.g. ``register_method("naclip-narrow", partial(naclip_tokens, std=3.0), uses=())``."""
     if not isinstance(name, str) or not name:
         raise TypeError("a method name must be a non-empty string")
     if not callable(fn):
         raise TypeError("fn must be callable")
     if name in METHODS and not overwrite:
         raise ValueError(f"method {name!r} is already registered; pass overwrite=True to replace it")
-    METHODS[name] = Method(name, fn, uses=uses)
+    METHODS[name] = Method(name, fn, uses=uses, needs=needs)
 
 
-__all__ = ["Method", "METHODS", "get_method", "list_methods", "register_method", "gem_tokens", "clip_tokens",
+__all__ = ["Method", "METHODS", "NEEDS", "get_method", "list_methods", "register_method", "gem_tokens", "clip_tokens",
            "maskclip_tokens", "maskclip_vproj_tokens", "vv_tokens", "sclip_tokens", "clearclip_tokens", "naclip_tokens",
            "neighbourhood_bias", "NACLIP_STD", "proxyclip_tokens", "ProxyAttention", "ProxyCLIPConfig", "PLUGINS", "SUMMARIES",
            "scclip_tokens", "SCCLIPConfig", "sfp_tokens", "SFPConfig", "resclip_tokens", "ResCLIPConfig",

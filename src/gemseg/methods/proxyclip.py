@@ -132,4 +132,3 @@ def proxyclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig
     return backbone.head(out), ori
 
 
-proxyclip_tokens.needs_proxy = True  # GEMModel passes its ProxyAttention as proxy=

@@ -154,7 +154,7 @@ def feedback_probabilities(tokens: torch.Tensor, text: torch.Tensor, grid: tuple
     if s.pamr_steps > 0:
         if refine is None:
             raise ValueError("ResCLIP's feedback pass needs a refine function (PAMR) when pamr_steps > 0")
-        logits = refine(images, logits, steps=s.pamr_steps, dilations=s.pamr_dilations)
+        logits = refine(logits, image=images, model=None, steps=s.pamr_steps, dilations=s.pamr_dilations)
     return (logits * s.logit_scale).softmax(dim=1)
 
 
@@ -224,7 +224,8 @@ def resclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, 
                    refine: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``base`` (a key of :data:`RESCLIP_BASES`) with ResCLIP: ``images`` [B, 3, H, W] -> tokens [B, N, D],
     and with ``return_ori`` the unmodified encoder's. SFR needs ``text``, the queries' embeddings [Q, D]
-    (or [B, Q, D] per image), and ``refine(images, scores, steps=, dilations=)``, PAMR."""
+    (or [B, Q, D] per image), and ``refine(scores, *, image, model, steps, dilations)``, PAMR (the
+    ``"pamr"`` refiner of :mod:`gemseg.refiners`, which the model passes)."""
     s = settings or ResCLIPConfig()
     s.check(len(backbone.blocks))
     spec = RESCLIP_BASES[base]
@@ -250,7 +251,7 @@ def resclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, 
 
 def resclip_plugin(base: str) -> Callable:
     """The token function of ``<base>+resclip`` (``base`` in :data:`RESCLIP_BASES`), carrying its
-    settings type and what the model must pass (``needs``)."""
+    settings type; its registered :class:`~gemseg.methods.Method` needs ``("text", "refine")``."""
     if base not in RESCLIP_BASES:
         raise ValueError(f"resclip composes with {', '.join(RESCLIP_BASES)}, not {base!r}")
 
@@ -260,5 +261,4 @@ def resclip_plugin(base: str) -> Callable:
     tokens.__name__ = f"{base}_resclip_tokens"
     tokens.__doc__ = f"{base} with the ResCLIP plug-in; see :func:`resclip_tokens`."
     tokens.settings_type = ResCLIPConfig
-    tokens.needs = ("text", "refine")
     return tokens
