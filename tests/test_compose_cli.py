@@ -1,6 +1,6 @@
 """SC-CLIP, SFP and ``<base>+resclip`` through the command line on a tiny model: ``heatmap``/``segment`` with
-``--method-setting``, one-line errors, ``models``' method list, and ``ablate`` crossing methods and
-plug-ins, whose runs ``eval --compare`` sets side by side with what each adds."""
+``--method-setting``, one-line errors, ``models``' method list, and ``ablate`` crossing methods, plug-ins
+and post-processing, whose runs ``eval --compare`` sets side by side with what each adds."""
 from __future__ import annotations
 
 import json
@@ -69,11 +69,15 @@ def test_ablate_crosses_methods_and_plug_ins_and_compare_shows_the_gain(tmp_path
     r = run_cli(capsys, "ablate", "--dataset", "voc21", "--data-root", voc, "--out", out, "--model", cfg,
                 "--checkpoint", ckpt, "--device", "cpu", "--workers", "0", "--no-progress", "--size", "32",
                 "--method", "naclip+resclip", *_settings("naclip+resclip"), "--no-plots",
-                "--grid", "method=naclip,naclip+resclip,sclip+resclip")
+                "--grid", "method=naclip,naclip+resclip,sclip+resclip", "refine=none,pamr")
     assert r.code == 0, r.err
     table = json.loads((out / "ablation.json").read_text())
     rows = {row["setting"]: row for row in table["rows"]}
-    assert set(rows) == {"base", "method=naclip", "method=sclip+resclip"}
+    assert set(rows) == {"base", "method=naclip", "method=sclip+resclip", "refine=pamr",
+                         "method=naclip, refine=pamr", "method=sclip+resclip, refine=pamr"}
+    assert len({row["slug"] for row in table["rows"]}) == 6 and rows["refine=pamr"]["refine"] == "pamr"
+    refined = json.loads((out / rows["refine=pamr"]["results"]["voc21"]["run"] / "result.json").read_text())
+    assert refined["refine"] == ["pamr"]
     assert rows["base"]["method"] == "naclip+resclip" and rows["method=naclip"]["method"] == "naclip"
     runs = [out / rows[s]["results"]["voc21"]["run"] / "result.json" for s in ("method=naclip", "base")]
     results = [json.loads(p.read_text()) for p in runs]

@@ -18,6 +18,8 @@ examples:
   gemseg ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --sweep depth --show-plan
   gemseg ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --preset resclip --method naclip \
                 --grid method=naclip,naclip+resclip,sclip,sclip+resclip      # what the plug-in adds per base
+  gemseg ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --method naclip \
+                --grid method=naclip,naclip+resclip refine=none,pamr              # methods x plug-ins x post-processing
 
 sweeps (each varies one GEM setting of the base given by the GEM options):
   projections  q, k, v alone and the ensemble      temperature  adaptive, fixed 0.001 ... 100
@@ -51,7 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--grid", nargs="+", action="extend", default=[], metavar="SETTING=V1,V2",
                    help="every combination of these values, e.g. iterations=0,1,2 temperature=adaptive,0.1 "
                         "(settings: depth, iterations, temperature, projections, l2, mlp; method=naclip,"
-                        "naclip+resclip varies the method, plug-ins included)")
+                        "naclip+resclip varies the method, plug-ins included; refine=none,pamr the "
+                        "post-processing, any registered refiner)")
     p.add_argument("--out", help="output folder (default: gemseg-ablate/<datasets>-<preset>)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images of each dataset")
     p.add_argument("--restart", action="store_true", help="discard earlier results and states in --out")

@@ -103,7 +103,8 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
                 done = evaluate(models[s.slug], data.spec, data.root, data.protocol, out_dir=run_dir,
                                 limit=data.limit, protocol_source=data.protocol_source, dist=dist,
                                 save_every=save_every, num_workers=num_workers, crop_batch=crop_batch,
-                                restart=restart, progress=progress, on_image=hook, text_cache=text_cache)
+                                restart=restart, progress=progress, on_image=hook, text_cache=text_cache,
+                                refine=s.refine)
             results[data.spec.name, s.slug] = done
             table = ablation_table(model, datasets, settings, results, out_dir=out, sweeps=sweeps, grid=grid)
             if dist.is_main:  # after each setting, so that an interrupted ablation shows what it finished

@@ -17,8 +17,9 @@ FACTORS = ("depth", "iterations", "temperature", "projections", "l2_normalize", 
 SWEEPS = {"projections": "projections", "temperature": "temperature", "iterations": "iterations",
           "depth": "depth", "l2": "l2_normalize", "mlp": "gem_mlp"}  # sweep name -> the GEMConfig field it varies
 METHOD = "method"  # the grid factor that varies the method itself, plug-ins included (naclip,naclip+resclip)
+REFINE = "refine"  # the grid factor that varies the post-processing: a registered refiner name or none
 _ALIASES = {**{f: f for f in FACTORS}, **SWEEPS, "iters": "iterations", "temp": "temperature", "proj": "projections",
-            METHOD: METHOD, "methods": METHOD}
+            METHOD: METHOD, "methods": METHOD, REFINE: REFINE, "refiner": REFINE}
 _ORDER = ("v", "k", "q")  # GEMConfig's projection order
 _TRUE, _FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 
@@ -65,6 +66,14 @@ def parse_value(factor: str, text: str):
         from ..methods import get_method
 
         return get_method(text.strip()).name  # refuses unknown names and plug-ins on bases they do not take
+    if factor == REFINE:
+        from ..refiners import get_refiner
+
+        name = text.strip()
+        if name.lower() == "none":
+            return None
+        get_refiner(name)  # refuses unknown refiners, naming the registered ones
+        return name
     if factor not in FACTORS:
         raise ValueError(f"unknown GEM setting {factor!r}; choose from {', '.join(FACTORS)}")
     try:
@@ -85,7 +94,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list]:
         factor = _ALIASES.get(name.strip().lower().replace("-", "_"))
         if not sep or factor is None:
             raise ValueError(f"grid entry {item!r}: expected SETTING=V1,V2,... with SETTING one of "
-                             f"{', '.join(FACTORS)}, method (or l2, mlp, temp, iters, proj)")
+                             f"{', '.join(FACTORS)}, method, refine (or l2, mlp, temp, iters, proj)")
         if factor in grid:
             raise ValueError(f"grid entry {item!r}: {factor} is given twice")
         parsed = [parse_value(factor, v) for v in values.split(",") if v.strip()]
@@ -114,6 +123,7 @@ class Setting:
     changes: dict  # GEMConfig field (or "method") -> value, what differs from the base
     sweeps: list[str]  # the named sweeps (or "grid") that include this setting
     method: str | None = None  # the method of this setting; None: the base model's
+    refine: str | None = None  # the refiner run after the protocol's (a registered name); None: none
 
     @property
     def label(self) -> str:
@@ -126,8 +136,9 @@ class Setting:
         c = self.config
         t = "adaptive" if c.temperature is None else repr(float(c.temperature))
         method = f"-m{self.method.replace('+', '_')}" if METHOD in self.changes else ""
+        refine = f"-r{self.refine}" if REFINE in self.changes else ""
         return (f"d{c.depth}-i{c.iterations}-t{t}-p{''.join(c.projections)}-l2{_text('', c.l2_normalize)}"
-                f"-mlp{_text('', c.gem_mlp)}{method}")
+                f"-mlp{_text('', c.gem_mlp)}{method}{refine}")
 
 
 def _config(base: GEMConfig, changes: dict) -> GEMConfig:
@@ -147,23 +158,26 @@ def plan_settings(base: GEMConfig, *, sweeps: Sequence[str] = (), grid: dict[str
     unknown = [s for s in names if s not in SWEEPS]
     if unknown:
         raise ValueError(f"unknown sweep {unknown[0]!r}; choose from {', '.join(SWEEPS)}, all")
-    entries = [(_config(base, {SWEEPS[s]: v}), method, s) for s in names for v in sweep_values(SWEEPS[s], num_blocks)]
+    entries = [(_config(base, {SWEEPS[s]: v}), method, None, s) for s in names
+               for v in sweep_values(SWEEPS[s], num_blocks)]
     if grid:
         for combo in itertools.product(*grid.values()):
             changes = dict(zip(grid, combo))
-            entries.append((_config(base, {k: v for k, v in changes.items() if k != METHOD}),
-                            changes.get(METHOD, method), "grid"))
+            entries.append((_config(base, {k: v for k, v in changes.items() if k not in (METHOD, REFINE)}),
+                            changes.get(METHOD, method), changes.get(REFINE), "grid"))
     if not entries:
         raise ValueError("nothing to ablate: give a sweep or a grid")
     settings: dict[tuple, Setting] = {}
-    for config, m, sweep in entries:
-        if (config, m) not in settings:
+    for config, m, r, sweep in entries:
+        if (config, m, r) not in settings:
             changes = {f: getattr(config, f) for f in FACTORS if getattr(config, f) != getattr(base, f)}
             if m != method:
                 changes[METHOD] = m
-            settings[config, m] = Setting(config, changes, [], m)
-        if sweep not in settings[config, m].sweeps:
-            settings[config, m].sweeps.append(sweep)
+            if r is not None:
+                changes[REFINE] = r
+            settings[config, m, r] = Setting(config, changes, [], m, r)
+        if sweep not in settings[config, m, r].sweeps:
+            settings[config, m, r].sweeps.append(sweep)
     ordered = list(settings.values())
     return sorted(ordered, key=lambda s: bool(s.changes))  # the base first (a stable sort keeps the rest)
 
@@ -180,7 +194,7 @@ def _check_one(method: str, settings: Sequence[Setting]) -> None:
     from ..methods import get_method
 
     uses = get_method(method).uses  # the settings the method declares it reads (None: not declared)
-    varied = sorted({f for s in settings for f in s.changes if f != METHOD})
+    varied = sorted({f for s in settings for f in s.changes if f not in (METHOD, REFINE)})
     if uses is None or not varied:
         return
     if not uses:

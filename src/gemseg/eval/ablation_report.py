@@ -56,7 +56,8 @@ def ablation_table(model, datasets: Sequence[AblationDataset], settings: Sequenc
                 "images_per_s": (r.get("speed") or {}).get("images_per_s"),
                 "run": str(Path("runs") / _folder_name(data.spec.name) / s.slug)}
         rows.append({"setting": s.label, "slug": s.slug, "sweeps": list(s.sweeps), "changes": dict(s.changes),
-                     "method": s.method or getattr(model, "method", "gem"), "config": s.config.to_dict(),
+                     "method": s.method or getattr(model, "method", "gem"), "refine": s.refine,
+                     "config": s.config.to_dict(),
                      "results": cells})
     description = model_description(model)
     return _normalized({
@@ -167,7 +168,7 @@ def plot_series(table: dict, factor: str) -> dict | None:
             cell = row["results"].get(d["name"])
             if cell is not None and cell["value"] is not None:
                 rest = tuple((f, json.dumps(row["config"][f])) for f in FACTORS if f != factor)
-                rest += (("method", row.get("method")),)  # one line per method when the methods vary too
+                rest += (("method", row.get("method")), ("refine", row.get("refine")))  # a line per method/refiner
                 groups.setdefault((d["name"], rest), []).append((_value(factor, row["config"][factor]), cell["value"]))
     plotted = {key: points for key, points in groups.items() if len({x for x, _ in points}) > 1}
     if not plotted:
