@@ -89,3 +89,25 @@ def test_ablate_crosses_methods_and_plug_ins_and_compare_shows_the_gain(tmp_path
     assert f"| mIoU − {runs[0]} | 0.00 | {gain:.2f} |" in r.out
     assert "| model.method | naclip | naclip+resclip |" in r.out
     assert "| model.method_settings.use_sfr | – | True |" in r.out
+
+
+def test_the_demo_runs_each_new_method(tmp_path, tiny_model_files):
+    """The demo's request logic on a model built with each method's tiny settings (the demo's method box
+    lists every method; a view of another kind starts from that method's official settings)."""
+    import gemseg
+    from gemseg.demo import logic
+    from gemseg.methods import get_method
+    from gemseg.methods.settings import settings_from_text
+
+    cfg, ckpt = tiny_model_files["open_clip"]
+    image = write_image(tmp_path / "a.png", (40, 30), seed=1)
+    for method in sorted(TINY):
+        kind = get_method(method).settings_type
+        model = gemseg.create_model(cfg, checkpoint=ckpt, method=method,
+                                    method_settings=settings_from_text(kind, TINY[method]))
+        for mode in ("heatmaps", "segmentation"):
+            r = logic.run(model, image, "cat, dog", mode, size=(32, 32))
+            assert (len(r.heatmaps) == 2) if mode == "heatmaps" else r.segmentation is not None
+    assert model.method == "sfp"  # the last one; a view of another kind gets that method's official settings
+    with pytest.raises(logic.DemoError, match="layer settings for"):
+        logic.run(model, image, "cat", method="sc-clip", size=(32, 32))
