@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..backbones.base import Backbone, ViTBlock
 from ..config import GEMConfig
-from .baselines import _grid, neighbourhood_bias
+from .baselines import neighbourhood_bias, token_grid
 from .purify import block_with_attention
 
 
@@ -231,7 +231,7 @@ def resclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, 
     spec = RESCLIP_BASES[base]
     x, rcs = trunk_with_rcs(backbone, images, s.rcs_layers if s.use_rcs else None)
     p = backbone.num_prefix_tokens
-    grid = _grid(backbone, images, x.shape[1])
+    grid = token_grid(backbone, images, x.shape[1])
     bias = (neighbourhood_bias(grid, std=s.gaussian_std, num_prefix_tokens=p, device=x.device)
             if spec.neighbourhood else None)
     blk = backbone.blocks[-1]

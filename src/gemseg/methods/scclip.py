@@ -31,7 +31,7 @@ import torch
 
 from ..backbones.base import Backbone
 from ..config import GEMConfig
-from .baselines import _grid
+from .baselines import token_grid
 from .purify import (aggregate, cosine_affinity, fill_outliers, lof_outliers, mixed_attention_output,
                      similarity_attention, thresholded)
 
@@ -104,7 +104,7 @@ def scclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *
     for blk in backbone.blocks[:-1]:
         x = blk.plain(x)
         feats.append(x)
-    grid = _grid(backbone, images, x.shape[1])
+    grid = token_grid(backbone, images, x.shape[1])
     cls = x[:, :1] if p else x.new_zeros(x.shape[0], 1, x.shape[-1])  # (B, 1, C)
     anomalies = lof_outliers(x[:, p:], n_neighbors=s.lof_neighbors, contamination=s.lof_contamination)  # (B, n)
     patches = fill_outliers(x[:, p:], anomalies, grid)  # (B, n, C)

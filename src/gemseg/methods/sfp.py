@@ -34,7 +34,7 @@ import torch
 
 from ..backbones.base import Backbone
 from ..config import GEMConfig
-from .baselines import _grid
+from .baselines import token_grid
 from .purify import (aggregate, block_with_attention, cosine_affinity, fill_outliers, lof_outliers,
                      mixed_attention_output, similarity_attention, thresholded, top_outliers)
 
@@ -119,7 +119,7 @@ def sfp_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *, r
         hidden.append(x)
         if s.integration == "attention":
             accumulated = accumulated + attn[:, :, p:, p:].mean(dim=1)
-    grid = _grid(backbone, images, x.shape[1])
+    grid = token_grid(backbone, images, x.shape[1])
     cls = x[:, :1] if p else x.new_zeros(x.shape[0], 1, x.shape[-1])
     outliers = _outlier_mask(s, x, attn, p, backbone.name)  # (B, n)
     patches = fill_outliers(x[:, p:], outliers, grid)
