@@ -68,7 +68,7 @@ SCCLIP_PRESET = Preset(
                     "the same on its square crops)"),
 )
 
-_SFP_VOCAB = "(SCLIP's file with 'people' for 'person', compared)"
+_SFP_VOCAB = "'people' where SCLIP's file has 'person', otherwise the same (compared)"
 SFP_PRESET = Preset(
     name="sfp", paper="SFP, Jin et al., ICCV 2025", method="sfp", datasets=EIGHT,
     settings={
@@ -79,17 +79,17 @@ SFP_PRESET = Preset(
                         configs="SFP_ICCV/configs"),
     },
     per_dataset={
-        "voc21": {"vocabulary": cite("voc21_sfp.txt", f"{SFP}:SFP_ICCV/configs/cls_voc21.txt {_SFP_VOCAB}"),
+        "voc21": {"vocabulary": cite("voc21_sfp.txt", f"{SFP}:SFP_ICCV/configs/cls_voc21.txt:16 {_SFP_VOCAB}"),
                   "area_threshold": cite(0.1, f"{SFP}:SFP_ICCV/configs/cfg_voc21.py:6"),
                   "logit_scale": cite(50.0, f"{SFP}:SFP_ICCV/configs/cfg_voc21.py:8"),
                   "prob_threshold": cite(0.15, f"{SFP}:SFP_ICCV/configs/cfg_voc21.py:8")},
-        "voc20": {"vocabulary": cite("voc20_sfp.txt", f"{SFP}:SFP_ICCV/configs/cls_voc20.txt {_SFP_VOCAB}")},
+        "voc20": {"vocabulary": cite("voc20_sfp.txt", f"{SFP}:SFP_ICCV/configs/cls_voc20.txt:15 {_SFP_VOCAB}")},
         "context60": {"prob_threshold": cite(0.15, f"{SFP}:SFP_ICCV/configs/cfg_context60.py:6")},
         "coco_object": {"logit_scale": cite(55.0, f"{SFP}:SFP_ICCV/configs/cfg_coco_object.py:7"),
                         "prob_threshold": cite(0.35, f"{SFP}:SFP_ICCV/configs/cfg_coco_object.py:7")},
         "ade20k": {"size": cite(384, f"{SFP}:SFP_ICCV/configs/cfg_ade20k.py:14 Resize(scale=(2048, 384))")},
         "cityscapes": {"size": cite(560, f"{SFP}:SFP_ICCV/configs/cfg_city_scapes.py:14 Resize(scale=(2048, 560))"),
-                       "vocabulary": cite("cityscapes_sfp.txt", f"{SFP}:SFP_ICCV/configs/cls_city_scapes.txt "
+                       "vocabulary": cite("cityscapes_sfp.txt", f"{SFP}:SFP_ICCV/configs/cls_city_scapes.txt:12 "
                                                                 f"{_SFP_VOCAB}")},
     },
     published=(Published("voc21", 61.4, f"{SFP}:SFP_ICCV/test/20251207_184940/20251207_184940.log:261 (the "
