@@ -16,8 +16,8 @@ examples:
                 --grid iterations=0,1,2 temperature=adaptive,0.1 --limit 200
   torchrun --nproc_per_node=8 -m gemseg.cli ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --sweep all
   gemseg ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --sweep depth --show-plan
-  gemseg ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --preset resclip --method naclip \
-                --grid method=naclip,naclip+resclip,sclip,sclip+resclip      # what the plug-in adds per base
+  gemseg ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --preset resclip --method naclip+resclip \
+                --grid method=naclip+resclip,naclip,sclip+resclip,sclip      # what the plug-in adds per base
   gemseg ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --method naclip \
                 --grid method=naclip,naclip+resclip refine=none,pamr              # methods x plug-ins x post-processing
 
