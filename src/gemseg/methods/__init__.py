@@ -147,6 +147,11 @@ def _compose(name: str) -> Method:
     return METHODS[name]
 
 
+for _plugin, (_bases, _, _) in PLUGINS.items():  # every composition is registered, whatever imports first
+    for _base in _bases:
+        _compose(f"{_base}+{_plugin}")
+
+
 def get_method(name: str) -> Method:
     """The method registered as ``name`` (callable like its function; ``.fn``, ``.uses``)."""
     if isinstance(name, str) and name not in METHODS and "+" in name:
