@@ -3,7 +3,7 @@ batches and write each image, with a progress bar, a summary and an exit code.
 
 Exit codes: 0 every image done or skipped; 1 some input or image failed (the others were still
 processed); 2 nothing was run (bad arguments, no images, model or weights unavailable, output folder
-not writable; printed by :func:`gemseg.cli.main`); 130 interrupted.
+not writable; printed by :func:`gemseg.cli.main`); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
 """
 from __future__ import annotations
 
@@ -126,7 +126,12 @@ def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageS
     with report.progress(len(sources), desc=layout.command) as bar:
         try:
             for source in sources:
-                folder = layout.image_dir(source.key)
+                try:
+                    folder = layout.image_dir(source.key)  # a key that would leave DIR is refused
+                except ValueError as e:
+                    fail(source.path, e)
+                    bar.update(1)
+                    continue
                 if not args.overwrite and layout.is_done(source.key):
                     summary.skipped += 1
                     bar.update(1)
