@@ -76,7 +76,7 @@ class GEMModel(nn.Module):
     def variant(self, *, method: str | None = None, pos_embed: str | None = None, proxy=None,
                 precision: str | None = None, **gem_settings) -> "GEMModel":
         """A model sharing these weights with some settings changed: another ``method``, position-embedding
-        mode (``"bicubic-aa"``, ``"bicubic-scale"`` or ``"bilinear"``, see
+        mode (``"bicubic-aa"``, ``"bicubic-scale"``, ``"bicubic"`` or ``"bilinear"``, see
         :func:`~gemseg.backbones.base.resample_pos_embed`), ``precision`` or GEM settings
         (:class:`~gemseg.GEMConfig` fields, e.g. ``depth=4``). A method that needs a proxy keeps this
         model's unless ``proxy`` (a :class:`~gemseg.methods.ProxyAttention`) is given; one that needs

@@ -57,7 +57,8 @@ class DatasetSpec:
     palette: tuple[tuple[int, int, int], ...] = ()  # RGB colour per class, for visualizations
     root: str | None = None  # the conventional root folder name (documentation only)
     num_images: int | None = None  # expected size of the split; a full run warns when it differs
-    presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-preset protocol overrides
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # a custom dataset's per-preset protocol
+    #                                     values (built-in datasets have none: their values live in the preset records)
     sources: tuple[str, ...] = ()  # where the data and the preset values come from
     points_csv: str | None = None  # points: the point-label CSV under the root
     classes_csv: str | None = None  # points: the class descriptions CSV (LabelName, DisplayName)
