@@ -128,16 +128,11 @@ def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageS
             for source in sources:
                 try:
                     folder = layout.image_dir(source.key)  # a key that would leave DIR is refused
-                except ValueError as e:
-                    fail(source.path, e)
-                    bar.update(1)
-                    continue
-                if not args.overwrite and layout.is_done(source.key):
-                    summary.skipped += 1
-                    bar.update(1)
-                    continue
-                t0 = time.perf_counter()
-                try:
+                    if not args.overwrite and layout.is_done(source.key):
+                        summary.skipped += 1
+                        bar.update(1)
+                        continue
+                    t0 = time.perf_counter()
                     loaded = load_image(source.path, **opts)
                 except Exception as e:
                     fail(source.path, e)
