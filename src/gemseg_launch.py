@@ -16,10 +16,18 @@ def _record(signum, frame):
     _caught.append(signum)
 
 
+def _needs_torch(argv: list) -> bool:
+    """Every command but the listing and the top-level help builds on torch."""
+    return bool(argv) and argv[0] not in ("models", "-h", "--help", "--version")
+
+
 def main() -> int:
     previous = {s: signal.signal(s, _record) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         from gemseg.cli import main as run
+
+        if _needs_torch(sys.argv[1:]):  # `import gemseg` is lazy: load torch's C extensions here
+            import torch  # noqa: F401
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

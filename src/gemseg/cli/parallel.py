@@ -31,10 +31,18 @@ def share(dist, layout, sources: list[ImageSource], overwrite: bool) -> tuple[li
     many were skipped as done (counted on rank 0 only, so that the ranks' counts add up)."""
     todo = None
     if dist.is_main:
-        todo = [i for i, s in enumerate(sources) if overwrite or not layout.is_done(s.key)]
+        todo = [i for i, s in enumerate(sources) if overwrite or not _done(layout, s.key)]
     todo = dist.broadcast(todo)
     skipped = len(sources) - len(todo) if dist.is_main else 0
     return [sources[i] for i in dist.shard(todo)], skipped
+
+
+def _done(layout, key: str) -> bool:
+    """Whether ``key`` is finished; a key the layout refuses is not (its image then fails on its own)."""
+    try:
+        return layout.is_done(key)
+    except ValueError:
+        return False
 
 
 def merge(dist, summary) -> None:
