@@ -19,6 +19,8 @@ method's formula and paper.
 ``clearclip``         ClearCLIP: q-q attention, no residual, no MLP in the last block
 ``naclip``            NACLIP: k-k attention + Gaussian neighbourhood, no residual, no MLP
 ``proxyclip``         ProxyCLIP: proxy attention from a vision foundation model (needs ``proxy=``)
+``trident``           Trident: windows of CLIP + DINO spliced, aggregated with SAM's attention (``proxy=``
+                      a :class:`~gemseg.methods.trident.TridentProxy`)
 ====================  =======================================================================
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .baselines import (NACLIP_STD, clearclip_tokens, clip_tokens, maskclip_toke
                         naclip_tokens, neighbourhood_bias, sclip_tokens, vv_tokens)
 
 from .proxyclip import ProxyAttention, ProxyCLIPConfig, proxyclip_tokens
+from .trident import trident_tokens
 
 _SETTINGS = tuple(f.name for f in dataclasses.fields(GEMConfig))
 NEEDS = ("proxy",)  # what a method can declare it needs (Method.needs)
@@ -100,6 +103,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("clearclip", clearclip_tokens),
     Method("naclip", naclip_tokens),
     Method("proxyclip", proxyclip_tokens, needs=("proxy",)),
+    Method("trident", trident_tokens, needs=("proxy",)),
 )}
 
 
