@@ -302,7 +302,8 @@ def test_methods_declare_what_they_need():
     from gemseg.methods import get_method, list_methods, register_method, METHODS
 
     assert get_method("proxyclip").needs == ("proxy",)
-    assert all(get_method(m).needs == () for m in list_methods() if m != "proxyclip")
+    assert get_method("trident").needs == ("proxy",)  # a TridentProxy: DINO + SAM
+    assert all(get_method(m).needs == () for m in list_methods() if m not in ("proxyclip", "trident"))
     with pytest.raises(ValueError, match="unknown requirement"):
         register_method("x", lambda *a, **k: None, needs=("nothing-known",))
     assert "x" not in METHODS
