@@ -47,9 +47,9 @@ class TridentConfig:
     stride: int = 224  # configs/base_config.py:14 slide_stride=224 (voc20: 112)
     cos_fac: float = 1.2  # configs/base_config.py:12 cos_fac=1.2 (cityscapes 3.0, voc20 0.0)
     refine_neg_cos: bool = True  # configs/base_config.py:13 (ade20k, cityscapes: False)
-    neg_thresh: float = 0.6  # transformer.py get_sam_sim: a negative threshold becomes 0.6 unless refine_neg_cos
-    max_thresh: float = 0.9  # transformer.py get_sam_sim: thresholds above 0.9 become 0.9
-    proxy_threshold: float = 0.0  # transformer.py custom_attn: similarity[similarity < 0.0] = -inf
+    neg_thresh: float = 0.6  # open_clip/transformer.py:651 (get_sam_sim), unless refine_neg_cos
+    max_thresh: float = 0.9  # open_clip/transformer.py:653 thresholds above 0.9 become 0.9
+    proxy_threshold: float = 0.0  # open_clip/transformer.py:572 similarity < 0.0 -> -inf
     split_halves: bool = False  # trident.py:141 Cityscapes: SAM sees the left and right halves apart
     sam: str = DEFAULT_SAM  # which SAM (create_sam name); its weights follow proxy_weights
 
@@ -267,8 +267,9 @@ def trident_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, 
 def build_trident_proxy(proxy=None, settings: TridentConfig | None = None, *, weights: str = "pretrained",
                         device="cpu", cache_dir: str | None = None) -> TridentProxy:
     """The :class:`TridentProxy` ``create_model(method="trident", proxy=, proxy_weights=, proxy_settings=)``
-    builds: ``proxy`` a VFM name or :class:`VisionBackbone` (default ``dino-b16``), SAM ``settings.sam``;
-    both with ``weights``. A ready :class:`TridentProxy` is returned as it is."""
+    builds: ``proxy`` a VFM name or :class:`VisionBackbone` (default ``dino-b16``) with ``weights``, and SAM
+    ``settings.sam`` (random if ``weights`` is, else from the hub cache). A ready :class:`TridentProxy` is
+    returned as it is."""
     if isinstance(proxy, TridentProxy):
         return proxy.to(device)
     from ..backbones.sam import create_sam
@@ -279,7 +280,8 @@ def build_trident_proxy(proxy=None, settings: TridentConfig | None = None, *, we
         raise TypeError(f"method 'trident' takes proxy_settings=TridentConfig(...), got {type(settings).__name__}")
     if not isinstance(proxy, VisionBackbone):
         proxy = create_vfm(proxy or DEFAULT_PROXY, weights=weights, device=device, cache_dir=cache_dir)
-    sam = create_sam(settings.sam, weights=weights, device=device, cache_dir=cache_dir)
+    sam = create_sam(settings.sam, weights="random" if weights == "random" else "pretrained", device=device,
+                     cache_dir=cache_dir)
     return TridentProxy(proxy.to(device), sam, settings)
 
 
