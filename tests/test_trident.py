@@ -227,6 +227,9 @@ def test_bad_input(parts):
         trident_tokens(backbone, torch.randn(1, 3, 40, 40), GEMConfig(), proxy=TridentProxy(vfm, sam), return_ori=True)
     with pytest.raises(ValueError, match="stride"):
         TridentConfig(crop=32, stride=64)
+    from gemseg.methods import ProxyAttention
+    with pytest.raises(TypeError, match="takes a TridentProxy"):
+        trident_tokens(backbone, torch.randn(1, 3, 40, 40), GEMConfig(), proxy=ProxyAttention(vfm))
     with pytest.raises(TypeError, match="SamEncoder"):
         TridentProxy(vfm, vfm)
     with pytest.raises(ValueError, match="needs a proxy"):

@@ -236,6 +236,9 @@ def trident_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, 
     ``(h, w) = proxy.grid((H, W))``, covering the whole image (no class token). Each image is resized
     (:func:`trident_size`), cut into windows that CLIP and DINO see in one batch, spliced and aggregated
     with SAM's attention, then CLIP's final norm and projection."""
+    if not isinstance(proxy, TridentProxy):
+        raise TypeError(f"method 'trident' takes a TridentProxy (DINO + SAM), got {type(proxy).__name__}; build the "
+                        "model with create_model(..., method='trident') instead of a variant of another method's")
     if return_ori:
         raise ValueError("method 'trident' has no original-path view (return_ori); use method='clip' for CLIP's own tokens")
     s, (ph, pw) = proxy.settings, backbone.patch_size
