@@ -30,8 +30,8 @@ def tiny_sam(seed: int = 0):
     pc = SamPromptEncoderConfig(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4)
     mc = SamMaskDecoderConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, mlp_dim=32,
                               iou_head_hidden_dim=16)
-    cfg = SamConfig(vision_config=vc.to_dict(), prompt_encoder_config=pc.to_dict(), mask_decoder_config=mc.to_dict())
-    cfg._attn_implementation = "eager"
+    cfg = SamConfig(vision_config=vc.to_dict(), prompt_encoder_config=pc.to_dict(), mask_decoder_config=mc.to_dict(),
+                    attn_implementation="eager")  # the reference reads HF's own attention weights
     torch.manual_seed(seed)
     sam = create_sam("tiny-sam", weights="random", config=cfg)
     with torch.no_grad():
