@@ -16,8 +16,9 @@ A refiner is a function
 them); settings are bound with ``functools.partial`` or given as ``(name, {settings})``. The context a
 refiner gets is by keyword (:func:`refine_scores`): today ``image`` and ``model``; context added later
 (per-image class-agnostic masks, a proxy's patch features) reaches only the refiners whose signature
-names it or takes ``**context``, so a refiner written today keeps working. ``"pamr"`` is registered
-here; others add theirs with :func:`register_refiner`.
+names it or takes ``**context``, so a refiner written today keeps working. ``"pamr"`` and ``"sam-prompts"``
+(Trident's SAM-prompt refinement, :mod:`gemseg.sam_refine`) are registered here; others add theirs with
+:func:`register_refiner`.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .pamr import pamr as _pamr_algorithm
+from .sam_refine import sam_prompt_refiner
 
 Refiner = Callable[..., torch.Tensor]
 RefineSpec = Union[str, Refiner, tuple, Sequence[Union[str, Refiner, tuple]], None]
@@ -116,5 +118,6 @@ def pamr_refiner(scores: torch.Tensor, *, image: torch.Tensor, model=None, steps
 
 
 register_refiner("pamr", pamr_refiner)
+register_refiner("sam-prompts", sam_prompt_refiner)  # Trident's SAM-prompt refinement (gemseg.sam_refine)
 
 __all__ = ["register_refiner", "get_refiner", "list_refiners", "resolve_refiners", "refine_scores", "pamr_refiner"]
