@@ -17,7 +17,9 @@ CLIP's patch grid and min-max mapped onto the range of ``K`` (patch tokens only,
 
 then CLIP's final norm and projection. Note how the official code indexes the pair: the cost matrix's
 rows are DINO heads and its columns CLIP heads, but the loop combines CLIP head ``h`` with DINO head
-``π(h)``; that is what this module does. The text side (object-presence prior) is
+``π(h)``; that is what this module does. Two matchings can cost exactly the same (the distance of
+L1-normalized spectra is piecewise linear); such a tie is broken by our Hungarian's order, which need not
+be scipy's. The text side (object-presence prior) is
 :mod:`gemseg.methods.cass_text`.
 """
 from __future__ import annotations
@@ -194,9 +196,12 @@ def _low_rank(adj: torch.Tensor, rank: int, rescale: bool) -> torch.Tensor:
 
 def spectral_attention(k: torch.Tensor, k_dino: torch.Tensor, settings: CASSConfig) -> torch.Tensor:
     """One image: CLIP keys ``k`` [heads, N, d] and DINO keys ``k_dino`` [heads, N, d] on the same grid ->
-    the distilled attention logits ``Â`` [heads, N, N] (before ``ω`` and the softmax; module docstring)."""
+    the distilled attention logits ``Â`` [heads, N, N] float64 (before ``ω`` and the softmax; module
+    docstring). All of it runs in float64 (ours: the official code casts to float64 only for the
+    eigendecompositions; in float32 a near tie of the head matching can flip)."""
     heads, N, d = k.shape
     scale = d ** -0.5
+    k, k_dino = k.double(), k_dino.double()
     k_dino = _to_range(k_dino, k)
     A = (k @ k.transpose(1, 2)) * scale  # (heads, N, N)
     A_dino = (k_dino @ k_dino.transpose(1, 2)) * scale
@@ -207,7 +212,7 @@ def spectral_attention(k: torch.Tensor, k_dino: torch.Tensor, settings: CASSConf
     for h in range(heads):
         g = col[h]
         wd = float(w[h, g].detach()) * settings.scale_factor
-        D = _to_range(_low_rank(A_dino[g], min(settings.rank, N), settings.scale_singular_values), A[h]).to(A.dtype)
+        D = _to_range(_low_rank(A_dino[g], min(settings.rank, N), settings.scale_singular_values), A[h])
         out[h] = (wd * D + A[h]) / (wd + 1)
     return out
 
@@ -229,7 +234,7 @@ def cass_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *, 
         raise ValueError(f"CASS needs a proxy with CLIP's heads x head width ({k.shape[1]} x {k.shape[-1]}), "
                          f"{proxy.vfm.name} has {k_dino.shape[1]} x {k_dino.shape[-1]}")
     omega = neighbourhood_bias(grid, std=s.gaussian_std, num_prefix_tokens=0, device=x.device).to(k.dtype)
-    attn = torch.stack([spectral_attention(k[b].float(), k_dino[b].float(), s) for b in range(x.shape[0])])
+    attn = torch.stack([spectral_attention(k[b], k_dino[b], s) for b in range(x.shape[0])])
     attn = (attn.to(v.dtype) + omega).softmax(dim=-1)  # (B, heads, N, N)
     plain = blk.plain(x)
     out = torch.cat([plain[:, :p], blk.attn_out(attn @ v)], dim=1)  # (B, prefix + N, C)

@@ -1,0 +1,208 @@
+"""CASS (method="cass") against a plain re-implementation of the official computation (MICV-yonsei/CASS
+clip/model.py custom_attn / _apply_spectral_strategy, cass_segmentor.py hierarchical_prompt) on every tiny
+backbone kind: per-head loops, SVD instead of the eigendecomposition, brute-force head matching, DINO's
+keys read with a forward hook on timm's own last block (as dino/vision_transformer.py returns its qkv)."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import library_trunk, raw_block, raw_head, tiny_vfm
+from gemseg import GEMConfig
+from gemseg.methods.cass import CASSConfig, CASSProxy, assignment, cass_tokens, spectral_attention
+from gemseg.methods.cass_text import presence_scores, ward_clusters
+
+torch.set_grad_enabled(False)
+
+
+def cass_dino(seed=1):
+    return tiny_vfm("dino", seed=seed, embed_dim=64, num_heads=4)  # CLIP's 4 heads x 16 of the tiny backbones
+
+
+def brute_assignment(cost):
+    n = cost.shape[0]
+    return min(itertools.permutations(range(n)), key=lambda p: sum(float(cost[i, p[i]]) for i in range(n)))
+
+
+def optimal_assignments(cost, tol=1e-9):
+    """Every permutation of minimum cost: the 1-D Wasserstein distance of L1-normalized spectra is piecewise
+    linear, so two matchings can cost exactly the same (scipy and our Hungarian may break such a tie apart)."""
+    n = cost.shape[0]
+    total = {p: sum(float(cost[i, p[i]]) for i in range(n)) for p in itertools.permutations(range(n))}
+    best = min(total.values())
+    return [p for p, t in total.items() if t <= best + tol]
+
+
+def plain_spectral(k, kd, s: CASSConfig):
+    """_apply_spectral_strategy for one image in float64 loops; k, kd [heads, N, d] -> one [heads, N, N]
+    per minimum-cost head matching."""
+    H, N, d = k.shape
+    k, kd = k.double(), kd.double()
+    kd = (kd - kd.min()) / (kd.max() - kd.min()) * (k.max() - k.min()) + k.min()  # _normalize_key_range
+    A = [k[h] @ k[h].T / math.sqrt(d) for h in range(H)]
+    Ad = [kd[h] @ kd[h].T / math.sqrt(d) for h in range(H)]
+
+    def spectrum(M):
+        v = sorted(torch.linalg.eigvalsh(M).tolist(), reverse=True)[: s.k_eigen]
+        n2 = math.sqrt(sum(x * x for x in v))
+        v = [x / n2 for x in v]
+        n1 = sum(abs(x) for x in v)
+        return [x / n1 for x in v]
+
+    cost = torch.zeros(H, H, dtype=torch.float64)
+    for i in range(H):
+        for j in range(H):
+            cost[i, j] = 1 - sum(abs(a - b) for a, b in zip(sorted(spectrum(Ad[i])), sorted(spectrum(A[j]))))
+    return [_combine(A, Ad, cost, col, s) for col in optimal_assignments(cost)]
+
+
+def _combine(A, Ad, cost, col, s):
+    out = []
+    for i in range(len(A)):
+        j = col[i]
+        wd = 1 - cost[i, j]
+        U, S, Vh = torch.linalg.svd(Ad[j])
+        U, S, V = U[:, : s.rank], S[: s.rank], Vh[: s.rank].T
+        if s.scale_singular_values:
+            lo, hi = S.min(), S.max()
+            S = (S - lo) / (hi - lo) * (1.5 * hi - 0.5 * lo) + 0.5 * lo
+        D = U @ torch.diag(S) @ V.T
+        D.fill_diagonal_(0)
+        D = (D - D.min()) / (D.max() - D.min()) * (A[i].max() - A[i].min()) + A[i].min()
+        out.append((wd * s.scale_factor * D + A[i]) / (wd * s.scale_factor + 1))
+    return torch.stack(out)
+
+
+def official_keys(vfm, rgb_square):
+    """The last block's keys of timm's DINO through its own forward (a hook on attn.qkv): [heads, N, d]."""
+    seen = {}
+    handle = vfm.model.blocks[-1].attn.qkv.register_forward_hook(lambda m, i, o: seen.setdefault("qkv", o))
+    x = (rgb_square - torch.tensor(vfm.preprocess.mean).view(1, 3, 1, 1)) / torch.tensor(vfm.preprocess.std).view(1, 3, 1, 1)
+    vfm.model.forward_features(x)
+    handle.remove()
+    qkv = seen["qkv"][0]
+    N, C3 = qkv.shape
+    heads = vfm.model.blocks[-1].attn.num_heads
+    return qkv.reshape(N, 3, heads, C3 // 3 // heads)[1:, 1].transpose(0, 1)  # patch keys (heads, N-1, d)
+
+
+def reference(backbone, vfm, images, s: CASSConfig):
+    """custom_attn with the spectral strategy, head by head, then the head: [B, prefix + N, D]."""
+    ln_1, (Wq, bq), (Wk, bk), (Wv, bv), out_proj, *_, heads = raw_block(backbone, len(backbone.blocks) - 1)
+    head = raw_head(backbone)
+    X = library_trunk(backbone, images, len(backbone.blocks) - 1)
+    full = library_trunk(backbone, images, len(backbone.blocks))  # the unmodified last block
+    p = backbone.num_prefix_tokens
+    gh, gw = images.shape[-2] // 8, images.shape[-1] // 8
+    mean = torch.tensor(backbone.preprocess.mean).view(1, 3, 1, 1)
+    std = torch.tensor(backbone.preprocess.std).view(1, 3, 1, 1)
+    side = min(images.shape[-2:])
+    rgb = F.interpolate(images * std + mean, size=(side, side), mode="bicubic", antialias=True)  # PIL resize
+    window = torch.tensor([[math.exp(-((a // gw - b // gw) ** 2 + (a % gw - b % gw) ** 2) / (2 * s.gaussian_std ** 2))
+                            for b in range(gh * gw)] for a in range(gh * gw)])
+    outs = []
+    for n, x in enumerate(X):
+        h = ln_1(x)
+        C = h.shape[-1]
+        d = C // heads
+        k = (h @ Wk.T + bk)[p:].reshape(-1, heads, d).transpose(0, 1)  # (heads, N, d)
+        v = (h @ Wv.T + bv)[p:].reshape(-1, heads, d).transpose(0, 1)
+        kd = official_keys(vfm, rgb[n:n + 1])  # (heads, side/8 * side/8, d)
+        g = side // 8
+        kd = F.interpolate(kd.transpose(1, 2).reshape(heads, d, g, g), size=(gh, gw), mode="bilinear")
+        kd = kd.reshape(heads, d, -1).transpose(1, 2)
+        image = []
+        for attn in plain_spectral(k, kd, s):
+            attn = attn.float() + window
+            o = torch.cat([torch.softmax(attn[j], -1) @ v[j] for j in range(heads)], dim=-1)
+            image.append(head(torch.cat([full[n, :p], out_proj(o)])))
+        outs.append(image)
+    return outs  # per image, one [prefix + N, D] per minimum-cost matching
+
+
+def test_assignment_is_the_minimum_cost_matching():
+    torch.manual_seed(0)
+    for n in range(1, 7):
+        for _ in range(10):
+            cost = torch.rand(n, n)
+            col = assignment(cost)
+            assert sorted(col) == list(range(n))
+            assert math.isclose(sum(float(cost[i, col[i]]) for i in range(n)),
+                                sum(float(cost[i, j]) for i, j in enumerate(brute_assignment(cost))), abs_tol=1e-9)
+
+
+@pytest.mark.parametrize("rescale", [True, False])
+def test_spectral_attention_is_the_official_formula(rescale):
+    torch.manual_seed(1)
+    s = CASSConfig(scale_singular_values=rescale)
+    k, kd = torch.randn(4, 30, 16, dtype=torch.float64), torch.randn(4, 30, 16, dtype=torch.float64)
+    # float64 throughout; eigh against svd: the largest difference seen is 4e-15
+    got = spectral_attention(k, kd, s)
+    assert any(torch.allclose(got, want, atol=1e-10) for want in plain_spectral(k, kd, s))
+
+
+@pytest.mark.openclip  # also under open_clip 2.23 (sequence-first blocks) in scripts/test.sh
+def test_cass_tokens_equal_the_official_computation(backbone):
+    vfm = cass_dino()
+    s = CASSConfig()
+    images = torch.randn(2, 3, 32, 48)  # CLIP 4x6 grid; DINO sees the 32x32 square at its native size
+    tokens, ori = cass_tokens(backbone, images, GEMConfig(), proxy=CASSProxy(vfm, s), return_ori=True)
+    assert tokens.shape == (2, backbone.num_prefix_tokens + 24, backbone.embed_dim)
+    # fp32 blocks against fp32/float64 loops: the largest difference seen is 1.4e-6
+    for got, wants in zip(tokens, reference(backbone, vfm, images, s)):
+        assert any(torch.allclose(got, want, atol=1e-4) for want in wants)
+    assert not torch.allclose(tokens[:, backbone.num_prefix_tokens:], ori[:, backbone.num_prefix_tokens:], atol=1e-3)
+
+
+def test_cass_needs_matching_heads_and_a_vit_proxy(backbone):
+    with pytest.raises(ValueError, match="heads x head width"):
+        cass_tokens(backbone, torch.randn(1, 3, 32, 32), GEMConfig(), proxy=CASSProxy(tiny_vfm("dino")))
+    with pytest.raises(ValueError, match="SAM"):
+        CASSProxy(tiny_vfm("sam"))
+
+
+def test_cass_settings_are_checked():
+    for bad in (dict(rank=0), dict(k_eigen=0), dict(gaussian_std=0), dict(mean_vector_weight=1.5)):
+        with pytest.raises(ValueError):
+            CASSConfig(**bad)
+    with pytest.raises(TypeError):
+        CASSConfig(scale_factor="10")
+
+
+def test_ward_clusters_cut_the_lance_williams_dendrogram():
+    # three unit vectors with cosine distances d01 = 0.1, d02 = 0.5, d12 = 0.4: 0 and 1 merge at 0.1, then
+    # Ward's update puts 2 at sqrt((2 * 0.5² + 2 * 0.4² - 0.1²) / 3) = sqrt(0.27) = 0.5196 from them
+    gram = torch.tensor([[1.0, 0.9, 0.5], [0.9, 1.0, 0.6], [0.5, 0.6, 1.0]], dtype=torch.float64)
+    text = torch.linalg.cholesky(gram)
+    assert ward_clusters(text, 0.05) == [0, 1, 2]
+    assert ward_clusters(text, 0.3) == [0, 0, 1]
+    assert ward_clusters(text, 0.51) == [0, 0, 1]
+    assert ward_clusters(text, 0.53) == [0, 0, 0]
+
+
+def test_presence_scores_follow_hierarchical_prompt():
+    torch.manual_seed(2)
+    feats = F.normalize(torch.randn(2, 8, 3, 4), dim=1)
+    glob = F.normalize(torch.randn(2, 8), dim=-1)
+    text = F.normalize(torch.randn(5, 8), dim=-1)
+    s = CASSConfig(global_semantics_weight=0.3, mean_vector_weight=0.05)
+    clusters = [0, 1, 0, 2, 1]
+    out = presence_scores(feats, glob, text, s, clusters)
+    for b in range(2):
+        f = feats[b].reshape(8, -1).T  # (12, 8)
+        g = glob[b] @ text.T
+        t = text.clone()
+        for c in (0, 1, 2):  # the most present query of each cluster moves towards its two best patches
+            members = [q for q in range(5) if clusters[q] == c]
+            q = max(members, key=lambda m: float(g[m]))
+            best = sorted(range(12), key=lambda i: -float(f[i] @ text[q]))[:2]
+            m = F.normalize(f[best].mean(0), dim=0)
+            t[q] = F.normalize(0.95 * text[q] + 0.05 * m, dim=0)
+        want = 0.7 * (f @ t.T) + 0.3 * g
+        assert torch.allclose(out[b].reshape(5, -1).T, want, atol=1e-6)  # fp32, same operations
+    plain = presence_scores(feats, glob, text, CASSConfig())  # both weights 0: plain cosines
+    assert torch.allclose(plain, torch.einsum("bdhw,qd->bqhw", feats, text), atol=1e-6)
