@@ -184,6 +184,36 @@ def test_ward_clusters_cut_the_lance_williams_dendrogram():
     assert ward_clusters(text, 0.53) == [0, 0, 0]
 
 
+def plain_ward(text, threshold):
+    """Greedy Ward merging in lists (Lance–Williams on the cosine distances), cut at threshold."""
+    Q = text.shape[0]
+    d = [[1 - float(text[i] @ text[j]) for j in range(Q)] for i in range(Q)]
+    members = {i: [i] for i in range(Q)}
+    while len(members) > 1:
+        pairs = [(d[a][b], a, b) for a in members for b in members if a < b]
+        best, x, y = min(pairs)
+        if best > threshold:
+            break
+        nx, ny = len(members[x]), len(members[y])
+        for i in members:
+            if i not in (x, y):
+                ni = len(members[i])
+                v = ((ni + nx) * d[x][i] ** 2 + (ni + ny) * d[y][i] ** 2 - ni * best ** 2) / (nx + ny + ni)
+                d[x][i] = d[i][x] = math.sqrt(max(v, 0.0))
+        members[x] += members.pop(y)
+    groups = sorted(sorted(m) for m in members.values())
+    return sorted(groups, key=lambda m: m[0])
+
+
+def test_ward_clusters_match_plain_greedy_merging():
+    torch.manual_seed(3)
+    text = F.normalize(torch.randn(14, 6, dtype=torch.float64), dim=-1)
+    for threshold in (0.0, 0.3, 0.6, 0.9, 1.5, 3.0):
+        labels = ward_clusters(text, threshold)
+        groups = [[q for q in range(14) if labels[q] == c] for c in range(max(labels) + 1)]
+        assert groups == plain_ward(text, threshold)
+
+
 def test_presence_scores_follow_hierarchical_prompt():
     torch.manual_seed(2)
     feats = F.normalize(torch.randn(2, 8, 3, 4), dim=1)

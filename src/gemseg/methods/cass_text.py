@@ -13,10 +13,13 @@ With both weights 0 (the defaults) the scores are the plain cosines.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
-from .cass import CASSConfig
+if TYPE_CHECKING:
+    from .cass import CASSConfig
 
 
 def ward_clusters(text: torch.Tensor, threshold: float) -> list[int]:
@@ -25,34 +28,32 @@ def ward_clusters(text: torch.Tensor, threshold: float) -> list[int]:
     matrix), cut so that no merge above ``threshold`` is made (``fcluster(criterion='distance')``).
     Returns a cluster index per query, clusters numbered in order of their first query."""
     Q = text.shape[0]
-    dist = (1 - text.double() @ text.double().T).clamp(min=0)
-    dist.fill_diagonal_(0)
-    d = dist.tolist()
-    members = {i: [i] for i in range(Q)}
-    while len(members) > 1:
-        ids = list(members)
-        best, pair = float("inf"), None
-        for a in range(len(ids)):
-            for b in range(a + 1, len(ids)):
-                if d[ids[a]][ids[b]] < best:
-                    best, pair = d[ids[a]][ids[b]], (ids[a], ids[b])
+    t = text.detach().double()
+    d = (1 - t @ t.T).clamp(min=0)
+    d.fill_diagonal_(float("inf"))
+    size = torch.ones(Q, dtype=torch.float64, device=t.device)
+    root = list(range(Q))  # root[q]: the cluster (its surviving row) of query q
+    alive = torch.ones(Q, dtype=torch.bool, device=t.device)
+    for _ in range(Q - 1):
+        flat = int(d.argmin())
+        x, y = divmod(flat, Q)
+        best = float(d[x, y])
         if best > threshold:
             break
-        x, y = pair
-        nx, ny = len(members[x]), len(members[y])
-        for i in members:
-            if i in (x, y):
-                continue
-            ni = len(members[i])
-            t = 1.0 / (nx + ny + ni)
-            new = ((ni + nx) * t * d[x][i] ** 2 + (ni + ny) * t * d[y][i] ** 2 - ni * t * d[x][y] ** 2)
-            d[x][i] = d[i][x] = max(new, 0.0) ** 0.5
-        members[x] += members.pop(y)
-    label, out = {}, [0] * Q
-    for q in range(Q):
-        root = next(r for r, m in members.items() if q in m)
-        out[q] = label.setdefault(root, len(label))
-    return out
+        x, y = min(x, y), max(x, y)
+        nx, ny = size[x], size[y]
+        n = size + nx + ny
+        new = ((size + nx) * d[x] ** 2 + (size + ny) * d[y] ** 2 - size * best ** 2) / n
+        new = new.clamp(min=0).sqrt()  # (Q,): Ward's distance of x ∪ y to every cluster
+        new[~alive] = float("inf")
+        new[x] = float("inf")
+        d[x], d[:, x] = new, new
+        d[y], d[:, y] = float("inf"), float("inf")
+        alive[y] = False
+        size[x] = nx + ny
+        root = [x if r == y else r for r in root]
+    label: dict[int, int] = {}
+    return [label.setdefault(r, len(label)) for r in root]
 
 
 def adjusted_text(feats: torch.Tensor, text: torch.Tensor, presence: torch.Tensor, clusters: list[int], *,
@@ -71,7 +72,7 @@ def adjusted_text(feats: torch.Tensor, text: torch.Tensor, presence: torch.Tenso
     return out
 
 
-def presence_scores(feats: torch.Tensor, global_emb: torch.Tensor, text: torch.Tensor, settings: CASSConfig,
+def presence_scores(feats: torch.Tensor, global_emb: torch.Tensor, text: torch.Tensor, settings: "CASSConfig",
                     clusters: list[int] | None = None) -> torch.Tensor:
     """CASS's patch scores with its object-presence prior.
 
@@ -83,7 +84,7 @@ def presence_scores(feats: torch.Tensor, global_emb: torch.Tensor, text: torch.T
     Returns:
         [B, Q, h, w] scores ``(1 − γ) f·t' + γ g``.
     """
-    if clusters is None:
+    if clusters is None and settings.mean_vector_weight:
         clusters = ward_clusters(text, settings.h_threshold)
     B, D, h, w = feats.shape
     flat = feats.flatten(2).transpose(1, 2)  # (B, N, D)
