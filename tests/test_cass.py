@@ -236,3 +236,71 @@ def test_presence_scores_follow_hierarchical_prompt():
         assert torch.allclose(out[b].reshape(5, -1).T, want, atol=1e-6)  # fp32, same operations
     plain = presence_scores(feats, glob, text, CASSConfig())  # both weights 0: plain cosines
     assert torch.allclose(plain, torch.einsum("bdhw,qd->bqhw", feats, text), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# through the model, the factory, the CLI and the evaluation
+# ---------------------------------------------------------------------------------------------
+def test_model_heatmaps_use_the_presence_prior(backbone):
+    from gemseg import GEMModel
+
+    settings = CASSConfig(global_semantics_weight=0.3, mean_vector_weight=0.05, h_threshold=0.5)
+    model = GEMModel(backbone, method="cass", proxy=CASSProxy(cass_dino(), settings))
+    images = torch.randn(2, 3, 32, 48)
+    text = F.normalize(torch.randn(4, backbone.embed_dim), dim=-1)
+    if backbone.num_prefix_tokens == 0:  # SigLIP: no class token to read the presence from
+        with pytest.raises(ValueError, match="needs a class token"):
+            model.heatmaps(images, text)
+        return
+    sims = model.heatmaps(images, text)
+    tokens, _ = cass_tokens(backbone, images, GEMConfig(), proxy=model.proxy)
+    tokens = F.normalize(tokens, dim=-1)
+    feats = tokens[:, 1:].transpose(1, 2).reshape(2, -1, 4, 6)
+    want = F.interpolate(presence_scores(feats, tokens[:, 0], text, settings), size=(32, 48), mode="bilinear")
+    assert sims.shape == (2, 4, 32, 48) and torch.allclose(sims, want, atol=1e-5)  # same fp32 operations
+    plain = GEMModel(backbone, method="cass", proxy=CASSProxy(cass_dino())).heatmaps(images, text)
+    assert not torch.allclose(plain, sims, atol=1e-3)  # the prior changes the maps
+    per_image = model.heatmaps(images, text[None].expand(2, -1, -1))  # [B, P, D] text: same maps
+    assert torch.allclose(per_image, sims, atol=1e-6)
+
+
+def test_factory_builds_the_cass_proxy(clip_backbone):
+    import warnings
+
+    import gemseg
+
+    gemseg.register_model(f"tiny-cass-{type(clip_backbone).__name__}", lambda **kw: clip_backbone)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random CLIP weights
+        model = gemseg.create_model(f"tiny-cass-{type(clip_backbone).__name__}", method="cass", proxy=cass_dino(),
+                                    proxy_settings=CASSConfig(rank=5))
+    assert isinstance(model.proxy, CASSProxy) and model.proxy.settings.rank == 5
+    assert model.with_config(depth=3).proxy is model.proxy
+    assert model.encode_image(torch.randn(1, 3, 32, 32)).shape == (1, clip_backbone.embed_dim, 4, 4)
+    from gemseg import GEMModel
+    from gemseg.methods import ProxyAttention
+
+    with pytest.raises(TypeError, match="takes a CASSProxy"):
+        GEMModel(clip_backbone, method="cass", proxy=ProxyAttention(cass_dino()))
+
+
+def _save_dino(folder):
+    import timm.models
+
+    from conftest import TINY_VFM
+
+    timm.models.save_for_hf(cass_dino(seed=5).model, folder, safe_serialization=True,
+                            model_args=dict(embed_dim=64, depth=2, num_heads=4, **TINY_VFM["dino"][1]))
+    return folder
+
+
+def test_cli_heatmap_runs_cass(tmp_path, capsys, tiny_model_files):
+    from cli_util import model_args, run_cli, run_json, write_image
+
+    folder = _save_dino(str(tmp_path / "vfm"))
+    out = tmp_path / "out"
+    r = run_cli(capsys, "heatmap", write_image(tmp_path / "a.png", (40, 30)), "-p", "cat", "-o", out,
+                "--method", "cass", "--proxy", folder, *model_args(tiny_model_files))
+    assert r.code == 0, r.err
+    settings = run_json(out)["settings"]
+    assert settings["method"] == "cass" and settings["proxy"] == folder

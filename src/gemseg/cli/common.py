@@ -27,7 +27,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--method", default="gem", choices=list_methods(),
                    help="training-free dense method (default: %(default)s); see docs/methods.md")
     g.add_argument("--proxy", default=None, metavar="VFM",
-                   help="--method proxyclip: vision foundation model (default: dino-b8); "
+                   help="--method proxyclip or cass: vision foundation model (default: dino-b8); "
                         "`gemseg models --backend vfm` lists them")
     g.add_argument("--proxy-weights", default="pretrained", metavar="WEIGHTS",
                    help="the proxy's weights: pretrained (hub cache), random, or a checkpoint file "
@@ -88,8 +88,15 @@ def model_kwargs(args: argparse.Namespace) -> dict:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return dict(pretrained=pretrained, checkpoint=args.checkpoint, backend=args.backend, device=device,
                 precision=args.precision, cache_dir=args.cache_dir, method=args.method, **gem_kwargs(args),
-                **({} if args.method != "proxyclip" else dict(
+                **({} if not uses_proxy(args.method) else dict(
                     proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights)))
+
+
+def uses_proxy(method: str) -> bool:
+    """Whether ``method`` holds a proxy vision model (``--proxy``): proxyclip, cass."""
+    from ..methods import get_method
+
+    return bool(getattr(get_method(method), "needs_proxy", False))
 
 
 def build_model(args: argparse.Namespace):
@@ -105,6 +112,6 @@ def build_model(args: argparse.Namespace):
     with warnings.catch_warnings():
         if args.random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")
-        if getattr(args, "proxy", None) is not None and args.method != "proxyclip":
-            warnings.warn(f"--proxy is only used with --method proxyclip; ignored for {args.method}")
+        if getattr(args, "proxy", None) is not None and not uses_proxy(args.method):
+            warnings.warn(f"--proxy is only used with --method proxyclip or cass; ignored for {args.method}")
         return create_model(args.model, **model_kwargs(args))

@@ -121,8 +121,11 @@ def model_for(model, *, method: str | None = None, depth: int | None = None, ite
         return model
     from ..methods import get_method
 
-    proxy = model.proxy if getattr(get_method(method), "needs_proxy", False) else None
-    if proxy is None and getattr(get_method(method), "needs_proxy", False):
+    fn = get_method(method)
+    proxy = model.proxy if getattr(fn, "needs_proxy", False) else None
+    if proxy is not None and not isinstance(proxy, fn.proxy_type):  # proxyclip's ProxyAttention is not CASS's
+        proxy = None
+    if proxy is None and getattr(fn, "needs_proxy", False):
         raise DemoError(f"method {method!r} needs a proxy vision model: start the server with "
                         f"--method {method} --proxy NAME")
     try:

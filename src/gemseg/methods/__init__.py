@@ -4,8 +4,9 @@
 Each maps ``(backbone, images [B, 3, H, W], config, *, return_ori=False)`` to ``(tokens [B, N, D],
 original tokens [B, N, D] or None)`` after the final norm and projection, so that all of them share the
 preprocessing, the text encoding and the evaluation of :class:`~gemseg.GEMModel`. A method with the
-attribute ``needs_proxy = True`` (``proxyclip``) also takes ``proxy=`` (the model's
-:class:`ProxyAttention`) and returns tokens on the proxy's grid. ``docs/methods.md`` gives each
+attribute ``needs_proxy = True`` (``proxyclip``, ``cass``) also takes ``proxy=`` (the model's
+``proxy_type`` instance: :class:`ProxyAttention`, :class:`CASSProxy`); ``on_proxy_grid`` says its
+tokens lie on the proxy's grid, and a ``scores`` attribute replaces the plain cosines with the text. ``docs/methods.md`` gives each
 method's formula and paper.
 
 ====================  =======================================================================
@@ -18,6 +19,8 @@ method's formula and paper.
 ``clearclip``         ClearCLIP: q-q attention, no residual, no MLP in the last block
 ``naclip``            NACLIP: k-k attention + Gaussian neighbourhood, no residual, no MLP
 ``proxyclip``         ProxyCLIP: proxy attention from a vision foundation model (needs ``proxy=``)
+``cass``              CASS: a DINO's spectral graph distilled into the last attention (needs ``proxy=``),
+                      and its object-presence prior on the text side
 ====================  =======================================================================
 """
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ..gem import gem_tokens
 from .baselines import (NACLIP_STD, clearclip_tokens, clip_tokens, maskclip_tokens, maskclip_vproj_tokens,
                         naclip_tokens, neighbourhood_bias, sclip_tokens, vv_tokens)
 
+from .cass import CASSConfig, CASSProxy, cass_tokens
 from .proxyclip import ProxyAttention, ProxyCLIPConfig, proxyclip_tokens
 
 _SETTINGS = tuple(f.name for f in dataclasses.fields(GEMConfig))
@@ -91,6 +95,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("clearclip", clearclip_tokens),
     Method("naclip", naclip_tokens),
     Method("proxyclip", proxyclip_tokens),
+    Method("cass", cass_tokens),
 )}
 
 
@@ -125,4 +130,5 @@ def register_method(name: str, fn: Callable, *, uses: tuple[str, ...] | None = N
 
 __all__ = ["Method", "METHODS", "get_method", "list_methods", "register_method", "gem_tokens", "clip_tokens",
            "maskclip_tokens", "maskclip_vproj_tokens", "vv_tokens", "sclip_tokens", "clearclip_tokens", "naclip_tokens",
-           "neighbourhood_bias", "NACLIP_STD", "proxyclip_tokens", "ProxyAttention", "ProxyCLIPConfig"]
+           "neighbourhood_bias", "NACLIP_STD", "proxyclip_tokens", "ProxyAttention", "ProxyCLIPConfig", "cass_tokens",
+           "CASSConfig", "CASSProxy"]

@@ -34,6 +34,7 @@ from ..backbones.base import Backbone
 from ..backbones.vfm import VisionBackbone
 from ..config import GEMConfig
 from .baselines import _grid, _trunk, neighbourhood_bias
+from .cass_text import presence_scores
 
 DEFAULT_PROXY = "dino-b8"  # configs/base_config.py dino_type='dino_vitb8'
 
@@ -241,4 +242,24 @@ def cass_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *, 
     return backbone.head(out), (backbone.head(plain) if return_ori else None)
 
 
+def cass_scores(feats: torch.Tensor, prefix: torch.Tensor, text: torch.Tensor, proxy: CASSProxy) -> torch.Tensor:
+    """CASS's patch scores with its object-presence prior (:func:`gemseg.methods.cass_text.presence_scores`):
+    ``feats`` [B, D, h, w] and the prefix tokens ``prefix`` [B, p, D] (both L2-normalized), ``text`` [P, D]
+    or per image [B, P, D] -> [B, P, h, w]. The presence is the first prefix token's (the class token's)."""
+    s = proxy.settings
+    if not (s.global_semantics_weight or s.mean_vector_weight):
+        eq = "bdhw,pd->bphw" if text.ndim == 2 else "bdhw,bpd->bphw"
+        return torch.einsum(eq, feats, text)
+    if prefix.shape[1] == 0:
+        raise ValueError("CASS's object-presence prior needs a class token, which this backbone has not; "
+                         "set global_semantics_weight=0 and mean_vector_weight=0")
+    glob = prefix[:, 0]
+    if text.ndim == 2:
+        return presence_scores(feats, glob, text, s)
+    return torch.cat([presence_scores(feats[b:b + 1], glob[b:b + 1], text[b], s) for b in range(feats.shape[0])])
+
+
 cass_tokens.needs_proxy = True  # GEMModel passes its CASSProxy as proxy=
+cass_tokens.proxy_type = CASSProxy  # what create_model wraps the VFM in
+cass_tokens.default_proxy = DEFAULT_PROXY
+cass_tokens.scores = cass_scores  # GEMModel scores the text with it instead of plain cosines

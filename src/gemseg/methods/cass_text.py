@@ -13,13 +13,8 @@ With both weights 0 (the defaults) the scores are the plain cosines.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
-
-if TYPE_CHECKING:
-    from .cass import CASSConfig
 
 
 def ward_clusters(text: torch.Tensor, threshold: float) -> list[int]:
@@ -72,7 +67,7 @@ def adjusted_text(feats: torch.Tensor, text: torch.Tensor, presence: torch.Tenso
     return out
 
 
-def presence_scores(feats: torch.Tensor, global_emb: torch.Tensor, text: torch.Tensor, settings: "CASSConfig",
+def presence_scores(feats: torch.Tensor, global_emb: torch.Tensor, text: torch.Tensor, settings,
                     clusters: list[int] | None = None) -> torch.Tensor:
     """CASS's patch scores with its object-presence prior.
 
@@ -80,6 +75,7 @@ def presence_scores(feats: torch.Tensor, global_emb: torch.Tensor, text: torch.T
         feats: [B, D, h, w] L2-normalized patch embeddings (CASS's tokens).
         global_emb: [B, D] L2-normalized image embeddings (the unmodified class token).
         text: [Q, D] L2-normalized query embeddings.
+        settings: a :class:`gemseg.methods.cass.CASSConfig` (its weights, ``h_threshold`` and ``topk``).
         clusters: :func:`ward_clusters` of ``text`` (computed here when ``None``).
     Returns:
         [B, Q, h, w] scores ``(1 − γ) f·t' + γ g``.
