@@ -174,3 +174,39 @@ def lposs(scores: torch.Tensor, *, image: torch.Tensor, source: Preprocess, vfm:
             z = lposs_patches(scores[b], rgb[b], vfm, config)
             out.append(lposs_pixels(z, rgb[b], config) if config.pixel else z)
     return torch.stack(out)
+
+
+class LPOSSRefiner:
+    """LPOSS (``pixel=False``) or LPOSS+ (``pixel=True``) as a refiner, ``refiner(scores, *, image, model)``.
+
+    Args:
+        pixel: LPOSS+ (the pixel step after the patch step).
+        vfm: the proxy ViT; default: :data:`DEFAULT_PROXY` with ``weights``, built on first use on the
+            scores' device (so that a registered refiner costs nothing until it runs).
+        config: the other settings (``pixel`` replaces its own).
+        weights: the default proxy's weights (``"pretrained"``, ``"random"`` or a checkpoint file).
+    """
+
+    def __init__(self, *, pixel: bool = False, vfm: VisionBackbone | None = None, config: LPOSSConfig | None = None,
+                 weights: str = "pretrained"):
+        from dataclasses import replace
+
+        self.config = replace(config or LPOSSConfig(), pixel=bool(pixel))
+        self.vfm, self.weights = vfm, weights
+
+    def _proxy(self, device: torch.device) -> VisionBackbone:
+        if self.vfm is None:
+            from .backbones.vfm import create_vfm
+
+            self.vfm = create_vfm(DEFAULT_PROXY, weights=self.weights, device=device)
+        return self.vfm.to(device)
+
+    def describe(self) -> dict:
+        """What identifies the refiner in a run's record."""
+        name = self.vfm.name if self.vfm is not None else DEFAULT_PROXY
+        return {"proxy": name, **self.config.to_dict()}
+
+    def __call__(self, scores: torch.Tensor, *, image: torch.Tensor, model) -> torch.Tensor:
+        """``scores`` [B, Q, H, W] of ``image`` [B, 3, H, W] (normalized for ``model``) -> [B, Q, H, W]."""
+        return lposs(scores, image=image, source=model.backbone.preprocess, vfm=self._proxy(scores.device),
+                     config=self.config)
