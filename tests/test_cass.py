@@ -304,3 +304,22 @@ def test_cli_heatmap_runs_cass(tmp_path, capsys, tiny_model_files):
     assert r.code == 0, r.err
     settings = run_json(out)["settings"]
     assert settings["method"] == "cass" and settings["proxy"] == folder
+
+
+@pytest.mark.filterwarnings("ignore:.*the standard split has:UserWarning")
+def test_cli_eval_runs_cass_and_records_its_proxy(tmp_path, capsys, tiny_model_files):
+    import json
+
+    import eval_data
+    from cli_util import run_cli
+
+    voc = eval_data.write_voc(tmp_path / "VOC2012", n=2)
+    folder = _save_dino(str(tmp_path / "vfm"))
+    cfg, ckpt = tiny_model_files["open_clip"]
+    r = run_cli(capsys, "eval", "--dataset", "voc21", "--data-root", voc, "--model", cfg, "--checkpoint", ckpt,
+                "--device", "cpu", "--workers", "0", "--no-progress", "--size", "48", "--crop", "32", "--stride",
+                "16", "--templates", "single", "--method", "cass", "--proxy", folder, "--out", tmp_path / "out")
+    assert r.code == 0, r.err
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["model"]["method"] == "cass"
+    assert result["model"]["proxy"]["name"] == folder and result["model"]["proxy"]["rank"] == 10
