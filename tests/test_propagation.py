@@ -202,3 +202,30 @@ def test_lposs_checks_its_inputs_and_settings():
             LPOSSConfig(**bad)
     with pytest.raises(TypeError):
         LPOSSConfig(tau="0.1")
+
+
+def test_the_refiner_runs_at_the_network_size_and_takes_settings():
+    from types import SimpleNamespace
+
+    from gemseg.lposs import LPOSSRefiner
+
+    vfm = tiny_vfm("dino", seed=3)
+    source = Preprocess()
+    model = SimpleNamespace(backbone=SimpleNamespace(preprocess=source))
+    torch.manual_seed(5)
+    image = torch.randn(1, 3, 40, 48)
+    scores = torch.randn(1, 3, 40, 48)
+    cfg = LPOSSConfig(crop=32, stride=16, k=20)
+    refiner = LPOSSRefiner(vfm=vfm, config=cfg)
+    same = refiner(scores, image=image, model=model)
+    assert torch.allclose(same, lposs(scores, image=image, source=source, vfm=vfm, config=cfg), atol=0)
+    # output size other than the network input: resized to it, propagated, resized back
+    big = F.interpolate(scores, size=(80, 96), mode="bilinear", align_corners=False)
+    out = refiner(big, image=image, model=model, k=10, unknown_context=1)
+    small = F.interpolate(big, size=(40, 48), mode="bilinear", align_corners=False)
+    want = lposs(small, image=image, source=source, vfm=vfm, config=LPOSSConfig(crop=32, stride=16, k=10))
+    assert out.shape == (1, 3, 80, 96)
+    assert torch.allclose(out, F.interpolate(want, size=(80, 96), mode="bilinear", align_corners=False), atol=1e-6)
+    plus = LPOSSRefiner(pixel=True, vfm=vfm, config=cfg)
+    assert plus.config.pixel and plus.__name__ == "lposs+" and plus.describe()["window"] == 13
+    assert not torch.allclose(plus(scores, image=image, model=model), same, atol=1e-3)

@@ -20,7 +20,7 @@ threshold applied after ``softmax(logit_scale · s)`` sees sharper probabilities
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -189,10 +189,9 @@ class LPOSSRefiner:
 
     def __init__(self, *, pixel: bool = False, vfm: VisionBackbone | None = None, config: LPOSSConfig | None = None,
                  weights: str = "pretrained"):
-        from dataclasses import replace
-
         self.config = replace(config or LPOSSConfig(), pixel=bool(pixel))
         self.vfm, self.weights = vfm, weights
+        self.__name__ = "lposs+" if pixel else "lposs"
 
     def _proxy(self, device: torch.device) -> VisionBackbone:
         if self.vfm is None:
@@ -206,7 +205,17 @@ class LPOSSRefiner:
         name = self.vfm.name if self.vfm is not None else DEFAULT_PROXY
         return {"proxy": name, **self.config.to_dict()}
 
-    def __call__(self, scores: torch.Tensor, *, image: torch.Tensor, model) -> torch.Tensor:
-        """``scores`` [B, Q, H, W] of ``image`` [B, 3, H, W] (normalized for ``model``) -> [B, Q, H, W]."""
-        return lposs(scores, image=image, source=model.backbone.preprocess, vfm=self._proxy(scores.device),
-                     config=self.config)
+    def __call__(self, scores: torch.Tensor, *, image: torch.Tensor, model, **settings) -> torch.Tensor:
+        """``scores`` [B, Q, H, W] (the output size) of ``image`` [B, 3, h, w] (the network input, normalized
+        for ``model``) -> [B, Q, H, W]. LPOSS runs at the network input's size, as the official code, so
+        the scores are resized bilinearly to it and back. ``settings``: :class:`LPOSSConfig` fields for
+        this call (``refine=("lposs", {"k": 200})``); other keywords a predictor adds are ignored."""
+        fields = set(LPOSSConfig.__dataclass_fields__) - {"pixel"}
+        config = replace(self.config, **{k: v for k, v in settings.items() if k in fields})
+        size, net = tuple(scores.shape[-2:]), tuple(image.shape[-2:])
+        x = scores.float()
+        if size != net:
+            x = F.interpolate(x, size=net, mode="bilinear", align_corners=False)
+        out = lposs(x, image=image.to(scores.device).float(), source=model.backbone.preprocess,
+                    vfm=self._proxy(scores.device), config=config)
+        return out if size == net else F.interpolate(out, size=size, mode="bilinear", align_corners=False)
