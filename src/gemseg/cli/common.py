@@ -27,12 +27,21 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--method", default="gem", choices=list_methods(),
                    help="training-free dense method (default: %(default)s); see docs/methods.md")
     g.add_argument("--proxy", default=None, metavar="VFM",
-                   help="--method proxyclip or cass: vision foundation model (default: dino-b8); "
+                   help="--method proxyclip: vision foundation model (default: dino-b8); "
                         "`gemseg models --backend vfm` lists them")
     g.add_argument("--proxy-weights", default="pretrained", metavar="WEIGHTS",
                    help="the proxy's weights: pretrained (hub cache), random, or a checkpoint file "
                         "(default: %(default)s)")
     add_gem_args(parser.add_argument_group("GEM"))
+
+
+def add_refine_arg(group) -> None:
+    """--refine NAME (repeatable): refiners run on the scores before labelling (gemseg.refiners)."""
+    from ..refiners import list_refiners
+
+    group.add_argument("--refine", action="append", default=None, choices=list_refiners(), metavar="NAME",
+                       help="refine the scores before labelling, in the order given; repeatable "
+                            f"({', '.join(list_refiners())}; pamr: 10 steps, dilations 8,16)")
 
 
 def _gem_options():
@@ -88,15 +97,15 @@ def model_kwargs(args: argparse.Namespace) -> dict:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return dict(pretrained=pretrained, checkpoint=args.checkpoint, backend=args.backend, device=device,
                 precision=args.precision, cache_dir=args.cache_dir, method=args.method, **gem_kwargs(args),
-                **({} if not uses_proxy(args.method) else dict(
+                **({} if not needs_proxy(args.method) else dict(
                     proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights)))
 
 
-def uses_proxy(method: str) -> bool:
-    """Whether ``method`` holds a proxy vision model (``--proxy``): proxyclip, cass."""
+def needs_proxy(method: str) -> bool:
+    """Whether ``method`` takes a proxy vision model (``--proxy``), as the method declares it."""
     from ..methods import get_method
 
-    return bool(getattr(get_method(method), "needs_proxy", False))
+    return "proxy" in get_method(method).needs
 
 
 def build_model(args: argparse.Namespace):
@@ -112,6 +121,6 @@ def build_model(args: argparse.Namespace):
     with warnings.catch_warnings():
         if args.random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")
-        if getattr(args, "proxy", None) is not None and not uses_proxy(args.method):
-            warnings.warn(f"--proxy is only used with --method proxyclip or cass; ignored for {args.method}")
+        if getattr(args, "proxy", None) is not None and not needs_proxy(args.method):
+            warnings.warn(f"--proxy is only used by methods that need a proxy (proxyclip); ignored for {args.method}")
         return create_model(args.model, **model_kwargs(args))

@@ -6,7 +6,7 @@ import os
 
 from ..io import DEFAULT_MAX_PIXELS
 from ..viz import COLORMAPS
-from .common import uses_proxy
+from .common import needs_proxy
 from .report import CLIError
 
 
@@ -134,4 +134,4 @@ def model_settings(args: argparse.Namespace, templates: list[str] | None) -> dic
             "transparency": args.transparency, "max_side": args.max_side, "opacity": args.opacity,
             "grid": args.grid, "save_raw": args.save_raw, "font": args.font,
             **({"proxy": args.proxy, "proxy_weights": args.proxy_weights}
-               if uses_proxy(getattr(args, "method", "gem")) else {})}
+               if needs_proxy(getattr(args, "method", "gem")) else {})}

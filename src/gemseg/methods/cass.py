@@ -259,7 +259,6 @@ def cass_scores(feats: torch.Tensor, prefix: torch.Tensor, text: torch.Tensor, p
     return torch.cat([presence_scores(feats[b:b + 1], glob[b:b + 1], text[b], s) for b in range(feats.shape[0])])
 
 
-cass_tokens.needs_proxy = True  # GEMModel passes its CASSProxy as proxy=
-cass_tokens.proxy_type = CASSProxy  # what create_model wraps the VFM in
+cass_tokens.proxy_type = CASSProxy  # what create_model wraps the VFM in (Method.needs "proxy")
 cass_tokens.default_proxy = DEFAULT_PROXY
 cass_tokens.scores = cass_scores  # GEMModel scores the text with it instead of plain cosines
