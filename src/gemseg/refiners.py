@@ -15,7 +15,8 @@ A refiner is a function
 :class:`gemseg.Segmenter` runs its refiners in order (``refine=`` a name, a callable or a sequence of
 them); settings are bound with ``functools.partial`` or given as ``(name, {settings})``. Later keyword
 arguments are added only with a default, so a refiner written today keeps working; a refiner that wants
-them takes ``**context``. ``"pamr"`` is registered here; others add theirs with :func:`register_refiner`.
+them takes ``**context``. ``"pamr"``, ``"lposs"`` and ``"lposs+"`` (:class:`gemseg.lposs.LPOSSRefiner`) are
+registered here; others add theirs with :func:`register_refiner`.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from typing import Callable, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .lposs import LPOSSRefiner
 from .pamr import pamr as _pamr_algorithm
 
 Refiner = Callable[..., torch.Tensor]
@@ -89,5 +91,8 @@ def pamr_refiner(scores: torch.Tensor, *, image: torch.Tensor, model=None, steps
 
 
 register_refiner("pamr", pamr_refiner)
+# LPOSS / LPOSS+ (gemseg.lposs): label propagation with a DINO ViT-B/16, built on first use
+register_refiner("lposs", LPOSSRefiner())
+register_refiner("lposs+", LPOSSRefiner(pixel=True))
 
 __all__ = ["register_refiner", "get_refiner", "list_refiners", "resolve_refiners", "pamr_refiner"]

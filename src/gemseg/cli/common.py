@@ -27,7 +27,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--method", default="gem", choices=list_methods(),
                    help="training-free dense method (default: %(default)s); see docs/methods.md")
     g.add_argument("--proxy", default=None, metavar="VFM",
-                   help="--method proxyclip: vision foundation model (default: dino-b8); "
+                   help="--method proxyclip or cass: vision foundation model (default: dino-b8); "
                         "`gemseg models --backend vfm` lists them")
     g.add_argument("--proxy-weights", default="pretrained", metavar="WEIGHTS",
                    help="the proxy's weights: pretrained (hub cache), random, or a checkpoint file "
@@ -41,7 +41,8 @@ def add_refine_arg(group) -> None:
 
     group.add_argument("--refine", action="append", default=None, choices=list_refiners(), metavar="NAME",
                        help="refine the scores before labelling, in the order given; repeatable "
-                            f"({', '.join(list_refiners())}; pamr: 10 steps, dilations 8,16)")
+                            f"({', '.join(list_refiners())}; pamr: 10 steps, dilations 8,16; lposs, lposs+: "
+                            "label propagation over patches (and pixels) with DINO ViT-B/16, docs/methods.md)")
 
 
 def _gem_options():

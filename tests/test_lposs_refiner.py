@@ -1,0 +1,87 @@
+"""The lposs / lposs+ refiners through the predictor, after any method: ``Segmenter(refine=...)``,
+``model.segment(refine=...)``, ``gemseg segment/eval --refine lposs`` and ``gemseg eval --compare``."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import HAS_OPEN_CLIP, tiny_open_clip_backbone, tiny_vfm
+from gemseg import GEMModel
+from gemseg.lposs import LPOSSConfig, LPOSSRefiner
+from gemseg.refiners import get_refiner, list_refiners, register_refiner
+
+pytestmark = pytest.mark.skipif(not HAS_OPEN_CLIP, reason="the tiny CLIP model of these tests needs open_clip")
+SMALL = LPOSSConfig(crop=32, stride=16, k=20)  # windows and a graph the tiny inputs can hold
+
+
+@pytest.fixture
+def tiny_lposs():
+    """The registered lposs/lposs+ replaced by refiners on a tiny random DINO for the test, then restored."""
+    saved = {name: get_refiner(name) for name in ("lposs", "lposs+")}
+    vfm = tiny_vfm("dino", seed=7)
+    for name, pixel in (("lposs", False), ("lposs+", True)):
+        register_refiner(name, LPOSSRefiner(pixel=pixel, vfm=vfm, config=SMALL), overwrite=True)
+    yield vfm
+    for name, fn in saved.items():
+        register_refiner(name, fn, overwrite=True)
+
+
+def test_both_are_registered_with_the_official_settings():
+    assert {"lposs", "lposs+"} <= set(list_refiners())
+    plain, plus = get_refiner("lposs"), get_refiner("lposs+")
+    assert not plain.config.pixel and plus.config.pixel
+    assert plain.config == LPOSSConfig() and plain.vfm is None  # the DINO ViT-B/16 is built on first use
+
+
+@pytest.mark.filterwarnings("ignore:method .* ignores the GEM setting")
+@pytest.mark.parametrize("method", ["gem", "sclip", "naclip"])
+def test_any_method_composes_with_lposs_in_the_predictor(method, tiny_lposs):
+    from gemseg import Segmenter
+
+    from gemseg import GEMConfig
+
+    model = GEMModel(tiny_open_clip_backbone(), method=method, config=GEMConfig(depth=3))
+    images = [torch.rand(40, 48, 3).mul(255).byte().numpy() for _ in range(2)]
+    plain = Segmenter.from_classes(model, ["cat", "dog"], background="none", size=(40, 48))
+    refined = Segmenter.from_classes(model, ["cat", "dog"], background="none", size=(40, 48), refine="lposs")
+    x = plain.prepare(images)
+    base = plain.scores(images)
+    want = get_refiner("lposs")(base, image=x, model=model)
+    got = refined.scores(images)
+    assert got.shape == base.shape and torch.allclose(got, want, atol=1e-6)  # the same computation, in order
+    assert not torch.allclose(got, base, atol=1e-3)
+    seg = model.segment(images, ["cat", "dog"], background="none", size=(40, 48), refine=["lposs+"])
+    assert seg.labels.shape == (2, 40, 48)
+
+
+def test_cli_segment_takes_refine_lposs(tmp_path, capsys, tiny_model_files, tiny_lposs):
+    from cli_util import model_args, run_cli, write_image
+
+    image = write_image(tmp_path / "a.png", (48, 40))
+    r = run_cli(capsys, "segment", image, "-c", "cat,dog", "--refine", "lposs", "-o", tmp_path / "out",
+                "--size", "40", *model_args(tiny_model_files))
+    assert r.code == 0, r.err
+    assert "lposs" in (tmp_path / "out" / "run.json").read_text()
+
+
+@pytest.mark.filterwarnings("ignore:.*the standard split has:UserWarning")
+def test_cli_eval_compare_shows_what_the_refiner_adds(tmp_path, capsys, tiny_model_files, tiny_lposs):
+    import eval_data
+    from cli_util import run_cli
+
+    voc = eval_data.write_voc(tmp_path / "VOC2012", n=2)
+    cfg, ckpt = tiny_model_files["open_clip"]
+    common = ["eval", "--dataset", "voc21", "--data-root", voc, "--model", cfg, "--checkpoint", ckpt, "--device",
+              "cpu", "--workers", "0", "--no-progress", "--size", "48", "--crop", "32", "--stride", "16",
+              "--templates", "single", "--method", "naclip"]
+    for name, extra in (("plain", []), ("lposs", ["--refine", "lposs"]), ("plus", ["--refine", "lposs+"])):
+        r = run_cli(capsys, *common, *extra, "--out", tmp_path / name)
+        assert r.code == 0, r.err
+    results = [json.loads((tmp_path / n / "result.json").read_text()) for n in ("plain", "lposs", "plus")]
+    assert "refine" not in results[0] and results[1]["refine"] == ["lposs"] and results[2]["refine"] == ["lposs+"]
+    r = run_cli(capsys, "eval", "--compare", *(tmp_path / n / "result.json" for n in ("plain", "lposs", "plus")))
+    assert r.code == 0, r.err
+    row = next(line for line in r.out.splitlines() if line.startswith("| refine |"))
+    assert row.split("|")[2:5] == [" – ", " lposs ", " lposs+ "]
