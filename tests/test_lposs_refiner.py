@@ -85,3 +85,46 @@ def test_cli_eval_compare_shows_what_the_refiner_adds(tmp_path, capsys, tiny_mod
     assert r.code == 0, r.err
     row = next(line for line in r.out.splitlines() if line.startswith("| refine |"))
     assert row.split("|")[2:5] == [" – ", " lposs ", " lposs+ "]
+
+
+def test_ablation_plans_cross_settings_with_refiners():
+    from gemseg import GEMConfig
+    from gemseg.eval.ablation import parse_refiners, plan_settings
+
+    choices = parse_refiners("none, lposs,lposs+,none")
+    assert choices == [(), ("lposs",), ("lposs+",)]
+    with pytest.raises(ValueError, match="unknown refiner 'crf'"):
+        parse_refiners("none,crf")
+    settings = plan_settings(GEMConfig(depth=3), grid={"iterations": [0, 1]}, num_blocks=4, refiners=choices)
+    assert len(settings) == 6 and len({s.slug for s in settings}) == 6
+    assert {s.refine for s in settings} == set(choices)
+    assert [s.label for s in settings if not s.changes] == ["base", "refine=lposs", "refine=lposs+"]
+    alone = plan_settings(GEMConfig(depth=3), refiners=choices)  # no sweep, no grid: the base with each
+    assert [s.refine for s in alone] == choices and alone[1].slug.endswith("-rlposs")
+    with pytest.raises(ValueError, match="nothing to ablate"):
+        plan_settings(GEMConfig(depth=3), refiners=[()])
+
+
+@pytest.mark.filterwarnings("ignore:.*the standard split has:UserWarning")
+def test_cli_ablate_crosses_a_method_with_refiners(tmp_path, capsys, tiny_model_files, tiny_lposs):
+    import eval_data
+    from cli_util import run_cli
+
+    voc = eval_data.write_voc(tmp_path / "VOC2012", n=2)
+    cfg, ckpt = tiny_model_files["open_clip"]
+    args = ["ablate", "--dataset", "voc21", "--data-root", voc, "--model", cfg, "--checkpoint", ckpt, "--device",
+            "cpu", "--workers", "0", "--no-progress", "--size", "48", "--crop", "32", "--stride", "16",
+            "--templates", "single", "--method", "naclip", "--refiners", "none,lposs", "--no-plots",
+            "--out", tmp_path / "abl"]
+    r = run_cli(capsys, *args)
+    assert r.code == 0, r.err
+    table = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert [row["refine"] for row in table["rows"]] == [[], ["lposs"]]
+    runs = [json.loads((tmp_path / "abl" / row["results"]["voc21"]["run"] / "result.json").read_text())
+            for row in table["rows"]]
+    assert "refine" not in runs[0] and runs[1]["refine"] == ["lposs"]
+    md = (tmp_path / "abl" / "ablation.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| setting"))
+    assert "| refine |" in header
+    r = run_cli(capsys, *args)  # both finished: nothing is evaluated again
+    assert r.code == 0 and r.err.count("finished earlier") == 2

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .ablation_plan import (FACTORS, SWEEPS, Setting, _check_method, parse_grid, parse_value, plan_settings,
-                            sweep_values)
+from .ablation_plan import (FACTORS, SWEEPS, Setting, _check_method, parse_grid, parse_refiners, parse_value,
+                            plan_settings, sweep_values)
 from .ablation_report import (ABLATION_VERSION, _folder_name, _normalized, ablation_markdown, ablation_table,
                               load_ablation, plot_series, write_ablation, write_plots)
 from .datasets import DatasetSpec
@@ -27,7 +27,7 @@ from .report import model_description
 from .runner import evaluate
 
 __all__ = ["ABLATION_VERSION", "FACTORS", "SWEEPS", "Setting", "AblationDataset", "sweep_values", "parse_value",
-           "parse_grid", "plan_settings", "run_ablation", "ablation_table", "ablation_markdown", "write_ablation",
+           "parse_grid", "parse_refiners", "plan_settings", "run_ablation", "ablation_table", "ablation_markdown", "write_ablation",
            "load_ablation", "plot_series", "write_plots"]
 
 
@@ -41,15 +41,16 @@ class AblationDataset:
     protocol_source: dict[str, str] | None = None
     limit: int | None = None
 
-def _finished(run_dir: Path, model, data: AblationDataset) -> dict | None:
-    """The result in ``run_dir`` if it is a finished run of exactly this model, dataset and protocol."""
+def _finished(run_dir: Path, model, data: AblationDataset, refine: Sequence[str] = ()) -> dict | None:
+    """The result in ``run_dir`` if it is a finished run of exactly this model, dataset, protocol and
+    refiners."""
     path = run_dir / "result.json"
     try:
         result = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     dataset = result.get("dataset") or {}
-    same = (result.get("model") == _normalized(model_description(model))
+    same = (result.get("model") == _normalized(model_description(model)) and result.get("refine", []) == list(refine)
             and result.get("protocol") == _normalized(data.protocol.to_dict())
             and dataset.get("name") == data.spec.name and dataset.get("limit") == data.limit
             and dataset.get("root") == str(Path(data.root).resolve()))
@@ -93,7 +94,7 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
         for s in settings:
             k += 1
             run_dir = out / "runs" / _folder_name(data.spec.name) / s.slug
-            done = _finished(run_dir, models[s.slug], data) if dist.is_main and not restart else None
+            done = _finished(run_dir, models[s.slug], data, s.refine) if dist.is_main and not restart else None
             done = dist.broadcast(done)
             if log is not None and dist.is_main:
                 log(f"[{k}/{total}] {data.spec.name} {s.label}" + (": finished earlier" if done else ""))
@@ -102,7 +103,8 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
                 done = evaluate(models[s.slug], data.spec, data.root, data.protocol, out_dir=run_dir,
                                 limit=data.limit, protocol_source=data.protocol_source, dist=dist,
                                 save_every=save_every, num_workers=num_workers, crop_batch=crop_batch,
-                                restart=restart, progress=progress, on_image=hook, text_cache=text_cache)
+                                restart=restart, progress=progress, on_image=hook, text_cache=text_cache,
+                                refine=list(s.refine) or None)
             results[data.spec.name, s.slug] = done
             table = ablation_table(model, datasets, settings, results, out_dir=out, sweeps=sweeps, grid=grid)
             if dist.is_main:  # after each setting, so that an interrupted ablation shows what it finished

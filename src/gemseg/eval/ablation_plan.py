@@ -106,19 +106,23 @@ class Setting:
     config: GEMConfig
     changes: dict  # GEMConfig field -> value, the fields that differ from the base configuration
     sweeps: list[str]  # the named sweeps (or "grid") that include this setting
+    refine: tuple[str, ...] = ()  # refiners run after the protocol's (gemseg.refiners names; (): none)
 
     @property
     def label(self) -> str:
-        """``base``, or the changes from the base: ``iterations=3, temperature=0.1``."""
-        return ", ".join(f"{k}={_text(k, v)}" for k, v in self.changes.items()) or "base"
+        """``base``, or the changes from the base: ``iterations=3, temperature=0.1``, and the refiners."""
+        parts = [f"{k}={_text(k, v)}" for k, v in self.changes.items()]
+        parts += [f"refine={','.join(self.refine)}"] if self.refine else []
+        return ", ".join(parts) or "base"
 
     @property
     def slug(self) -> str:
-        """The run folder's name, naming every GEM setting: ``d7-i1-tadaptive-pvkq-l2on-mlpoff``."""
+        """The run folder's name, naming every GEM setting (and the refiners, if any):
+        ``d7-i1-tadaptive-pvkq-l2on-mlpoff`` or ``...-mlpoff-rlposs``."""
         c = self.config
         t = "adaptive" if c.temperature is None else repr(float(c.temperature))
         return (f"d{c.depth}-i{c.iterations}-t{t}-p{''.join(c.projections)}-l2{_text('', c.l2_normalize)}"
-                f"-mlp{_text('', c.gem_mlp)}")
+                f"-mlp{_text('', c.gem_mlp)}" + (f"-r{'_'.join(self.refine)}" if self.refine else ""))
 
 
 def _config(base: GEMConfig, changes: dict) -> GEMConfig:
@@ -128,12 +132,32 @@ def _config(base: GEMConfig, changes: dict) -> GEMConfig:
     return dataclasses.replace(base, **changes)
 
 
+def parse_refiners(text: str) -> list[tuple[str, ...]]:
+    """``"none,lposs,lposs+"`` -> ``[(), ("lposs",), ("lposs+",)]``: the refiner choices an ablation crosses
+    with its settings (each a registered refiner, or ``none``)."""
+    from ..refiners import list_refiners
+
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if item.lower() != "none" and item not in list_refiners():
+            raise ValueError(f"unknown refiner {item!r}; choose from none, {', '.join(list_refiners())}")
+        choice = () if item.lower() == "none" else (item,)
+        if choice not in out:
+            out.append(choice)
+    if not out:
+        raise ValueError("--refiners needs at least one of none, " + ", ".join(list_refiners()))
+    return out
+
+
 def plan_settings(base: GEMConfig, *, sweeps: Sequence[str] = (), grid: dict[str, list] | None = None,
-                  num_blocks: int = 12) -> list[Setting]:
+                  num_blocks: int = 12, refiners: Sequence[tuple[str, ...]] | None = None) -> list[Setting]:
     """The distinct settings of named ``sweeps`` (each varies one field of ``base``; ``all`` is every
     sweep) and of a ``grid`` (the product of its values, other fields from ``base``), in order of first
     appearance (the base first); a configuration reached by several sweeps (the base, typically) is run
-    once."""
+    once. ``refiners`` (e.g. ``[(), ("lposs",)]``, :func:`parse_refiners`) crosses every configuration with
+    each refiner choice; with refiners and neither sweeps nor grid, the base is crossed alone."""
     names = list(SWEEPS) if "all" in sweeps else list(dict.fromkeys(sweeps))
     unknown = [s for s in names if s not in SWEEPS]
     if unknown:
@@ -142,15 +166,19 @@ def plan_settings(base: GEMConfig, *, sweeps: Sequence[str] = (), grid: dict[str
     if grid:
         for combo in itertools.product(*grid.values()):
             entries.append((_config(base, dict(zip(grid, combo))), "grid"))
+    choices = [tuple(r) for r in refiners] if refiners else [()]
+    if not entries and len(choices) > 1:
+        entries = [(base, "refine")]
     if not entries:
-        raise ValueError("nothing to ablate: give a sweep or a grid")
-    settings: dict[GEMConfig, Setting] = {}
+        raise ValueError("nothing to ablate: give a sweep, a grid or several refiners")
+    settings: dict[tuple, Setting] = {}
     for config, sweep in entries:
-        if config not in settings:
-            changes = {f: getattr(config, f) for f in FACTORS if getattr(config, f) != getattr(base, f)}
-            settings[config] = Setting(config, changes, [])
-        if sweep not in settings[config].sweeps:
-            settings[config].sweeps.append(sweep)
+        for refine in choices:
+            if (config, refine) not in settings:
+                changes = {f: getattr(config, f) for f in FACTORS if getattr(config, f) != getattr(base, f)}
+                settings[config, refine] = Setting(config, changes, [], refine)
+            if sweep not in settings[config, refine].sweeps:
+                settings[config, refine].sweeps.append(sweep)
     ordered = list(settings.values())
     return sorted(ordered, key=lambda s: bool(s.changes))  # the base first (a stable sort keeps the rest)
 
