@@ -323,3 +323,22 @@ def test_cli_eval_runs_cass_and_records_its_proxy(tmp_path, capsys, tiny_model_f
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["model"]["method"] == "cass"
     assert result["model"]["proxy"]["name"] == folder and result["model"]["proxy"]["rank"] == 10
+
+
+def test_the_demo_serves_cass_and_refuses_it_without_its_proxy(tmp_path):
+    from demo_helpers import png_bytes
+    from gemseg import GEMModel
+    from gemseg.demo import logic
+    from gemseg.methods import ProxyAttention
+
+    from conftest import tiny_open_clip_backbone
+
+    path = tmp_path / "up.png"
+    path.write_bytes(png_bytes(40, 32, 0))
+    served = GEMModel(tiny_open_clip_backbone(), method="cass", proxy=CASSProxy(cass_dino()))
+    kw = dict(size=(32, 32), limits=logic.Limits(max_side=64))
+    assert logic.run(served, str(path), "cat, dog", "segmentation", background="none", **kw).segmentation
+    proxyclip = GEMModel(served.backbone, method="proxyclip", proxy=ProxyAttention(tiny_vfm("dino")))
+    with pytest.raises(logic.DemoError, match="needs a proxy vision model"):
+        logic.model_for(proxyclip, method="cass")  # a ProxyCLIP server's proxy is not CASS's
+    assert logic.model_for(served, method="cass", depth=3).proxy is served.proxy

@@ -128,3 +128,26 @@ def test_cli_ablate_crosses_a_method_with_refiners(tmp_path, capsys, tiny_model_
     assert "| refine |" in header
     r = run_cli(capsys, *args)  # both finished: nothing is evaluated again
     assert r.code == 0 and r.err.count("finished earlier") == 2
+
+
+def test_the_demo_segments_with_the_servers_refiners(model, tmp_path, tiny_lposs):
+    from demo_helpers import png_bytes
+    from gemseg.cli import build_parser
+    from gemseg.cli.serve import make_settings
+    from gemseg.demo import logic
+
+    path = tmp_path / "up.png"
+    path.write_bytes(png_bytes(40, 32, 0))
+    kw = dict(background="none", threshold=0, size=(32, 32), limits=logic.Limits(max_side=64))
+    inner, seen = get_refiner("lposs"), []
+
+    def spy(scores, *, image, model):
+        seen.append(tuple(scores.shape))
+        return inner(scores, image=image, model=model)
+
+    register_refiner("lposs", spy, overwrite=True)  # the fixture puts the real one back
+    assert logic.run(model, str(path), "cat, dog", "segmentation", **kw).segmentation and not seen
+    refined = logic.run(model, str(path), "cat, dog", "segmentation", refine=("lposs",), **kw)
+    assert refined.segmentation is not None and seen == [(1, 2, 32, 40)]  # the scores at the picture's size
+    args = build_parser().parse_args(["serve", "--random-weights", "--refine", "lposs+"])
+    assert make_settings(args, model).refine == ("lposs+",)
