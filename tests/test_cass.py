@@ -318,11 +318,13 @@ def test_cli_eval_runs_cass_and_records_its_proxy(tmp_path, capsys, tiny_model_f
     cfg, ckpt = tiny_model_files["open_clip"]
     r = run_cli(capsys, "eval", "--dataset", "voc21", "--data-root", voc, "--model", cfg, "--checkpoint", ckpt,
                 "--device", "cpu", "--workers", "0", "--no-progress", "--size", "48", "--crop", "32", "--stride",
-                "16", "--templates", "single", "--method", "cass", "--proxy", folder, "--out", tmp_path / "out")
+                "16", "--templates", "single", "--method", "cass", "--proxy", folder, "--out", tmp_path / "out",
+                "--proxy-settings", "rank=5,global_semantics_weight=0.1")
     assert r.code == 0, r.err
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["model"]["method"] == "cass"
-    assert result["model"]["proxy"]["name"] == folder and result["model"]["proxy"]["rank"] == 10
+    proxy = result["model"]["proxy"]
+    assert proxy["name"] == folder and proxy["rank"] == 5 and proxy["global_semantics_weight"] == 0.1
 
 
 def test_the_demo_serves_cass_and_refuses_it_without_its_proxy(tmp_path):
@@ -342,3 +344,24 @@ def test_the_demo_serves_cass_and_refuses_it_without_its_proxy(tmp_path):
     with pytest.raises(logic.DemoError, match="needs a proxy vision model"):
         logic.model_for(proxyclip, method="cass")  # a ProxyCLIP server's proxy is not CASS's
     assert logic.model_for(served, method="cass", depth=3).proxy is served.proxy
+
+
+def test_proxy_settings_on_the_command_line():
+    import argparse
+
+    from gemseg.cli.common import add_model_args, model_kwargs, proxy_settings
+    from gemseg.methods import ProxyCLIPConfig
+
+    parser = argparse.ArgumentParser()
+    add_model_args(parser)
+    kw = model_kwargs(parser.parse_args(["--method", "cass", "--device", "cpu", "--proxy-settings",
+                                         "global_semantics_weight=0.1, mean_vector_weight=0.03,h_threshold=0.10,"
+                                         "scale_singular_values=false,rank=8"]))
+    assert kw["proxy_settings"] == CASSConfig(global_semantics_weight=0.1, mean_vector_weight=0.03, h_threshold=0.1,
+                                              scale_singular_values=False, rank=8)
+    assert proxy_settings("proxyclip", "beta=1.0") == ProxyCLIPConfig(beta=1.0)
+    assert proxy_settings("cass", None) is None
+    for bad, match in (("cass", "alpha=1"), ("cass", "rank=ten"), ("cass", "scale_singular_values=maybe"),
+                       ("gem", "rank=1")):
+        with pytest.raises(ValueError, match="--proxy-settings"):
+            proxy_settings(bad, match)

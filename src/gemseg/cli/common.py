@@ -32,7 +32,40 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--proxy-weights", default="pretrained", metavar="WEIGHTS",
                    help="the proxy's weights: pretrained (hub cache), random, or a checkpoint file "
                         "(default: %(default)s)")
+    g.add_argument("--proxy-settings", default=None, metavar="K=V,...",
+                   help="the proxy method's settings (ProxyCLIPConfig, CASSConfig fields), e.g. "
+                        "global_semantics_weight=0.1,mean_vector_weight=0.03 (default: the official values)")
     add_gem_args(parser.add_argument_group("GEM"))
+
+
+def proxy_settings(method: str, text: str | None):
+    """``--proxy-settings`` text -> the method's settings dataclass (its token function's
+    ``settings_type``), each value converted to its field's type; ``None`` without text."""
+    from ..methods import get_method
+
+    if text is None:
+        return None
+    cls = getattr(get_method(method), "settings_type", None)
+    if cls is None:
+        raise ValueError(f"--proxy-settings: method {method!r} has no proxy settings")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            raise ValueError(f"--proxy-settings {item!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        kind = type(fields[key].default)
+        if kind is bool:
+            if raw.strip().lower() not in ("true", "false", "on", "off", "1", "0"):
+                raise ValueError(f"--proxy-settings {key}={raw}: expected true or false")
+            values[key] = raw.strip().lower() in ("true", "on", "1")
+        else:
+            try:
+                values[key] = kind(raw.strip())
+            except ValueError:
+                raise ValueError(f"--proxy-settings {key}={raw}: expected a {kind.__name__}") from None
+    return cls(**values)
 
 
 def add_refine_arg(group) -> None:
@@ -99,7 +132,8 @@ def model_kwargs(args: argparse.Namespace) -> dict:
     return dict(pretrained=pretrained, checkpoint=args.checkpoint, backend=args.backend, device=device,
                 precision=args.precision, cache_dir=args.cache_dir, method=args.method, **gem_kwargs(args),
                 **({} if not needs_proxy(args.method) else dict(
-                    proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights)))
+                    proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights,
+                    proxy_settings=proxy_settings(args.method, getattr(args, "proxy_settings", None)))))
 
 
 def needs_proxy(method: str) -> bool:
