@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones.base import Backbone
+from ..backbones.base import Backbone, Preprocess
 from ..backbones.vfm import VisionBackbone
 from ..config import GEMConfig
 from .baselines import _grid, _trunk, neighbourhood_bias
@@ -105,7 +105,7 @@ class CASSProxy(nn.Module):
         """Input sides must be multiples of CLIP's patch only (DINO's input is resized, then trimmed)."""
         return tuple(clip_patch)
 
-    def keys(self, images: torch.Tensor, source, grid: tuple[int, int]) -> torch.Tensor:
+    def keys(self, images: torch.Tensor, source: Preprocess, grid: tuple[int, int]) -> torch.Tensor:
         """CLIP-normalized images [B, 3, H, W] -> DINO's last-block keys of the patches on CLIP's ``grid``,
         [B, heads, gh * gw, d]. As the official code: the image resized to a ``min(H, W)`` square (PIL's
         default bicubic; here antialiased bicubic), trimmed to a multiple of DINO's patch, keys resized
