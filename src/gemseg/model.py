@@ -17,7 +17,7 @@ from .config import GEMConfig
 from .methods import get_method
 from .postprocess import DEFAULT_REDUCTION
 from .refiners import RefineSpec
-from .segment import DEFAULT_LOGIT_SCALE, Segmentation
+from .segment import DEFAULT_LOGIT_SCALE, Segmentation, clean_prompts
 from .segmenter import Segmenter
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
@@ -136,7 +136,7 @@ class GEMModel(nn.Module):
         ``"a photo of a {}."``); the normalized embeddings are averaged over templates and normalized
         again. Compute this once for a vocabulary and pass the tensor to :meth:`heatmaps`.
         """
-        prompts = _check_prompts(prompts)
+        prompts = clean_prompts(prompts, "prompt", unique=False)  # one row per prompt, duplicates kept
         templates = list(templates) if templates is not None else list(DEFAULT_TEMPLATES)
         if not templates:
             raise ValueError("templates is empty; pass None for the default 'a photo of a {}.'")
@@ -309,20 +309,6 @@ class GEMModel(nn.Module):
             index = torch.tensor([position[p] for p in flat], device=emb.device)
             return emb[index].reshape(len(prompts), -1, self.backbone.embed_dim)  # (B, P, D)
         return self.encode_text(prompts, templates=templates)
-
-
-def _check_prompts(prompts: Sequence[str]) -> list[str]:
-    if isinstance(prompts, str):
-        raise TypeError("prompts must be a list of strings, not a single string; wrap it: [prompt]")
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("the prompt list is empty; give at least one prompt")
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str):
-            raise TypeError(f"prompt {i} is a {type(p).__name__}, expected a string")
-        if not p.strip():
-            raise ValueError(f"prompt {i} is empty; remove it or give it text")
-    return prompts
 
 
 def _pad_to_multiple(images: torch.Tensor, patch: tuple[int, int]) -> torch.Tensor:

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-from .refiners import RefineSpec, resolve_refiners
+from .refiners import RefineSpec, refine_scores, resolve_refiners
 from .segment import (Background, LabelRule, Segmentation, apply_rule, background_rule, clean_prompts,
                       label_scores, resize_maps)
 from .transforms import RESIZES, preprocess, preprocess_cv2, resized_size, to_size
@@ -137,7 +137,7 @@ class Segmenter:
                                  **({} if logit_scale is None else {"logit_scale": logit_scale}))
         rule = LabelRule(background=0, logit_scale=bg.logit_scale, prob_threshold=bg.threshold,
                          **({} if reduction is None else {"reduction": reduction}))
-        inputs = InputRule(resize="none", size=0) if size is None else InputRule(resize="fixed", size=to_size(size))
+        inputs = InputRule(resize="none") if size is None else InputRule(resize="fixed", size=to_size(size))
         owner = list(range(1, len(classes) + 1)) + [0] * len(bg.prompts)  # classes first, then background prompts
         return cls(model, classes + list(bg.prompts), owner, ("background", *classes), rule=rule,
                    templates=templates, inputs=inputs, refine=refine, background=bg, text_cache=text_cache)
@@ -218,9 +218,7 @@ class Segmenter:
         """Query maps [B, Q, h, w] -> scores [B, Q, H, W] at ``out_size = (H, W)`` (bilinear; default: as
         they are), then the refiners, which see the network input ``x`` [B, 3, h, w]."""
         scores = maps.float() if out_size is None else resize_maps(maps.float(), tuple(out_size))
-        for _, fn in self.refiners:
-            scores = fn(scores, image=x, model=self.model)
-        return scores
+        return refine_scores(scores, self.refiners, image=x, model=self.model)
 
     def scores(self, images, *, out_size: Sequence[int] | None = None, rows: Sequence[int] | None = None) -> torch.Tensor:
         """Images -> query scores [B, Q, H, W] at ``out_size`` (default: the network input size), refined."""

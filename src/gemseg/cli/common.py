@@ -73,9 +73,9 @@ def add_refine_arg(group) -> None:
     from ..refiners import list_refiners
 
     group.add_argument("--refine", action="append", default=None, choices=list_refiners(), metavar="NAME",
-                       help="refine the scores before labelling, in the order given; repeatable "
-                            f"({', '.join(list_refiners())}; pamr: 10 steps, dilations 8,16; lposs, lposs+: "
-                            "label propagation over patches (and pixels) with DINO ViT-B/16, docs/methods.md)")
+                       help="refine the scores before labelling; repeatable, run in the order given "
+                            f"(registered: {', '.join(list_refiners())}; pamr: 10 steps, dilations 8,16; lposs, lposs+: "
+                            "LPOSS label propagation with DINO ViT-B/16, docs/methods.md)")
 
 
 def _gem_options():
