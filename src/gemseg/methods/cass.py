@@ -33,7 +33,7 @@ from torch import nn
 from ..backbones.base import Backbone, Preprocess
 from ..backbones.vfm import VisionBackbone
 from ..config import GEMConfig
-from .baselines import _grid, _trunk, neighbourhood_bias
+from .baselines import neighbourhood_bias, token_grid, trunk
 from .cass_text import presence_scores
 
 DEFAULT_PROXY = "dino-b8"  # configs/base_config.py dino_type='dino_vitb8'
@@ -225,8 +225,8 @@ def cass_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *, 
     token CASS compares with the text for its object-presence prior); with ``return_ori`` CLIP's
     unmodified tokens too."""
     s = proxy.settings
-    x = _trunk(backbone, images)  # (B, prefix + gh*gw, C)
-    grid = _grid(backbone, images, x.shape[1])
+    x = trunk(backbone, images)  # (B, prefix + gh*gw, C)
+    grid = token_grid(backbone, images, x.shape[1])
     blk, p = backbone.blocks[-1], backbone.num_prefix_tokens
     _, k, v = blk.qkv(blk.ln_1(x))  # (B, heads, N, d)
     k, v = k[:, :, p:], v[:, :, p:]
