@@ -365,3 +365,19 @@ def test_proxy_settings_on_the_command_line():
                        ("gem", "rank=1")):
         with pytest.raises(ValueError, match="--proxy-settings"):
             proxy_settings(bad, match)
+
+
+def test_the_cass_preset_holds_the_official_protocol_and_method_settings():
+    from gemseg.cli.common import proxy_settings
+    from gemseg.eval import load_dataset_spec, resolve_protocol
+    from gemseg.eval.presets_propagation import CASS_SETTINGS, proxy_settings_text
+
+    p, _ = resolve_protocol("cass", load_dataset_spec("voc21"))
+    assert (p.size, p.mode, p.logit_scale, p.prob_threshold, p.pos_embed) == (336, "whole", 40.0, 0.1, "bicubic-scale")
+    p, _ = resolve_protocol("cass", load_dataset_spec("cityscapes"))
+    assert (p.size, p.mode, p.crop, p.stride, p.prob_threshold) == (560, "slide", 224, 112, None)
+    assert set(CASS_SETTINGS) == {"voc21", "context60", "coco_object", "voc20", "cityscapes", "context59", "ade20k",
+                                  "coco_stuff"}
+    assert proxy_settings("cass", proxy_settings_text("cass", "voc20")) == CASSConfig(
+        global_semantics_weight=0.4, mean_vector_weight=0.02, h_threshold=0.10, scale_singular_values=False)
+    assert all("228ecdd8273e" in c.source for d in CASS_SETTINGS.values() for c in d.values())

@@ -151,3 +151,17 @@ def test_the_demo_segments_with_the_servers_refiners(model, tmp_path, tiny_lposs
     assert refined.segmentation is not None and seen == [(1, 2, 32, 40)]  # the scores at the picture's size
     args = build_parser().parse_args(["serve", "--random-weights", "--refine", "lposs+"])
     assert make_settings(args, model).refine == ("lposs+",)
+
+
+def test_the_lposs_presets_carry_the_refiner_and_the_official_protocol():
+    from gemseg.eval import load_dataset_spec, resolve_protocol
+    from gemseg.eval.protocols import PRESETS
+
+    for name, refiner in (("lposs", "lposs"), ("lposs+", "lposs+")):
+        p, source = resolve_protocol(name, load_dataset_spec("voc21"))
+        assert (p.resize, p.size, p.mode, p.crop, p.stride, p.refine) == ("short_side", 448, "slide", 224, 112, (refiner,))
+        assert "e489a7445528" in PRESETS[name].source_of("refine")
+        assert p.segmenter_settings(load_dataset_spec("voc21"))["refine"] == [refiner]
+        assert (PRESETS[name].method, PRESETS[name].pretrained) == ("maskclip", "laion2b_s34b_b88k")
+    with pytest.raises(ValueError, match="unknown refiner"):
+        resolve_protocol("lposs", refine=("crf",))
