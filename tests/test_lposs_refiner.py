@@ -87,22 +87,15 @@ def test_cli_eval_compare_shows_what_the_refiner_adds(tmp_path, capsys, tiny_mod
     assert row.split("|")[2:5] == [" – ", " lposs ", " lposs+ "]
 
 
-def test_ablation_plans_cross_settings_with_refiners():
+def test_ablation_grids_cross_methods_with_the_lposs_refiners():
     from gemseg import GEMConfig
-    from gemseg.eval.ablation import parse_refiners, plan_settings
+    from gemseg.eval.ablation import parse_grid, plan_settings
 
-    choices = parse_refiners("none, lposs,lposs+,none")
-    assert choices == [(), ("lposs",), ("lposs+",)]
-    with pytest.raises(ValueError, match="unknown refiner 'crf'"):
-        parse_refiners("none,crf")
-    settings = plan_settings(GEMConfig(depth=3), grid={"iterations": [0, 1]}, num_blocks=4, refiners=choices)
+    grid = parse_grid(["method=naclip,sclip", "refine=none,lposs,lposs+"])
+    settings = plan_settings(GEMConfig(depth=3), grid=grid, num_blocks=4, method="naclip")
     assert len(settings) == 6 and len({s.slug for s in settings}) == 6
-    assert {s.refine for s in settings} == set(choices)
-    assert [s.label for s in settings if not s.changes] == ["base", "refine=lposs", "refine=lposs+"]
-    alone = plan_settings(GEMConfig(depth=3), refiners=choices)  # no sweep, no grid: the base with each
-    assert [s.refine for s in alone] == choices and alone[1].slug.endswith("-rlposs")
-    with pytest.raises(ValueError, match="nothing to ablate"):
-        plan_settings(GEMConfig(depth=3), refiners=[()])
+    assert {(s.method, s.refine) for s in settings} == {(m, r) for m in ("naclip", "sclip")
+                                                        for r in (None, "lposs", "lposs+")}
 
 
 @pytest.mark.filterwarnings("ignore:.*the standard split has:UserWarning")
@@ -114,18 +107,17 @@ def test_cli_ablate_crosses_a_method_with_refiners(tmp_path, capsys, tiny_model_
     cfg, ckpt = tiny_model_files["open_clip"]
     args = ["ablate", "--dataset", "voc21", "--data-root", voc, "--model", cfg, "--checkpoint", ckpt, "--device",
             "cpu", "--workers", "0", "--no-progress", "--size", "48", "--crop", "32", "--stride", "16",
-            "--templates", "single", "--method", "naclip", "--refiners", "none,lposs", "--no-plots",
+            "--templates", "single", "--method", "naclip", "--grid", "refine=none,lposs", "--no-plots",
             "--out", tmp_path / "abl"]
     r = run_cli(capsys, *args)
     assert r.code == 0, r.err
     table = json.loads((tmp_path / "abl" / "ablation.json").read_text())
-    assert [row["refine"] for row in table["rows"]] == [[], ["lposs"]]
+    assert [row["refine"] for row in table["rows"]] == [None, "lposs"]
     runs = [json.loads((tmp_path / "abl" / row["results"]["voc21"]["run"] / "result.json").read_text())
             for row in table["rows"]]
     assert "refine" not in runs[0] and runs[1]["refine"] == ["lposs"]
     md = (tmp_path / "abl" / "ablation.md").read_text()
-    header = next(line for line in md.splitlines() if line.startswith("| setting"))
-    assert "| refine |" in header
+    assert any(line.startswith("| refine=lposs |") for line in md.splitlines())  # the setting names its refiner
     r = run_cli(capsys, *args)  # both finished: nothing is evaluated again
     assert r.code == 0 and r.err.count("finished earlier") == 2
 

@@ -20,7 +20,7 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
                  temperature: float | None = _GEM.temperature, projections: Sequence[str] = _GEM.projections,
                  l2_normalize: bool = _GEM.l2_normalize, gem_mlp: bool = _GEM.gem_mlp,
                  method: str = "gem", pos_embed: str = "bicubic-aa", proxy=None,
-                 proxy_weights: str = "pretrained", proxy_settings=None) -> GEMModel:
+                 proxy_weights: str = "pretrained", proxy_settings=None, method_settings=None) -> GEMModel:
     """Build a GEM model.
 
     Args:
@@ -41,7 +41,8 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
         depth, iterations, temperature, projections, l2_normalize, gem_mlp: GEM settings, see
             :class:`gemseg.GEMConfig`.
         method: the dense method: ``"gem"`` (default), ``"clip"``, ``"maskclip"``, ``"maskclip-vproj"``, ``"vv"``,
-            ``"sclip"``, ``"clearclip"``, ``"naclip"``, ``"proxyclip"``, ``"cass"`` or one added with
+            ``"sclip"``, ``"clearclip"``, ``"naclip"``, ``"proxyclip"``, ``"sc-clip"``, ``"sfp"``, ``"cass"``, a base with a
+            plug-in (``"naclip+resclip"``, also on ``sclip``, ``clearclip``, ``clip``) or one added with
             :func:`gemseg.register_method` (docs/methods.md).
         pos_embed: how position embeddings are resampled to other grids: ``"bicubic-aa"`` (default,
             gem-torch), ``"bicubic-scale"`` (SCLIP/ClearCLIP/NACLIP), ``"bicubic"`` (MaskCLIP) or ``"bilinear"``
@@ -53,6 +54,10 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
         proxy_weights: its weights: ``"pretrained"`` (hub/cache), ``"random"`` or a checkpoint file.
         proxy_settings: :class:`gemseg.methods.ProxyCLIPConfig` / :class:`gemseg.methods.CASSConfig`
             (default: the official values).
+        method_settings: the method's own settings, for methods that have them: a
+            :class:`gemseg.methods.SCCLIPConfig` (``sc-clip``), :class:`~gemseg.methods.SFPConfig` (``sfp``),
+            :class:`~gemseg.methods.ResCLIPConfig` (``<base>+resclip``) or a dict of its fields
+            (default: the official values).
     """
     config = GEMConfig(depth=depth, iterations=iterations, temperature=temperature,
                        projections=tuple(projections), l2_normalize=l2_normalize, gem_mlp=gem_mlp)
@@ -62,7 +67,8 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
         warnings.warn(f"{model}: no pretrained weights given; the model has random weights "
                       "(pass pretrained= or checkpoint=)", stacklevel=2)
     return GEMModel(backbone, config=config, precision=precision, method=method, pos_embed=pos_embed,
-                    proxy=_proxy(method, proxy, proxy_weights, proxy_settings, device, cache_dir))
+                    proxy=_proxy(method, proxy, proxy_weights, proxy_settings, device, cache_dir),
+                    method_settings=method_settings)
 
 
 def _proxy(method, proxy, weights, settings, device, cache_dir):

@@ -16,7 +16,10 @@ examples:
                 --grid iterations=0,1,2 temperature=adaptive,0.1 --limit 200
   torchrun --nproc_per_node=8 -m gemseg.cli ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --sweep all
   gemseg ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --sweep depth --show-plan
-  gemseg ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --method naclip --refiners none,lposs,lposs+
+  gemseg ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --preset resclip --method naclip+resclip \
+                --grid method=naclip+resclip,naclip,sclip+resclip,sclip      # what the plug-in adds per base
+  gemseg ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --method naclip \
+                --grid method=naclip,naclip+resclip refine=none,pamr              # methods x plug-ins x post-processing
 
 sweeps (each varies one GEM setting of the base given by the GEM options):
   projections  q, k, v alone and the ensemble      temperature  adaptive, fixed 0.001 ... 100
@@ -49,10 +52,9 @@ def register(subparsers) -> None:
                    help="projections, temperature, iterations, depth, l2, mlp or all (repeat or comma-separate)")
     p.add_argument("--grid", nargs="+", action="extend", default=[], metavar="SETTING=V1,V2",
                    help="every combination of these values, e.g. iterations=0,1,2 temperature=adaptive,0.1 "
-                        "(settings: depth, iterations, temperature, projections, l2, mlp)")
-    p.add_argument("--refiners", default=None, metavar="R1,R2",
-                   help="cross every setting with each of these refiners (none, or names from --refine's list, "
-                        "e.g. none,lposs,lposs+); alone, the base setting with each")
+                        "(settings: depth, iterations, temperature, projections, l2, mlp; method=naclip,"
+                        "naclip+resclip varies the method, plug-ins included; refine=none,pamr the "
+                        "post-processing, any registered refiner)")
     p.add_argument("--out", help="output folder (default: gemseg-ablate/<datasets>-<preset>)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images of each dataset")
     p.add_argument("--restart", action="store_true", help="discard earlier results and states in --out")
@@ -89,7 +91,7 @@ def _datasets(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..eval.ablation import SWEEPS, ablation_markdown, parse_grid, parse_refiners, plan_settings, run_ablation
+    from ..eval.ablation import SWEEPS, ablation_markdown, parse_grid, plan_settings, run_ablation
     from .eval_cmd import distributed
 
     if args.limit is not None and args.limit < 1:
@@ -98,10 +100,9 @@ def main(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown sweep {unknown[0]!r}; choose from {', '.join(SWEEPS)}, all")
     grid = parse_grid(args.grid)
-    refiners = parse_refiners(args.refiners) if args.refiners is not None else None
-    if not args.sweep and not grid and len(refiners or ()) < 2:
-        raise ValueError("give --sweep NAME (projections, temperature, iterations, depth, l2, mlp, all), "
-                         "--grid SETTING=V1,V2 or --refiners R1,R2")
+    if not args.sweep and not grid:
+        raise ValueError("give --sweep NAME (projections, temperature, iterations, depth, l2, mlp, all) "
+                         "or --grid SETTING=V1,V2")
     datasets = _datasets(args)
     out = args.out or f"gemseg-ablate/{'-'.join(d.spec.name for d in datasets)}-{args.preset}"
     dist = distributed(args)
@@ -110,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
 
         model = build_model(args)
         settings = plan_settings(model.config, sweeps=args.sweep, grid=grid, num_blocks=len(model.backbone.blocks),
-                                 refiners=refiners)
+                                 method=model.method)
         if args.show_plan:
             if dist.is_main:
                 _print_plan(settings, datasets, out)

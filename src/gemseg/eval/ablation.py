@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .ablation_plan import (FACTORS, SWEEPS, AblationDataset, Setting, check_method, parse_grid, parse_refiners,
-                            parse_value, plan_settings, sweep_values)
+from .ablation_plan import (FACTORS, SWEEPS, AblationDataset, Setting, check_method, parse_grid, parse_value,
+                            plan_settings, sweep_values)
 from .ablation_report import (ABLATION_VERSION, ablation_markdown, ablation_table, folder_name, load_ablation,
                               normalized, plot_series, write_ablation, write_plots)
 from .distributed import Dist
@@ -24,21 +24,19 @@ from .report import model_description
 from .runner import evaluate
 
 __all__ = ["ABLATION_VERSION", "FACTORS", "SWEEPS", "Setting", "AblationDataset", "sweep_values", "parse_value",
-           "parse_grid", "parse_refiners", "plan_settings", "run_ablation", "ablation_table", "ablation_markdown",
-           "write_ablation",
+           "parse_grid", "plan_settings", "run_ablation", "ablation_table", "ablation_markdown", "write_ablation",
            "load_ablation", "plot_series", "write_plots"]
 
 
-def _finished(run_dir: Path, model, data: AblationDataset, refine: Sequence[str] = ()) -> dict | None:
-    """The result in ``run_dir`` if it is a finished run of exactly this model, dataset, protocol and
-    refiners."""
+def _finished(run_dir: Path, model, data: AblationDataset) -> dict | None:
+    """The result in ``run_dir`` if it is a finished run of exactly this model, dataset and protocol."""
     path = run_dir / "result.json"
     try:
         result = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     dataset = result.get("dataset") or {}
-    same = (result.get("model") == normalized(model_description(model)) and result.get("refine", []) == list(refine)
+    same = (result.get("model") == normalized(model_description(model))
             and result.get("protocol") == normalized(data.protocol.to_dict())
             and dataset.get("name") == data.spec.name and dataset.get("limit") == data.limit
             and dataset.get("root") == str(Path(data.root).resolve()))
@@ -73,7 +71,7 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
     if not datasets or len(set(names)) != len(names):
         raise ValueError(f"give each dataset once (got {', '.join(names) or 'none'})")
     check_method(getattr(model, "method", "gem"), settings)
-    models = {s.slug: model.variant(**{f: getattr(s.config, f) for f in FACTORS}) for s in settings}
+    models = {s.slug: model.variant(method=s.method, **{f: getattr(s.config, f) for f in FACTORS}) for s in settings}
     out = Path(out_dir)
     text_cache: dict = {}  # one backbone: each dataset's vocabulary is encoded once for all settings
     results: dict[tuple[str, str], dict] = {}
@@ -82,7 +80,7 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
         for s in settings:
             k += 1
             run_dir = out / "runs" / folder_name(data.spec.name) / s.slug
-            done = _finished(run_dir, models[s.slug], data, s.refine) if dist.is_main and not restart else None
+            done = _finished(run_dir, models[s.slug], data) if dist.is_main and not restart else None
             done = dist.broadcast(done)
             if log is not None and dist.is_main:
                 log(f"[{k}/{total}] {data.spec.name} {s.label}" + (": finished earlier" if done else ""))
@@ -92,7 +90,7 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
                                 limit=data.limit, protocol_source=data.protocol_source, dist=dist,
                                 save_every=save_every, num_workers=num_workers, crop_batch=crop_batch,
                                 restart=restart, progress=progress, on_image=hook, text_cache=text_cache,
-                                refine=list(s.refine) or None)
+                                refine=s.refine)
             results[data.spec.name, s.slug] = done
             table = ablation_table(model, datasets, settings, results, out_dir=out, sweeps=sweeps, grid=grid)
             if dist.is_main:  # after each setting, so that an interrupted ablation shows what it finished

@@ -56,7 +56,9 @@ def ablation_table(model, datasets: Sequence[AblationDataset], settings: Sequenc
                 "images_per_s": (r.get("speed") or {}).get("images_per_s"),
                 "run": str(Path("runs") / folder_name(data.spec.name) / s.slug)}
         rows.append({"setting": s.label, "slug": s.slug, "sweeps": list(s.sweeps), "changes": dict(s.changes),
-                     "config": s.config.to_dict(), "refine": list(s.refine), "results": cells})
+                     "method": s.method or getattr(model, "method", "gem"), "refine": s.refine,
+                     "config": s.config.to_dict(),
+                     "results": cells})
     description = model_description(model)
     return normalized({
         "version": ABLATION_VERSION,
@@ -86,9 +88,7 @@ def ablation_markdown(table: dict) -> str:
         grid = "; ".join(f"{f}={','.join(factor_text(f, _value(f, v)) for v in vs)}" for f, vs in table["grid"].items())
         lines.append(f"| grid | {grid} |")
     lines += [f"| created | {table['created']} |", "", "## Results", ""]
-    refined = any(row.get("refine") for row in table["rows"])  # a refiner column only when one ran
-    heads = ["setting", "sweeps", *FACTORS, *(["refine"] if refined else [])]
-    heads += [f"{d['name']} {d['metric']}" for d in datasets]
+    heads = ["setting", "sweeps", *FACTORS] + [f"{d['name']} {d['metric']}" for d in datasets]
     heads += ["mean"] if len(datasets) > 1 else []
     heads += ["run folder"]
     lines += ["| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
@@ -97,7 +97,6 @@ def ablation_markdown(table: dict) -> str:
         cells = [row["setting"], ", ".join(row["sweeps"])]
         cells += [(f"**{factor_text(f, _value(f, config[f]))}**" if f in row["changes"] else factor_text(f, _value(f, config[f])))
                   for f in FACTORS]
-        cells += [",".join(row.get("refine") or []) or "–"] if refined else []
         values = [(row["results"].get(d["name"]) or {}).get("value") for d in datasets]
         cells += [_number(v) for v in values]
         if len(datasets) > 1:
@@ -169,7 +168,7 @@ def plot_series(table: dict, factor: str) -> dict | None:
             cell = row["results"].get(d["name"])
             if cell is not None and cell["value"] is not None:
                 rest = tuple((f, json.dumps(row["config"][f])) for f in FACTORS if f != factor)
-                rest += (("refine", json.dumps(row.get("refine") or [])),)  # refiners make their own lines
+                rest += (("method", row.get("method")), ("refine", row.get("refine")))  # a line per method/refiner
                 groups.setdefault((d["name"], rest), []).append((_value(factor, row["config"][factor]), cell["value"]))
     plotted = {key: points for key, points in groups.items() if len({x for x, _ in points}) > 1}
     if not plotted:
@@ -178,12 +177,10 @@ def plot_series(table: dict, factor: str) -> dict | None:
         warnings.warn(f"the {factor} plot shows the first {len(COLORS)} of {len(plotted)} lines", stacklevel=2)
         plotted = dict(list(plotted.items())[:len(COLORS)])
     varied = [f for f in FACTORS if f != factor and len({dict(rest)[f] for _, rest in plotted}) > 1]
-    refiners_vary = len({dict(rest)["refine"] for _, rest in plotted}) > 1
     series, references = [], []
     for (name, rest), points in plotted.items():
         values = dict(rest)
-        extra = ", ".join([f"{f}={factor_text(f, _value(f, json.loads(values[f])))}" for f in varied]
-                          + ([f"refine={','.join(json.loads(values['refine'])) or 'none'}"] if refiners_vary else []))
+        extra = ", ".join(f"{f}={factor_text(f, _value(f, json.loads(values[f])))}" for f in varied)
         label = f"{name} ({extra})" if extra else name
         if factor == "temperature":
             references += [(f"{label} adaptive", y, len(series)) for x, y in points if x is None and y is not None]

@@ -10,6 +10,7 @@ class names, published numbers).
 from __future__ import annotations
 
 from .preset import OUR_CHOICE, Preset, Published, cite
+from .presets_2025 import PRESETS_2025
 from .presets_propagation import PRESETS as PROPAGATION_PRESETS  # cass, lposs, lposs+ (issue 19)
 
 SCLIP = "wangf3014/SCLIP@b56bd3014b9e"
@@ -288,4 +289,5 @@ MASKCLIP_PRESET = Preset(
 
 # the order of `gemseg eval --list-presets` is alphabetical; this tuple is the registry's content
 BUILTIN: tuple[Preset, ...] = (GEM_PRESET, SCLIP_PRESET, CLEARCLIP_PRESET, NACLIP_PRESET, PROXYCLIP_PRESET,
-                               MASKCLIP_PRESET, *PROPAGATION_PRESETS)
+                               MASKCLIP_PRESET, *PRESETS_2025,
+                               *PROPAGATION_PRESETS)
