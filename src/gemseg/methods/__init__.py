@@ -135,7 +135,7 @@ SUMMARIES = {"gem": "GEM: self-self attention path in the last depth-1 blocks (G
              "sc-clip": "SC-CLIP: anomaly-token repair, self-adjusting attention, multi-level fusion",
              "sfp": "SFP: outlier mitigation, attention enhancement, multi-layer integration",
              "resclip": "with the ResCLIP plug-in: RCS and SFR on the base's last-block attention",
-             "cass": "CASS: a DINO's spectral graph distilled into the last attention, object-presence prior (--proxy)"}
+             "cass": "CASS: a DINO graph distilled into the last attention, object-presence prior (--proxy)"}
 
 # plug-ins: name -> (the bases it composes with, base name -> token function of "<base>+<name>", its needs)
 PLUGINS: dict[str, tuple[tuple[str, ...], Callable, tuple[str, ...]]] = {
