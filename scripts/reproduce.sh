@@ -6,7 +6,7 @@
 #   scripts/reproduce.sh TABLE [extra `gemseg eval` flags, e.g. --device cuda --limit 20]
 #
 # TABLE: gem, sclip, clearclip, naclip, proxyclip, maskclip, sc-clip, sfp, resclip, resclip-sclip,
-#   resclip-clearclip or trident (`gemseg eval --list-presets`). Environment:
+#   resclip-clearclip, trident, cass, lposs or lposs+ (`gemseg eval --list-presets`). Environment:
 #   GEMSEG_DATA        folder holding each dataset under its conventional name (`gemseg eval --list-datasets`,
 #                      column "root"), e.g. $GEMSEG_DATA/VOCdevkit/VOC2012 (default: data)
 #   GEMSEG_OUT         where the runs go (default: runs/reproduce-TABLE); rerunning resumes them
@@ -18,7 +18,7 @@ set -u
 
 table="${1:-}"
 if [[ -z "$table" || "$table" == -* ]]; then
-    echo "usage: scripts/reproduce.sh TABLE [gemseg eval flags]  (TABLE: gem, sclip, clearclip, naclip, proxyclip, maskclip, sc-clip, sfp, resclip, resclip-sclip, resclip-clearclip, trident)" >&2
+    echo "usage: scripts/reproduce.sh TABLE [gemseg eval flags]  (TABLE: gem, sclip, clearclip, naclip, proxyclip, maskclip, sc-clip, sfp, resclip, resclip-sclip, resclip-clearclip, trident, cass, lposs, lposs+)" >&2
     exit 2
 fi
 shift
@@ -27,11 +27,13 @@ data="${GEMSEG_DATA:-data}"
 out="${GEMSEG_OUT:-runs/reproduce-$table}"
 
 # one line per dataset of the table: name, root folder, method, model, pretrained, proxy ("-": none),
-# published mIoU ("-": none; a trailing "*": second-hand, as tabulated by another paper)
+# published mIoU ("-": none; a trailing "*": second-hand, as tabulated by another paper), the method's
+# --proxy-settings on that dataset ("-": none; CASS's per-dataset values)
 rows="$("$py" - "$table" <<'EOF'
 import sys
 from gemseg.eval import load_dataset_spec
 from gemseg.eval.protocols import PRESETS
+from gemseg.eval.presets_propagation import proxy_settings_text
 preset = PRESETS.get(sys.argv[1])
 if preset is None:
     sys.exit(f"reproduce: error: unknown table {sys.argv[1]!r}; choose from {', '.join(sorted(PRESETS))}")
@@ -39,7 +41,8 @@ for name in preset.datasets:
     number = preset.published_for(name)
     published = "-" if number is None else f"{number.miou:.2f}" + ("*" if number.second_hand else "")
     print(name, load_dataset_spec(name).root, preset.method, preset.model, preset.pretrained,
-          "-" if preset.proxy is None else preset.proxy.value, published, sep="\t")
+          "-" if preset.proxy is None else preset.proxy.value, published,
+          proxy_settings_text(sys.argv[1], name) or "-", sep="\t")
 EOF
 )" || exit 2
 
@@ -66,7 +69,7 @@ if [[ "$weights_ok" != 1 ]]; then
 fi
 
 results=()
-while IFS=$'\t' read -r name root method _ _ _ published; do
+while IFS=$'\t' read -r name root method _ _ _ published settings; do
     root_dir="$data/$root"
     if [[ ! -d "$root_dir" ]]; then
         echo "reproduce: error: $name: no data at $root_dir (set GEMSEG_DATA; see docs/evaluation.md)" >&2
@@ -74,8 +77,10 @@ while IFS=$'\t' read -r name root method _ _ _ published; do
         continue
     fi
     [[ "$weights_ok" == 1 ]] || continue
+    settings_args=()
+    [[ "$settings" != "-" ]] && settings_args=(--proxy-settings "$settings")
     if "$py" -m gemseg.cli eval --dataset "$name" --data-root "$root_dir" --preset "$table" --method "$method" \
-            "${proxy_args[@]}" "${model_args[@]}" --out "$out/$name" --no-progress "$@"; then
+            "${proxy_args[@]}" "${settings_args[@]}" "${model_args[@]}" --out "$out/$name" --no-progress "$@"; then
         ours="$("$py" -c "import json, sys; m = json.load(open(sys.argv[1]))['metrics']; \
 v = m.get('mIoU', m.get('p-mIoU')); print('-' if v is None else f'{v:.2f}')" "$out/$name/result.json")"
         results+=("$name"$'\t'"$ours"$'\t'"$published")

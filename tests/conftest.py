@@ -372,13 +372,14 @@ TINY_VFM = {
 
 
 def tiny_vfm(kind: str = "dino", seed: int = 0, **overrides):
-    """A random 2-block, 32-wide VFM of ``kind`` (see TINY_VFM); MAE runs at 32x32, SAM at 64x64."""
+    """A random 2-block, 32-wide VFM of ``kind`` (see TINY_VFM; ``overrides`` change any timm keyword, e.g.
+    ``embed_dim=64, num_heads=4``); MAE runs at 32x32, SAM at 64x64."""
     from gemseg.backbones.vfm import create_vfm
 
     name, kw = TINY_VFM[kind]
     torch.manual_seed(seed)
     extra = {"input_size": 32} if kind == "mae" else {}
-    vfm = create_vfm(name, weights="random", embed_dim=32, depth=2, num_heads=2, **extra, **{**kw, **overrides})
+    vfm = create_vfm(name, weights="random", **extra, **{"embed_dim": 32, "depth": 2, "num_heads": 2, **kw, **overrides})
     with torch.no_grad():  # timm starts some of these at constants; randomize so that tests can tell paths apart
         for pname, p in vfm.model.named_parameters():
             if pname.endswith(("cls_token", "reg_token", "pos_embed")):

@@ -301,12 +301,11 @@ def test_variant_shares_the_weights_and_changes_only_what_is_asked(model):
 def test_methods_declare_what_they_need():
     from gemseg.methods import get_method, list_methods, register_method, METHODS
 
-    assert get_method("proxyclip").needs == ("proxy",)
-    assert get_method("trident").needs == ("proxy",)  # a TridentProxy: DINO + SAM
+    proxied = ("proxyclip", "cass", "trident")  # the methods that hold a second vision model (trident: DINO + SAM)
+    assert all(get_method(m).needs == ("proxy",) for m in proxied)
     plugged = [m for m in list_methods() if m.endswith("+resclip")]  # ResCLIP's feedback: the queries and PAMR
     assert plugged and all(get_method(m).needs == ("text", "refine") for m in plugged)
-    assert all(get_method(m).needs == () for m in list_methods()
-               if m not in ("proxyclip", "trident") and m not in plugged)
+    assert all(get_method(m).needs == () for m in list_methods() if m not in proxied and m not in plugged)
     with pytest.raises(ValueError, match="unknown requirement"):
         register_method("x", lambda *a, **k: None, needs=("nothing-known",))
     assert "x" not in METHODS

@@ -41,18 +41,19 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
         depth, iterations, temperature, projections, l2_normalize, gem_mlp: GEM settings, see
             :class:`gemseg.GEMConfig`.
         method: the dense method: ``"gem"`` (default), ``"clip"``, ``"maskclip"``, ``"maskclip-vproj"``, ``"vv"``,
-            ``"sclip"``, ``"clearclip"``, ``"naclip"``, ``"proxyclip"``, ``"sc-clip"``, ``"sfp"``, a base with a
+            ``"sclip"``, ``"clearclip"``, ``"naclip"``, ``"proxyclip"``, ``"sc-clip"``, ``"sfp"``, ``"cass"``, a base with a
             plug-in (``"naclip+resclip"``, also on ``sclip``, ``clearclip``, ``clip``) or one added with
             :func:`gemseg.register_method` (docs/methods.md).
         pos_embed: how position embeddings are resampled to other grids: ``"bicubic-aa"`` (default,
             gem-torch), ``"bicubic-scale"`` (SCLIP/ClearCLIP/NACLIP), ``"bicubic"`` (MaskCLIP) or ``"bilinear"``
             (CLIP Surgery); see
             :func:`gemseg.backbones.base.resample_pos_embed`.
-        proxy: ``method="proxyclip"`` only: the vision foundation model, a name from ``gemseg models``
-            (``"dinov2-b14"``; default ``"dino-b8"``, the official default), a timm name or folder, or a
-            :class:`~gemseg.backbones.vfm.VisionBackbone`.
+        proxy: ``method="proxyclip"`` / ``"cass"`` only: the vision foundation model, a name from ``gemseg
+            models`` (``"dinov2-b14"``; default ``"dino-b8"``, both official defaults), a timm name or
+            folder, or a :class:`~gemseg.backbones.vfm.VisionBackbone`.
         proxy_weights: its weights: ``"pretrained"`` (hub/cache), ``"random"`` or a checkpoint file.
-        proxy_settings: :class:`gemseg.methods.ProxyCLIPConfig` (default: the official beta, gamma, layer).
+        proxy_settings: :class:`gemseg.methods.ProxyCLIPConfig` / :class:`gemseg.methods.CASSConfig`
+            (default: the official values).
         method_settings: the method's own settings, for methods that have them: a
             :class:`gemseg.methods.SCCLIPConfig` (``sc-clip``), :class:`~gemseg.methods.SFPConfig` (``sfp``),
             :class:`~gemseg.methods.ResCLIPConfig` (``<base>+resclip``) or a dict of its fields
@@ -71,7 +72,8 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
 
 
 def _proxy(method, proxy, weights, settings, device, cache_dir):
-    """The ProxyAttention ``method`` needs (None for the CLIP-only methods; a given proxy is then ignored)."""
+    """The proxy ``method`` needs, its ``proxy_type`` around the VFM (None for the CLIP-only methods; a given
+    proxy is then ignored)."""
     from .methods import ProxyAttention, get_method
     from .backbones.vfm import VisionBackbone, create_vfm
 
@@ -79,13 +81,12 @@ def _proxy(method, proxy, weights, settings, device, cache_dir):
         if proxy is not None or settings is not None:
             warnings.warn(f"method {method!r} uses no proxy VFM; proxy/proxy_settings are ignored", stacklevel=3)
         return None
-    make = getattr(get_method(method), "make_proxy", None)  # a method with its own kind of proxy (trident)
+    fn = get_method(method)
+    make = getattr(fn, "make_proxy", None)  # a method with its own kind of proxy (trident)
     if make is not None:
         return make(proxy, settings, weights=weights, device=device, cache_dir=cache_dir)
     if not isinstance(proxy, VisionBackbone):
-        from .methods.proxyclip import DEFAULT_PROXY
-
-        proxy = create_vfm(proxy or DEFAULT_PROXY, weights=weights, device=device, cache_dir=cache_dir)
+        proxy = create_vfm(proxy or fn.default_proxy, weights=weights, device=device, cache_dir=cache_dir)
         if weights == "random":
             warnings.warn(f"{proxy.name}: the proxy VFM has random weights", stacklevel=3)
-    return ProxyAttention(proxy.to(device), settings)
+    return getattr(fn, "proxy_type", ProxyAttention)(proxy.to(device), settings)

@@ -49,7 +49,11 @@ class GEMModel(nn.Module):
         self.method = method
         if ("proxy" in self._tokens.needs) != (proxy is not None):  # ProxyCLIP: the VFM and settings
             raise ValueError(f"method {method!r} " + ("needs a proxy VFM: create_model(..., proxy='dino-b8')"
-                             if proxy is None else "takes no proxy; use method='proxyclip' or drop proxy"))
+                             if proxy is None else
+                             "takes no proxy; use method='proxyclip' or 'cass', or drop proxy"))
+        if proxy is not None and not isinstance(proxy, getattr(self._tokens, "proxy_type", nn.Module)):
+            raise TypeError(f"method {method!r} takes a {self._tokens.proxy_type.__name__} as proxy, "
+                            f"got {type(proxy).__name__}")
         self.proxy = proxy.eval() if proxy is not None else None
         self.method_settings = _method_settings(self._tokens, method, method_settings)  # None: the method has none
         if self.method_settings is not None and hasattr(self.method_settings, "check"):
@@ -171,6 +175,11 @@ class GEMModel(nn.Module):
             [B, D, ceil(H / ph), ceil(W / pw)]; ``proxyclip``: [B, D, h, w] on its VFM's grid
             (``self.proxy.grid``), unless ``return_ori``.
         """
+        return self._encode(images, return_ori=return_ori, text=text)[0]
+
+    def _encode(self, images: torch.Tensor, *, return_ori: bool,
+                text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`encode_image`, and the L2-normalized prefix tokens [B, p, D] (class token) beside it."""
         images = self._check_images(images)
         padded = _pad_to_multiple(images, self._pad_multiple)
         extra = self._method_inputs(text)
@@ -179,10 +188,15 @@ class GEMModel(nn.Module):
         B, _, Hp, Wp = padded.shape
         gh, gw = Hp // self.patch_size[0], Wp // self.patch_size[1]
         prefix = self.backbone.num_prefix_tokens
-        if self.proxy is not None and not return_ori:  # ProxyCLIP's tokens lie on the VFM's grid
+        if self._on_proxy_grid and not return_ori:  # ProxyCLIP's tokens lie on the VFM's grid
             prefix, (gh, gw) = 0, self.proxy.grid((Hp, Wp))
-        tokens = (ori if return_ori else gem)[:, prefix:].float()  # (B, h*w, D)
-        return F.normalize(tokens, dim=-1).transpose(1, 2).reshape(B, -1, gh, gw)
+        tokens = F.normalize((ori if return_ori else gem).float(), dim=-1)
+        feats = tokens[:, prefix:].transpose(1, 2).reshape(B, -1, gh, gw)  # (B, D, h, w)
+        return feats, tokens[:, :prefix]
+
+    @property
+    def _on_proxy_grid(self) -> bool:
+        return self.proxy is not None and getattr(self._tokens, "on_proxy_grid", False)
 
     def _method_inputs(self, text: torch.Tensor | None) -> dict:
         """The keyword inputs the method takes besides the images: its proxy, settings, text, refiner."""
@@ -221,14 +235,17 @@ class GEMModel(nn.Module):
         images = self._as_batch(images, size)
         B, _, H, W = images.shape if isinstance(images, torch.Tensor) and images.ndim == 4 else (None,) * 4
         text = self._text_for_batch(prompts, B, templates)  # (P, D) or (B, P, D)
-        feats = self.encode_image(images, return_ori=return_ori, text=text)  # (B, D, gh, gw)
+        feats, prefix = self._encode(images, return_ori=return_ori, text=text)  # (B, D, gh, gw), (B, p, D)
         text = text.to(feats.device)
-        if text.ndim == 2:
+        scores = getattr(self._tokens, "scores", None)  # CASS: its object-presence prior
+        if scores is not None and not return_ori:
+            sims = scores(feats, prefix, text.float(), self.proxy)
+        elif text.ndim == 2:
             sims = torch.einsum("bdhw,pd->bphw", feats, text)
         else:
             sims = torch.einsum("bdhw,bpd->bphw", feats, text)
         full = None  # ProxyCLIP: the VFM grid covers the padded input
-        if self.proxy is not None and not return_ori:
+        if self._on_proxy_grid and not return_ori:
             full = tuple(-(-s // m) * m for s, m in zip((H, W), self._pad_multiple))
         sims = upsample_to(sims, (H, W), self.patch_size, full=full)
         return min_max(sims) if normalize else sims

@@ -16,8 +16,9 @@ A refiner is a function
 them); settings are bound with ``functools.partial`` or given as ``(name, {settings})``. The context a
 refiner gets is by keyword (:func:`refine_scores`): today ``image`` and ``model``; context added later
 (per-image class-agnostic masks, a proxy's patch features) reaches only the refiners whose signature
-names it or takes ``**context``, so a refiner written today keeps working. ``"pamr"`` and ``"sam-prompts"``
-(Trident's SAM-prompt refinement, :mod:`gemseg.sam_refine`) are registered here; others add theirs with
+names it or takes ``**context``, so a refiner written today keeps working. ``"pamr"``, ``"sam-prompts"``
+(Trident's SAM-prompt refinement, :mod:`gemseg.sam_refine`), ``"lposs"`` and ``"lposs+"``
+(:class:`gemseg.lposs.LPOSSRefiner`) are registered here; others add theirs with
 :func:`register_refiner`.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Callable, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .lposs import LPOSSRefiner
 from .pamr import pamr as _pamr_algorithm
 from .sam_refine import sam_prompt_refiner
 
@@ -119,5 +121,8 @@ def pamr_refiner(scores: torch.Tensor, *, image: torch.Tensor, model=None, steps
 
 register_refiner("pamr", pamr_refiner)
 register_refiner("sam-prompts", sam_prompt_refiner)  # Trident's SAM-prompt refinement (gemseg.sam_refine)
+# LPOSS / LPOSS+ (gemseg.lposs): label propagation with a DINO ViT-B/16, built on first use
+register_refiner("lposs", LPOSSRefiner())
+register_refiner("lposs+", LPOSSRefiner(pixel=True))
 
 __all__ = ["register_refiner", "get_refiner", "list_refiners", "resolve_refiners", "refine_scores", "pamr_refiner"]

@@ -155,6 +155,32 @@ class VisionBackbone(nn.Module):
     def tokens(self, x: torch.Tensor, *, layer: int = -1) -> torch.Tensor:
         """Own-normalized input ``x`` [B, 3, H, W] -> output of block ``layer`` after the final norm,
         [B, prefix + h * w, width] (ViTs; position embeddings resampled as the family's code does)."""
+        blocks = list(self.model.blocks)
+        last = layer % len(blocks)
+        t = self._embed(x)
+        for blk in blocks[: last + 1]:
+            t = blk(t)
+        return self.model.norm(t)
+
+    def attention_qkv(self, x: torch.Tensor, *, layer: int = -1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Own-normalized input ``x`` [B, 3, H, W] -> the query, key and value projections inside block
+        ``layer``'s attention, each [B, heads, prefix + h * w, width // heads] (the output of the block's
+        ``attn.qkv`` linear layer on ``norm1`` of its input, split per head: what CASS reads as DINO's keys
+        and LPOSS as its values, both from the last block). ViTs only."""
+        blocks = list(self.model.blocks)
+        last = layer % len(blocks)
+        t = self._embed(x)
+        for blk in blocks[:last]:
+            t = blk(t)
+        blk = blocks[last]
+        qkv = blk.attn.qkv(blk.norm1(t))  # (B, N, 3 C)
+        B, N, C3 = qkv.shape
+        heads = blk.attn.num_heads
+        q, k, v = qkv.reshape(B, N, 3, heads, C3 // 3 // heads).permute(2, 0, 3, 1, 4)  # each (B, heads, N, d)
+        return q, k, v
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Own-normalized input [B, 3, H, W] -> the tokens entering the first block [B, prefix + h * w, C]."""
         if self.kind == "sam":
             raise RuntimeError("SAM's image encoder has no tokens; use features()")
         m = self.model
@@ -170,12 +196,7 @@ class VisionBackbone(nn.Module):
         prefix = [cls if m.no_embed_class else cls + pos[:1].to(t.dtype)]  # the class token's own position
         if getattr(m, "reg_token", None) is not None:
             prefix.append(m.reg_token.expand(B, -1, -1).to(t.dtype))
-        t = m.norm_pre(torch.cat(prefix + [t], dim=1))  # (B, prefix + h*w, C)
-        blocks = list(m.blocks)
-        last = layer % len(blocks)
-        for blk in blocks[: last + 1]:
-            t = blk(t)
-        return m.norm(t)
+        return m.norm_pre(torch.cat(prefix + [t], dim=1))  # (B, prefix + h*w, C)
 
     def features(self, x: torch.Tensor, *, layer: int = -1) -> torch.Tensor:
         """Own-normalized input ``x`` [B, 3, H, W] (already at ``input_size``) -> dense features

@@ -33,13 +33,46 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                    help="a setting of the method's own (sc-clip, sfp, <base>+resclip; repeat), e.g. "
                         "use_sfr=off or rcs_weights=2.0,0.3; docs/methods.md lists them")
     g.add_argument("--proxy", default=None, metavar="VFM",
-                   help="--method proxyclip / trident: vision foundation model (default: dino-b8 / dino-b16; "
-                        "trident also loads SAM ViT-B, facebook/sam-vit-base); "
+                   help="--method proxyclip, cass or trident: vision foundation model (default: dino-b8; trident: "
+                        "dino-b16, and it also loads SAM ViT-B, facebook/sam-vit-base); "
                         "`gemseg models --backend vfm` lists them")
     g.add_argument("--proxy-weights", default="pretrained", metavar="WEIGHTS",
                    help="the proxy's weights: pretrained (hub cache), random (trident: SAM too), or a checkpoint file "
                         "(default: %(default)s)")
+    g.add_argument("--proxy-settings", default=None, metavar="K=V,...",
+                   help="the proxy method's settings (ProxyCLIPConfig, CASSConfig fields), e.g. "
+                        "global_semantics_weight=0.1,mean_vector_weight=0.03 (default: the official values)")
     add_gem_args(parser.add_argument_group("GEM"))
+
+
+def proxy_settings(method: str, text: str | None):
+    """``--proxy-settings`` text -> the method's settings dataclass (its token function's
+    ``proxy_settings_type``), each value converted to its field's type; ``None`` without text."""
+    from ..methods import get_method
+
+    if text is None:
+        return None
+    cls = getattr(get_method(method), "proxy_settings_type", None)
+    if cls is None:
+        raise ValueError(f"--proxy-settings: method {method!r} has no proxy settings")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            raise ValueError(f"--proxy-settings {item!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        kind = type(fields[key].default)
+        if kind is bool:
+            if raw.strip().lower() not in ("true", "false", "on", "off", "1", "0"):
+                raise ValueError(f"--proxy-settings {key}={raw}: expected true or false")
+            values[key] = raw.strip().lower() in ("true", "on", "1")
+        else:
+            try:
+                values[key] = kind(raw.strip())
+            except ValueError:
+                raise ValueError(f"--proxy-settings {key}={raw}: expected a {kind.__name__}") from None
+    return cls(**values)
 
 
 def add_refine_arg(group) -> None:
@@ -48,7 +81,8 @@ def add_refine_arg(group) -> None:
 
     group.add_argument("--refine", action="append", default=None, choices=list_refiners(), metavar="NAME",
                        help="refine the scores before labelling; repeatable, run in the order given "
-                            f"(registered: {', '.join(list_refiners())}; pamr: 10 steps, dilations 8,16)")
+                            f"(registered: {', '.join(list_refiners())}; pamr: 10 steps, dilations 8,16; lposs, lposs+: "
+                            "LPOSS label propagation with DINO ViT-B/16, docs/methods.md)")
 
 
 def _gem_options():
@@ -106,7 +140,8 @@ def model_kwargs(args: argparse.Namespace) -> dict:
                 precision=args.precision, cache_dir=args.cache_dir, method=args.method, **gem_kwargs(args),
                 **method_settings_kwargs(args),
                 **({} if not needs_proxy(args.method) else dict(
-                    proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights)))
+                    proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights,
+                    proxy_settings=proxy_settings(args.method, getattr(args, "proxy_settings", None)))))
 
 
 def needs_proxy(method: str) -> bool:

@@ -17,7 +17,7 @@ examples:
   gemseg models                      # everything, local ones marked
   gemseg models vit-b-16 --local     # what can run offline now
   gemseg models --backend hf --json
-  gemseg models --backend vfm        # the proxies of --method proxyclip (--proxy NAME)
+  gemseg models --backend vfm        # the proxies of --method proxyclip/cass (--proxy NAME)
   gemseg models --methods            # the --method names, plug-in compositions (naclip+resclip) included
 """
 
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("filter", nargs="?", default=None, metavar="TEXT",
                    help="only rows whose model or tag contains TEXT (case-insensitive)")
     p.add_argument("--backend", choices=("open_clip", "hf", "vfm"), default=None,
-                   help="only this backend (vfm: the vision foundation models of --method proxyclip)")
+                   help="only this backend (vfm: the vision foundation models of --method proxyclip and cass)")
     p.add_argument("--local", action="store_true", help="only models whose weights are available locally")
     p.add_argument("--methods", action="store_true",
                    help="list the dense methods of --method instead (with <base>+<plug-in> compositions)")
@@ -191,7 +191,7 @@ def main(args: argparse.Namespace) -> int:
     for c in [head] + clip + ([("", "", "", "")] if clip and vfm else []):
         print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
     if vfm:  # their own group
-        print("Vision foundation models without text (--method proxyclip --proxy MODEL; PRETRAINED is timm's):")
+        print("Vision foundation models without text (--method proxyclip|cass --proxy MODEL; PRETRAINED is timm's):")
         for c in vfm:
             print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
     local = sum(r["local"] for r in table)

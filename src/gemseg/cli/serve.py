@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import add_model_args, build_model, prepare_hub
+from .common import add_model_args, add_refine_arg, build_model, prepare_hub
 from .options import megapixels, positive_int, size_arg, check_weights_args
 from .report import CLIError, Reporter, one_line
 
@@ -64,6 +64,7 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="largest picture in megapixels, refused from its header (default: 40)")
     r.add_argument("--max-prompts", type=positive_int, default=32, metavar="N",
                    help="prompts (with background prompts) per request (default: %(default)s)")
+    add_refine_arg(r)  # every segmentation request's refiners
 
 
 def parse_auth(text: str | None) -> tuple[str, str] | None:
@@ -90,7 +91,7 @@ def make_settings(args: argparse.Namespace, model):
     limits = Limits(max_bytes=int(args.max_upload_mb * 2 ** 20), max_pixels=args.max_pixels,
                     max_prompts=args.max_prompts, max_side=args.max_side)
     return Settings(size=tuple(args.size), limits=limits, concurrency=concurrency, queue_size=args.queue_size,
-                    examples=args.examples)
+                    examples=args.examples, refine=tuple(args.refine or ()))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ class Settings:
     concurrency: int = 1  # requests computed at once (1 on CPU: torch already uses every core)
     queue_size: int = 16  # requests waiting beyond that; more are refused with "queue is full"
     examples: str | None = None  # folder of example pictures (None: the repository's examples/)
+    refine: tuple[str, ...] = ()  # refiners of every segmentation (gemseg.refiners names, e.g. "lposs")
 
 
 def require_gradio():
@@ -121,7 +122,7 @@ def _request_handler(gr, model, settings: Settings):
             kw = checks.request(prompts, mode, background, threshold, method, depth, iterations,
                                 methods=list_methods(), max_depth=max_depth, limits=settings.limits)
             r = logic.run(model, image, kw.pop("prompts"), kw.pop("mode"), **kw, size=settings.size,
-                          limits=settings.limits)
+                          limits=settings.limits, refine=settings.refine)
         except logic.DemoError as e:
             raise gr.Error(str(e), print_exception=False) from e
         except Exception as e:  # a failure of the model must not stop the server: one line in the page

@@ -120,7 +120,8 @@ def model_for(model, *, method: str | None = None, depth: int | None = None, ite
         return model
     from ..methods import get_method
 
-    if "proxy" in get_method(method).needs and model.proxy is None:
+    fn = get_method(method)
+    if "proxy" in fn.needs and not isinstance(model.proxy, fn.proxy_type):  # none, or another method's kind
         raise DemoError(f"method {method!r} needs a proxy vision model: start the server with "
                         f"--method {method} --proxy NAME")
     try:
@@ -131,7 +132,8 @@ def model_for(model, *, method: str | None = None, depth: int | None = None, ite
 
 def run(model, image_path, prompts: str, mode: str = "heatmaps", *, background: str = "auto",
         threshold: float | None = None, method: str | None = None, depth: int | None = None,
-        iterations: int | None = None, size: tuple[int, int] = (448, 448), limits: Limits = Limits()) -> Result:
+        iterations: int | None = None, size: tuple[int, int] = (448, 448), limits: Limits = Limits(),
+        refine: tuple[str, ...] = ()) -> Result:
     """One request: heatmaps (one per prompt) or a segmentation (prompts are classes) of one picture.
 
     Args:
@@ -144,6 +146,7 @@ def run(model, image_path, prompts: str, mode: str = "heatmaps", *, background: 
         threshold: segmentation only: pixels whose top class probability is below it become
             background; 0 turns it off, ``None`` takes the rule's default.
         size: (height, width) the model sees.
+        refine: segmentation only: refiners of the scores before labelling (``gemseg.refiners`` names).
     Raises:
         DemoError: bad picture, no or too many prompts, unknown mode or method, impossible settings.
     """
@@ -158,7 +161,7 @@ def run(model, image_path, prompts: str, mode: str = "heatmaps", *, background: 
         if mode == "heatmaps":
             result = Result(heatmaps=_heatmaps(view, image, names, size))
         else:
-            result = _segmentation(view, image, names, background, threshold, size, limits, notes)
+            result = _segmentation(view, image, names, background, threshold, size, limits, notes, refine)
     notes += list(dict.fromkeys(str(w.message).splitlines()[0] for w in caught))
     result.mode = mode
     result.random_weights = model.backbone.pretrained is None
@@ -185,7 +188,7 @@ def _heatmaps(model, image, names: list[str], size) -> list:
     return [(viz.heatmap_figure(image, m.numpy(), font=font), n) for n, m in zip(names, maps)]
 
 
-def _segmentation(model, image, classes, background, threshold, size, limits, notes) -> Result:
+def _segmentation(model, image, classes, background, threshold, size, limits, notes, refine=()) -> Result:
     import numpy as np
 
     from .. import viz
@@ -199,7 +202,8 @@ def _segmentation(model, image, classes, background, threshold, size, limits, no
     if len(classes) + len(bg.prompts) > limits.max_prompts:
         raise DemoError(f"{len(classes)} classes + {len(bg.prompts)} background prompts; at most "
                         f"{limits.max_prompts} per request")
-    seg = Segmenter.from_classes(model, classes, background=bg, size=size).predict(image, out_size=image.size[::-1])
+    seg = Segmenter.from_classes(model, classes, background=bg, size=size, refine=list(refine) or None).predict(
+        image, out_size=image.size[::-1])
     colors = viz.palette(len(seg.names))
     stats = [{**s, "color": [int(c) for c in colors[s["index"]]]} for s in seg.stats(0)]
     font = page_font(image.size)

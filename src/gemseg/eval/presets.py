@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .preset import OUR_CHOICE, Preset, Published, cite
 from .presets_2025 import PRESETS_2025
+from .presets_propagation import PRESETS as PROPAGATION_PRESETS  # cass, lposs, lposs+ (issue 19)
 
 SCLIP = "wangf3014/SCLIP@b56bd3014b9e"
 CLEARCLIP = "mc-lan/ClearCLIP@ad68a404d55d"
@@ -361,4 +362,5 @@ TRIDENT_PRESET = Preset(
 
 # the order of `gemseg eval --list-presets` is alphabetical; this tuple is the registry's content
 BUILTIN: tuple[Preset, ...] = (GEM_PRESET, SCLIP_PRESET, CLEARCLIP_PRESET, NACLIP_PRESET, PROXYCLIP_PRESET,
-                               MASKCLIP_PRESET, TRIDENT_PRESET, *PRESETS_2025)
+                               MASKCLIP_PRESET, TRIDENT_PRESET, *PRESETS_2025,
+                               *PROPAGATION_PRESETS)

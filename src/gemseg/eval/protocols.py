@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..backbones.base import POS_EMBED_MODES
+from ..refiners import list_refiners
 from ..segment import LabelRule
 from ..segmenter import INTERPOLATIONS, MODES, InputRule
 from ..transforms import RESIZES
@@ -55,6 +56,7 @@ class Protocol:
     #                                      foreground pixels are dropped (SCLIP's area_thd)
     pamr_steps: int = 0  # PAMR refinement iterations on the scores (0: off)
     pamr_dilations: tuple[int, ...] = (8, 16)  # PAMR neighbourhood dilations, in pixels
+    refine: tuple[str, ...] = ()  # refiners after PAMR (gemseg.refiners names; the lposs presets: ("lposs",))
     point_threshold: float = 0.5  # point labels: a point is predicted positive where the normalized score >= this
     point_normalize: str = "minmax"  # point labels: "minmax" per image and class, or "none" (raw cosine)
     pos_embed: str = "bicubic-aa"  # position-embedding resampling of the model (POS_EMBED_MODES): gem-torch's
@@ -93,6 +95,11 @@ class Protocol:
         if self.pamr_steps < 0 or any(d < 1 for d in self.pamr_dilations) or not self.pamr_dilations:
             raise ValueError("pamr_steps must be >= 0 and pamr_dilations positive integers")
         object.__setattr__(self, "pamr_dilations", tuple(int(d) for d in self.pamr_dilations))
+        refine = (self.refine,) if isinstance(self.refine, str) else tuple(self.refine)
+        unknown = [r for r in refine if r not in list_refiners()]
+        if unknown:
+            raise ValueError(f"unknown refiner(s) {unknown} in the protocol; registered: {', '.join(list_refiners())}")
+        object.__setattr__(self, "refine", refine)
         if self.background_prompts is not None:
             prompts = tuple(p.strip() for p in self.background_prompts if p.strip())
             if not prompts:
@@ -163,7 +170,8 @@ def segmenter_settings(spec: DatasetSpec, protocol: Protocol, *, classes: Sequen
                        active: Sequence[int] | None = None, crop_batch: int = 8) -> dict[str, Any]:
     """The keyword arguments of :class:`gemseg.Segmenter` under ``protocol`` on ``spec`` (plus its
     ``pos_embed``): the queries of each class (:func:`class_queries`, or ``classes``), only those of the
-    ``active`` classes if given; the label rule; the input rule; PAMR as the ``"pamr"`` refiner."""
+    ``active`` classes if given; the label rule; the input rule; PAMR as the ``"pamr"`` refiner, then the
+    protocol's ``refine``."""
     per_class = class_queries(spec, protocol) if classes is None else [tuple(c) for c in classes]
     keep = set(range(len(per_class))) if active is None else set(active)
     queries, owner = [], []
@@ -184,7 +192,8 @@ def segmenter_settings(spec: DatasetSpec, protocol: Protocol, *, classes: Sequen
                             interpolation=p.interpolation, mode=p.mode, crop=p.crop, stride=p.stride,
                             crop_batch=crop_batch),
         "templates": read_templates(p.templates),
-        "refine": [("pamr", {"steps": p.pamr_steps, "dilations": p.pamr_dilations})] if p.pamr_steps else [],
+        "refine": ([("pamr", {"steps": p.pamr_steps, "dilations": p.pamr_dilations})] if p.pamr_steps else [])
+        + list(p.refine),
         "pos_embed": p.pos_embed,
     }
 

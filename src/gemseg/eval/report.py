@@ -72,7 +72,8 @@ def run_settings(result: dict) -> dict:
     """Every setting that identifies a run, flattened to dotted keys: ``dataset.*`` (name, root, limit,
     metadata file), ``model.*`` (backbone name, weights, backend, method, precision) with
     ``model.config.*`` (each GEM setting), ``model.method_settings.*`` (the method's own, where it has
-    them), and ``protocol.*`` (each protocol setting)."""
+    them), ``protocol.*`` (each protocol setting) and, when a run had any,
+    ``refine`` (the refiners run after the protocol's)."""
     out = {}
     dataset = result.get("dataset") or {}
     for key in ("name", "root", "limit", "metadata"):
@@ -88,6 +89,8 @@ def run_settings(result: dict) -> dict:
         else:
             out[f"model.{key}"] = value
     out.update({f"protocol.{k}": v for k, v in (result.get("protocol") or {}).items()})
+    if "refine" in result:  # the refiners run after the protocol's
+        out["refine"] = result["refine"]
     return out
 
 

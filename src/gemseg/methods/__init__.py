@@ -4,9 +4,11 @@
 Each maps ``(backbone, images [B, 3, H, W], config, *, return_ori=False)`` to ``(tokens [B, N, D],
 original tokens [B, N, D] or None)`` after the final norm and projection, so that all of them share the
 preprocessing, the text encoding and the evaluation of :class:`~gemseg.GEMModel`. A method declares
-what else it needs in :attr:`Method.needs`: ``"proxy"`` (``proxyclip``) means it also takes ``proxy=``
-(the model's :class:`ProxyAttention`) and returns tokens on the proxy's grid; callers ask
-``"proxy" in get_method(name).needs``, never the method's name. ``docs/methods.md`` gives each
+what else it needs in :attr:`Method.needs`: ``"proxy"`` (``proxyclip``, ``cass``) means it also takes
+``proxy=``, an instance of the function's ``proxy_type`` (:class:`ProxyAttention`, :class:`CASSProxy`;
+``create_model`` builds it around ``default_proxy``); callers ask ``"proxy" in get_method(name).needs``,
+never the method's name. A function with ``on_proxy_grid = True`` (``proxyclip``) returns tokens on the
+proxy's grid, one with a ``scores`` attribute (``cass``) scores the text itself. ``docs/methods.md`` gives each
 method's formula and paper.
 
 ====================  =======================================================================
@@ -25,6 +27,8 @@ method's formula and paper.
 ``sfp``               SFP: outlier mitigation, attention enhancement, multi-layer integration
 ``<base>+resclip``    ResCLIP as a plug-in on ``sclip``, ``clearclip``, ``naclip`` or ``clip``: RCS
                       and SFR change the base's last-block attention (needs the queries' text)
+``cass``              CASS: a DINO's spectral graph distilled into the last attention (needs ``proxy=``),
+                      and its object-presence prior on the text side
 ====================  =======================================================================
 
 A method may carry ``settings_type`` (a frozen dataclass of its own settings: :class:`SCCLIPConfig`,
@@ -45,6 +49,7 @@ from ..gem import gem_tokens
 from .baselines import (NACLIP_STD, clearclip_tokens, clip_tokens, maskclip_tokens, maskclip_vproj_tokens,
                         naclip_tokens, neighbourhood_bias, sclip_tokens, vv_tokens)
 
+from .cass import CASSConfig, CASSProxy, cass_tokens
 from .proxyclip import ProxyAttention, ProxyCLIPConfig, proxyclip_tokens
 from .trident import trident_tokens
 from .resclip import RESCLIP_BASES, ResCLIPConfig, resclip_plugin, resclip_tokens
@@ -120,6 +125,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("trident", trident_tokens, needs=("proxy",)),
     Method("sc-clip", scclip_tokens),
     Method("sfp", sfp_tokens),
+    Method("cass", cass_tokens, needs=("proxy",)),
 )}
 
 # one line per built-in method, for `gemseg models --methods` (the table above in short)
@@ -133,7 +139,8 @@ SUMMARIES = {"gem": "GEM: self-self attention path in the last depth-1 blocks (G
              "trident": "Trident: CLIP + DINO windows spliced, aggregated with SAM's encoder attention",
              "sc-clip": "SC-CLIP: anomaly-token repair, self-adjusting attention, multi-level fusion",
              "sfp": "SFP: outlier mitigation, attention enhancement, multi-layer integration",
-             "resclip": "with the ResCLIP plug-in: RCS and SFR on the base's last-block attention"}
+             "resclip": "with the ResCLIP plug-in: RCS and SFR on the base's last-block attention",
+             "cass": "CASS: a DINO graph distilled into the last attention, object-presence prior (--proxy)"}
 
 # plug-ins: name -> (the bases it composes with, base name -> token function of "<base>+<name>", its needs)
 PLUGINS: dict[str, tuple[tuple[str, ...], Callable, tuple[str, ...]]] = {
@@ -193,4 +200,4 @@ __all__ = ["Method", "METHODS", "NEEDS", "get_method", "list_methods", "register
            "maskclip_tokens", "maskclip_vproj_tokens", "vv_tokens", "sclip_tokens", "clearclip_tokens", "naclip_tokens",
            "neighbourhood_bias", "NACLIP_STD", "proxyclip_tokens", "ProxyAttention", "ProxyCLIPConfig", "PLUGINS", "SUMMARIES",
            "scclip_tokens", "SCCLIPConfig", "sfp_tokens", "SFPConfig", "resclip_tokens", "ResCLIPConfig",
-           "RESCLIP_BASES"]
+           "RESCLIP_BASES", "cass_tokens", "CASSConfig", "CASSProxy"]
