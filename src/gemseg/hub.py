@@ -79,7 +79,7 @@ def go_offline_if_unreachable(timeout: float = PROBE_TIMEOUT, stream=None, *, qu
 def offline_note() -> str:
     """Why only cached files were tried, for error messages: '' when online."""
     if _probed_unreachable and offline_mode():
-        return f" ({_probed_unreachable[0]} is unreachable, so only cached files were tried)"
+        return f" ({_probed_unreachable[0]} is unreachable: offline mode, HF_HUB_OFFLINE=1, cached files only)"
     return " (offline mode is on: HF_HUB_OFFLINE=1)" if offline_mode() else ""
 
 
