@@ -154,6 +154,28 @@ class VisionBackbone(nn.Module):
     def tokens(self, x: torch.Tensor, *, layer: int = -1) -> torch.Tensor:
         """Own-normalized input ``x`` [B, 3, H, W] -> output of block ``layer`` after the final norm,
         [B, prefix + h * w, width] (ViTs; position embeddings resampled as the family's code does)."""
+        blocks = list(self.model.blocks)
+        t = self._embed(x)
+        for blk in blocks[: layer % len(blocks) + 1]:
+            t = blk(t)
+        return self.model.norm(t)
+
+    def qk_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Own-normalized input ``x`` [B, 3, H, W] -> ``q + k`` of the last block's attention (its qkv
+        projection of the normed tokens entering it), patch tokens only, [B, width, h, w]: CorrCLIP's
+        proxy features (zdk258/CorrCLIP@103bc18213e6:CorrCLIPv1/corrclip_segmentor.py:109-110)."""
+        t = self._embed(x)
+        blocks = list(self.model.blocks)
+        for blk in blocks[:-1]:
+            t = blk(t)
+        last = blocks[-1]
+        q, k, _ = last.attn.qkv(last.norm1(t)).chunk(3, dim=-1)  # timm's layout: [q | k | v], heads inside
+        t = (q + k)[:, self.num_prefix_tokens:]  # (B, h*w, C)
+        h, w = x.shape[-2] // self.patch_size[0], x.shape[-1] // self.patch_size[1]
+        return t.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Own-normalized input [B, 3, H, W] -> the tokens entering block 0, [B, prefix + h * w, width]."""
         if self.kind == "sam":
             raise RuntimeError("SAM's image encoder has no tokens; use features()")
         m = self.model
@@ -169,12 +191,7 @@ class VisionBackbone(nn.Module):
         prefix = [cls if m.no_embed_class else cls + pos[:1].to(t.dtype)]  # the class token's own position
         if getattr(m, "reg_token", None) is not None:
             prefix.append(m.reg_token.expand(B, -1, -1).to(t.dtype))
-        t = m.norm_pre(torch.cat(prefix + [t], dim=1))  # (B, prefix + h*w, C)
-        blocks = list(m.blocks)
-        last = layer % len(blocks)
-        for blk in blocks[: last + 1]:
-            t = blk(t)
-        return m.norm(t)
+        return m.norm_pre(torch.cat(prefix + [t], dim=1))  # (B, prefix + h*w, C)
 
     def features(self, x: torch.Tensor, *, layer: int = -1) -> torch.Tensor:
         """Own-normalized input ``x`` [B, 3, H, W] (already at ``input_size``) -> dense features
