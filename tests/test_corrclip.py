@@ -209,3 +209,17 @@ def test_masks_are_padded_and_checked(clip_backbone):
         corrclip_tokens(clip_backbone, images, GEMConfig(), proxy=proxy, masks=label_map(40, 40)[None])
     with pytest.raises(ValueError, match="integer mask label maps"):
         corrclip_tokens(clip_backbone, images, GEMConfig(), proxy=proxy, masks=torch.rand(1, 8, 8))
+
+
+def test_score_correction_gives_the_label_correction():
+    from gemseg.methods.corrclip import correct_scores
+
+    torch.manual_seed(3)
+    scores = torch.randn(2, 4, 16, 18)
+    regions = torch.stack([label_map(16, 18, seed=s) // 5 for s in (1, 2)])  # ids 0, 1, 2, 4: some merged
+    labels = scores.argmax(dim=1)
+    fixed = correct_scores(scores, labels, regions)
+    for b in range(2):
+        assert torch.equal(fixed[b].argmax(dim=0), map_correction(labels[b], regions[b]))
+    rest = regions == regions.flatten(1).min(dim=1).values[:, None, None]
+    assert torch.equal(fixed.permute(0, 2, 3, 1)[rest], scores.permute(0, 2, 3, 1)[rest])  # the rest untouched

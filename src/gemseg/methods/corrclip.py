@@ -277,3 +277,20 @@ def map_correction(labels: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
         m = regions == v
         out[m] = torch.mode(labels[m])[0]
     return out
+
+
+def correct_scores(scores: torch.Tensor, labels: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """Map correction on scores, for a predictor whose labels come from its scores: ``scores`` [B, Q, H, W],
+    the labels they give ``labels`` [B, H, W] and mask label maps ``regions`` [B, H, W] -> scores where every
+    pixel of a mask (each id but the smallest) carries the scores of one pixel of the mask's most frequent
+    label (the one with the highest score), so the labels are exactly :func:`map_correction`'s."""
+    out = scores.clone()
+    for b in range(scores.shape[0]):
+        lab, reg = labels[b], regions[b]
+        for v in torch.unique(reg)[1:].tolist():
+            m = reg == v
+            mode = torch.mode(lab[m])[0]
+            pick = m & (lab == mode)
+            idx = torch.where(pick.flatten(), scores[b].flatten(1).max(dim=0).values, float("-inf")).argmax()
+            out[b][:, m] = scores[b].flatten(1)[:, idx, None]
+    return out
