@@ -301,3 +301,18 @@ def test_load_by_folder_and_offline_missing_weights(tmp_path):
     with pytest.raises(WeightsUnavailableError) as e:
         create_mask_source("sam-vit-b")  # not in this machine's hub cache; tests run with HF_HUB_OFFLINE=1
     assert "\n" not in str(e.value) and "facebook/sam-vit-base" in str(e.value)
+
+
+def test_label_maps_of_a_batch_are_made_once_per_image_and_resized(tmp_path):
+    from PIL import Image
+
+    from gemseg.masks import label_maps
+
+    prompter = CountingPrompter()
+    gen = MaskGenerator(prompter, AMGConfig(points_per_side=4, stability_score_thresh=0.5, pred_iou_thresh=0.0))
+    images = [Image.fromarray((np.random.default_rng(s).random((30, 40, 3)) * 255).astype(np.uint8)) for s in range(2)]
+    maps = label_maps(gen, images, size=(15, 20))
+    assert maps.shape == (2, 15, 20) and maps.dtype == torch.long and prompter.embedded == 2
+    full = gen(np.asarray(images[0])).label_map()
+    assert torch.equal(maps[0], torch.nn.functional.interpolate(full[None, None].float(), size=(15, 20),
+                                                                mode="nearest")[0, 0].long())

@@ -11,7 +11,7 @@ import os
 from .amg import AMGConfig, generate_masks
 from .base import MaskSet, resize_label_map
 from .sam import MASK_MODELS, MaskModelEntry, SamPrompter, load_prompter, resolve_mask_model
-from .sources import CachedMasks, FileMasks, MaskGenerator
+from .sources import CachedMasks, FileMasks, MaskGenerator, label_maps
 
 
 def list_mask_models() -> list[MaskModelEntry]:
@@ -46,4 +46,4 @@ def create_mask_source(spec: str, *, device="cpu", settings: AMGConfig | None = 
 
 __all__ = ["MaskSet", "AMGConfig", "MaskGenerator", "FileMasks", "CachedMasks", "SamPrompter", "MASK_MODELS",
            "MaskModelEntry", "create_mask_source", "list_mask_models", "load_prompter", "generate_masks",
-           "resolve_mask_model", "resize_label_map"]
+           "resolve_mask_model", "resize_label_map", "label_maps"]

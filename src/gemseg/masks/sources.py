@@ -136,3 +136,23 @@ class CachedMasks:
                             scores=found.scores.float().numpy(), size=np.array(found.size))
         os.replace(tmp, file)
         return found
+
+
+def label_maps(source, images, *, paths=None, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """The masks of a batch as label maps: ``images`` PIL images or RGB uint8 arrays [H, W, 3] (one size
+    after ``size``), ``paths`` their files (for :class:`FileMasks`) -> [B, h, w] long, each image's
+    :meth:`MaskSet.label_map` at its own size resized nearest to ``size`` (default: the first image's).
+    Masks are made once per image, at the image's own resolution, as CorrCLIP does before it resizes them."""
+    from .base import resize_label_map
+
+    items = list(images)
+    paths = list(paths) if paths is not None else [None] * len(items)
+    if len(paths) != len(items):
+        raise ValueError(f"got {len(paths)} paths for {len(items)} images")
+    out = []
+    for im, path in zip(items, paths):
+        arr = np.asarray(im.convert("RGB")) if hasattr(im, "convert") else np.asarray(im)
+        labels = source(np.ascontiguousarray(arr), path).label_map()
+        target = tuple(size) if size is not None else (tuple(out[0].shape) if out else tuple(labels.shape))
+        out.append(resize_label_map(labels, target))
+    return torch.stack(out)
