@@ -223,3 +223,63 @@ def test_score_correction_gives_the_label_correction():
         assert torch.equal(fixed[b].argmax(dim=0), map_correction(labels[b], regions[b]))
     rest = regions == regions.flatten(1).min(dim=1).values[:, None, None]
     assert torch.equal(fixed.permute(0, 2, 3, 1)[rest], scores.permute(0, 2, 3, 1)[rest])  # the rest untouched
+
+
+class BoxSource:
+    """A mask source: two fixed rectangles, counting its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, image, path=None):
+        from gemseg.masks import MaskSet
+
+        self.calls += 1
+        H, W = image.shape[:2]
+        m = torch.zeros(2, H, W, dtype=torch.bool)
+        m[0, : H // 2, : W // 2] = True
+        m[1, H // 2:, :] = True
+        return MaskSet(m, torch.ones(2))
+
+
+def test_model_runs_corrclip_end_to_end_with_a_mask_source(clip_backbone):
+    import numpy as np
+    from PIL import Image
+
+    from gemseg import GEMModel
+
+    vfm = tiny_vfm("dino", seed=1, patch_size=4)
+    source = BoxSource()
+    model = GEMModel(clip_backbone, method="corrclip", proxy=CorrCLIPProxy(vfm), masks=source)
+    ph = clip_backbone.patch_size[0]
+    images = torch.randn(2, 3, 4 * ph, 4 * ph)
+    text = F.normalize(torch.randn(3, clip_backbone.embed_dim), dim=-1)
+    maps = model.heatmaps(images, text)
+    assert maps.shape == (2, 3, 4 * ph, 4 * ph) and source.calls == 2
+    blank = np.zeros((4 * ph, 4 * ph, 3), np.uint8)  # BoxSource's masks depend on the size only
+    given = torch.stack([source(blank).label_map(), source(blank).label_map()])
+    assert torch.allclose(model.heatmaps(images, text, masks=given), maps, atol=1e-6)  # the same label maps
+    pic = Image.fromarray((torch.rand(30, 44, 3) * 255).byte().numpy())
+    seg = model.segment([pic], ["cat", "dog"], size=(32, 48))
+    assert seg.labels.shape == (1, 32, 48)
+    with pytest.raises(ValueError, match="needs masks: create_model"):
+        GEMModel(clip_backbone, method="corrclip", proxy=CorrCLIPProxy(vfm)).heatmaps(images, text)
+    with pytest.raises(ValueError, match=r"masks must be integer label maps \[2, 32, 32\]"):
+        model.heatmaps(images, text, masks=given[:, :8])
+
+
+def test_create_model_builds_corrclip_with_its_proxy_and_masks(tiny_model_files, tmp_path):
+    import numpy as np
+
+    from gemseg import create_model
+    from gemseg.masks import FileMasks
+
+    np.savez(tmp_path / "a.npz", instance_mask=np.ones((4, 4), np.int32))
+    cfg, ckpt = tiny_model_files["open_clip"]
+    vfm = tiny_vfm("dino", seed=1, patch_size=4)
+    model = create_model(cfg, checkpoint=ckpt, method="corrclip", proxy=vfm, masks=f"files:{tmp_path}",
+                         proxy_settings=CorrCLIPConfig(beta=0.25))
+    assert isinstance(model.proxy, CorrCLIPProxy) and model.proxy.settings.beta == 0.25
+    assert isinstance(model.mask_source, FileMasks)
+    with pytest.raises(ValueError, match="mask_settings and mask_cache apply to masks given by name"):
+        create_model(cfg, checkpoint=ckpt, method="corrclip", proxy=vfm, masks=BoxSource(), mask_cache=str(tmp_path))

@@ -20,7 +20,8 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
                  temperature: float | None = _GEM.temperature, projections: Sequence[str] = _GEM.projections,
                  l2_normalize: bool = _GEM.l2_normalize, gem_mlp: bool = _GEM.gem_mlp,
                  method: str = "gem", pos_embed: str = "bicubic-aa", proxy=None,
-                 proxy_weights: str = "pretrained", proxy_settings=None) -> GEMModel:
+                 proxy_weights: str = "pretrained", proxy_settings=None, masks=None, mask_settings=None,
+                 mask_cache: str | None = None) -> GEMModel:
     """Build a GEM model.
 
     Args:
@@ -46,11 +47,17 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
         pos_embed: how position embeddings are resampled to other grids: ``"bicubic-aa"`` (default,
             gem-torch), ``"bicubic-scale"`` (SCLIP/ClearCLIP/NACLIP) or ``"bilinear"`` (CLIP Surgery); see
             :func:`gemseg.backbones.base.resample_pos_embed`.
-        proxy: ``method="proxyclip"`` only: the vision foundation model, a name from ``gemseg models``
-            (``"dinov2-b14"``; default ``"dino-b8"``, the official default), a timm name or folder, or a
-            :class:`~gemseg.backbones.vfm.VisionBackbone`.
+        proxy: ``method="proxyclip"`` / ``"corrclip"`` only: the vision foundation model, a name from
+            ``gemseg models`` (``"dinov2-b14"``; default ``"dino-b8"``, both official defaults), a timm name
+            or folder, or a :class:`~gemseg.backbones.vfm.VisionBackbone`.
         proxy_weights: its weights: ``"pretrained"`` (hub/cache), ``"random"`` or a checkpoint file.
-        proxy_settings: :class:`gemseg.methods.ProxyCLIPConfig` (default: the official beta, gamma, layer).
+        proxy_settings: :class:`gemseg.methods.ProxyCLIPConfig` or, for ``corrclip``,
+            :class:`gemseg.methods.CorrCLIPConfig` (default: the official settings).
+        masks: where class-agnostic masks come from, for ``method="corrclip"`` and the ``"masks"`` refiner: a
+            SAM / SAM 2 name (``"sam2-hiera-l"``, ``gemseg models --backend masks``), hub id or folder, a
+            folder of mask files (``"files:FOLDER"``), or a source from :func:`gemseg.masks.create_mask_source`.
+        mask_settings: the generator's :class:`gemseg.masks.AMGConfig` (default: the official defaults).
+        mask_cache: a folder where generated masks are kept by image content and settings.
     """
     config = GEMConfig(depth=depth, iterations=iterations, temperature=temperature,
                        projections=tuple(projections), l2_normalize=l2_normalize, gem_mlp=gem_mlp)
@@ -59,8 +66,14 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
     if backbone.pretrained is None:
         warnings.warn(f"{model}: no pretrained weights given; the model has random weights "
                       "(pass pretrained= or checkpoint=)", stacklevel=2)
+    if isinstance(masks, str):
+        from .masks import create_mask_source
+
+        masks = create_mask_source(masks, device=device, settings=mask_settings, cache=mask_cache, cache_dir=cache_dir)
+    elif mask_settings is not None or mask_cache is not None:
+        raise ValueError("mask_settings and mask_cache apply to masks given by name; pass masks='sam2-hiera-l'")
     return GEMModel(backbone, config=config, precision=precision, method=method, pos_embed=pos_embed,
-                    proxy=_proxy(method, proxy, proxy_weights, proxy_settings, device, cache_dir))
+                    proxy=_proxy(method, proxy, proxy_weights, proxy_settings, device, cache_dir), masks=masks)
 
 
 def _proxy(method, proxy, weights, settings, device, cache_dir):
@@ -78,4 +91,5 @@ def _proxy(method, proxy, weights, settings, device, cache_dir):
         proxy = create_vfm(proxy or DEFAULT_PROXY, weights=weights, device=device, cache_dir=cache_dir)
         if weights == "random":
             warnings.warn(f"{proxy.name}: the proxy VFM has random weights", stacklevel=3)
-    return ProxyAttention(proxy.to(device), settings)
+    wrap = getattr(get_method(method).fn, "proxy_class", ProxyAttention)  # CorrCLIP: its CorrCLIPProxy
+    return wrap(proxy.to(device), settings)

@@ -35,8 +35,11 @@ class GEMModel(nn.Module):
     """
 
     def __init__(self, backbone: Backbone, *, config: GEMConfig | None = None, precision: str = "fp32",
-                 method: str = "gem", pos_embed: str = "bicubic-aa", proxy: nn.Module | None = None):
+                 method: str = "gem", pos_embed: str = "bicubic-aa", proxy: nn.Module | None = None,
+                 masks=None):
         super().__init__()
+        # a gemseg.masks source (image -> MaskSet) for the methods and refiners that need masks, or None
+        self.mask_source = masks
         self.pos_embed = check_pos_embed_mode(pos_embed)  # position-embedding resampling, see POS_EMBED_MODES
         if pos_embed != "bicubic-aa" and type(backbone).embed is not Backbone.embed:
             warnings.warn(f"{type(backbone).__name__} resamples its position embeddings its own way; "
@@ -82,7 +85,7 @@ class GEMModel(nn.Module):
     def _view(self, **changes) -> "GEMModel":
         """A model on the same backbone (and proxy) with some constructor arguments changed."""
         kwargs = dict(config=self.config, precision=self.precision, method=self.method, pos_embed=self.pos_embed,
-                      proxy=self.proxy)
+                      proxy=self.proxy, masks=self.mask_source)
         return GEMModel(self.backbone, **{**kwargs, **changes})
 
     def _autocast(self):
@@ -123,13 +126,16 @@ class GEMModel(nn.Module):
 
     # --- image --------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode_image(self, images: torch.Tensor, *, return_ori: bool = False) -> torch.Tensor:
+    def encode_image(self, images: torch.Tensor, *, return_ori: bool = False,
+                     masks: torch.Tensor | None = None) -> torch.Tensor:
         """Dense patch embeddings in the joint space, L2-normalized.
 
         Args:
             images: [B, 3, H, W]. Sizes that are not multiples of the patch size are zero-padded
                 (right and bottom, i.e. the mean colour) up to the next multiple.
             return_ori: the original (unmodified) path's tokens instead of GEM's.
+            masks: methods that need masks (``corrclip``): mask label maps [B, H, W] (integers, 0: in no
+                mask; :mod:`gemseg.masks`); ``None``: made from ``images`` by :attr:`mask_source`.
         Returns:
             [B, D, ceil(H / ph), ceil(W / pw)]; ``proxyclip``: [B, D, h, w] on its VFM's grid
             (``self.proxy.grid``), unless ``return_ori``.
@@ -137,12 +143,14 @@ class GEMModel(nn.Module):
         images = self._check_images(images)
         padded = _pad_to_multiple(images, self._pad_multiple)
         extra = {} if self.proxy is None else {"proxy": self.proxy}
+        if getattr(self._tokens, "needs_masks", False):
+            extra["masks"] = self.masks_for(images, masks)
         with self._autocast(), self.backbone.resampling(self.pos_embed):
             gem, ori = self._tokens(self.backbone, padded, self.config, return_ori=return_ori, **extra)
         B, _, Hp, Wp = padded.shape
         gh, gw = Hp // self.patch_size[0], Wp // self.patch_size[1]
         prefix = self.backbone.num_prefix_tokens
-        if self.proxy is not None and not return_ori:  # ProxyCLIP's tokens lie on the VFM's grid
+        if self.proxy is not None and not return_ori:  # ProxyCLIP's and CorrCLIP's tokens lie on the VFM's grid
             prefix, (gh, gw) = 0, self.proxy.grid((Hp, Wp))
         tokens = (ori if return_ori else gem)[:, prefix:].float()  # (B, h*w, D)
         return F.normalize(tokens, dim=-1).transpose(1, 2).reshape(B, -1, gh, gw)
@@ -151,9 +159,31 @@ class GEMModel(nn.Module):
         """Same as :meth:`encode_image`."""
         return self.encode_image(images, return_ori=return_ori)
 
+    def masks_for(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Mask label maps [B, H, W] long for normalized ``images`` [B, 3, H, W]: ``masks`` checked, or made
+        by :attr:`mask_source` from the images themselves (denormalized to uint8 RGB)."""
+        B, _, H, W = images.shape
+        if masks is None:
+            if self.mask_source is None:
+                raise ValueError(f"method {self.method!r} needs masks: create_model(..., masks='sam2-hiera-l') "
+                                 "(--masks), or pass masks= label maps [B, H, W]")
+            from .masks import label_maps
+            from .transforms import denormalize
+
+            p = self.backbone.preprocess
+            pixels = denormalize(images, mean=p.mean, std=p.std)  # (B, H, W, 3) uint8
+            masks = label_maps(self.mask_source, list(pixels))
+        if not isinstance(masks, torch.Tensor) or masks.ndim != 3 or masks.is_floating_point() \
+                or tuple(masks.shape) != (B, H, W):
+            got = f"{masks.dtype} {list(masks.shape)}" if isinstance(masks, torch.Tensor) else type(masks).__name__
+            raise ValueError(f"masks must be integer label maps [{B}, {H}, {W}] (one per image, at the input "
+                             f"size; gemseg.masks.resize_label_map), got {got}")
+        return masks.to(images.device)
+
     @torch.no_grad()
     def heatmaps(self, images: Images, prompts: Prompts, *, templates: Sequence[str] | None = None,
-                 normalize: bool = False, return_ori: bool = False, size: Size = 448) -> torch.Tensor:
+                 normalize: bool = False, return_ori: bool = False, size: Size = 448,
+                 masks: torch.Tensor | None = None) -> torch.Tensor:
         """Cosine similarity between every pixel and every prompt.
 
         Args:
@@ -166,6 +196,7 @@ class GEMModel(nn.Module):
             normalize: min-max normalize each map to [0, 1] (a constant map becomes 0).
             return_ori: use the original path instead of GEM's.
             size: input size of PIL/array images: ``448``, ``(H, W)`` or ``None`` (their own size).
+            masks: mask label maps [B, H, W] for methods that need masks (see :meth:`encode_image`).
         Returns:
             [B, P, H, W] cosine similarities in [-1, 1] (or [0, 1] with ``normalize``), patch
             similarities upsampled bilinearly to the input size.
@@ -173,7 +204,7 @@ class GEMModel(nn.Module):
         images = self._as_batch(images, size)
         B, _, H, W = images.shape if isinstance(images, torch.Tensor) and images.ndim == 4 else (None,) * 4
         text = self._text_for_batch(prompts, B, templates)  # (P, D) or (B, P, D)
-        feats = self.encode_image(images, return_ori=return_ori)  # (B, D, gh, gw)
+        feats = self.encode_image(images, return_ori=return_ori, masks=masks)  # (B, D, gh, gw)
         text = text.to(feats.device)
         if text.ndim == 2:
             sims = torch.einsum("bdhw,pd->bphw", feats, text)

@@ -18,6 +18,7 @@ method's formula and paper.
 ``clearclip``         ClearCLIP: q-q attention, no residual, no MLP in the last block
 ``naclip``            NACLIP: k-k attention + Gaussian neighbourhood, no residual, no MLP
 ``proxyclip``         ProxyCLIP: proxy attention from a vision foundation model (needs ``proxy=``)
+``corrclip``          CorrCLIP: attention rebuilt from class-agnostic masks and DINO (needs ``proxy=``, masks)
 ====================  =======================================================================
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..gem import gem_tokens
 from .baselines import (NACLIP_STD, clearclip_tokens, clip_tokens, maskclip_tokens, maskclip_vproj_tokens,
                         naclip_tokens, neighbourhood_bias, sclip_tokens, vv_tokens)
 
+from .corrclip import CorrCLIPConfig, CorrCLIPProxy, corrclip_tokens
 from .proxyclip import ProxyAttention, ProxyCLIPConfig, proxyclip_tokens
 
 _SETTINGS = tuple(f.name for f in dataclasses.fields(GEMConfig))
@@ -91,6 +93,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("clearclip", clearclip_tokens),
     Method("naclip", naclip_tokens),
     Method("proxyclip", proxyclip_tokens),
+    Method("corrclip", corrclip_tokens),
 )}
 
 
@@ -125,4 +128,5 @@ def register_method(name: str, fn: Callable, *, uses: tuple[str, ...] | None = N
 
 __all__ = ["Method", "METHODS", "get_method", "list_methods", "register_method", "gem_tokens", "clip_tokens",
            "maskclip_tokens", "maskclip_vproj_tokens", "vv_tokens", "sclip_tokens", "clearclip_tokens", "naclip_tokens",
-           "neighbourhood_bias", "NACLIP_STD", "proxyclip_tokens", "ProxyAttention", "ProxyCLIPConfig"]
+           "neighbourhood_bias", "NACLIP_STD", "proxyclip_tokens", "ProxyAttention", "ProxyCLIPConfig",
+           "corrclip_tokens", "CorrCLIPProxy", "CorrCLIPConfig"]
