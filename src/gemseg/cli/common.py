@@ -32,7 +32,30 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--proxy-weights", default="pretrained", metavar="WEIGHTS",
                    help="the proxy's weights: pretrained (hub cache), random, or a checkpoint file "
                         "(default: %(default)s)")
+    add_mask_args(g)
     add_gem_args(parser.add_argument_group("GEM"))
+
+
+def add_mask_args(group) -> None:
+    """--masks SOURCE and --mask-cache DIR: class-agnostic masks (gemseg.masks) for --method corrclip and
+    --refine masks."""
+    group.add_argument("--masks", default=None, metavar="SOURCE",
+                       help="class-agnostic masks for --method corrclip and --refine masks: a SAM / SAM 2 "
+                            "generator (sam-vit-b, sam2-hiera-l, ...; `gemseg models --backend masks`), a hub id "
+                            "or model folder, or files:FOLDER of <image stem>.npz label maps")
+    group.add_argument("--mask-cache", default=None, metavar="DIR",
+                       help="keep generated masks in DIR by image content and generator settings, so that "
+                            "no image's masks are generated twice")
+
+
+def mask_kwargs(args: argparse.Namespace) -> dict:
+    """create_model's mask arguments from --masks / --mask-cache."""
+    masks, cache = getattr(args, "masks", None), getattr(args, "mask_cache", None)
+    if masks is None:
+        if cache is not None:
+            raise ValueError("--mask-cache needs --masks SOURCE (a SAM / SAM 2 generator)")
+        return {}
+    return {"masks": masks, **({"mask_cache": cache} if cache is not None else {})}
 
 
 def _gem_options():
@@ -88,8 +111,9 @@ def model_kwargs(args: argparse.Namespace) -> dict:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return dict(pretrained=pretrained, checkpoint=args.checkpoint, backend=args.backend, device=device,
                 precision=args.precision, cache_dir=args.cache_dir, method=args.method, **gem_kwargs(args),
-                **({} if args.method != "proxyclip" else dict(
-                    proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights)))
+                **({} if args.method not in ("proxyclip", "corrclip") else dict(
+                    proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights)),
+                **mask_kwargs(args))
 
 
 def build_model(args: argparse.Namespace):
@@ -105,6 +129,6 @@ def build_model(args: argparse.Namespace):
     with warnings.catch_warnings():
         if args.random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")
-        if getattr(args, "proxy", None) is not None and args.method != "proxyclip":
+        if getattr(args, "proxy", None) is not None and args.method not in ("proxyclip", "corrclip"):
             warnings.warn(f"--proxy is only used with --method proxyclip; ignored for {args.method}")
         return create_model(args.model, **model_kwargs(args))

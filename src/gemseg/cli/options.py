@@ -133,4 +133,5 @@ def model_settings(args: argparse.Namespace, templates: list[str] | None) -> dic
             "transparency": args.transparency, "max_side": args.max_side, "opacity": args.opacity,
             "grid": args.grid, "save_raw": args.save_raw, "font": args.font,
             **({"proxy": args.proxy, "proxy_weights": args.proxy_weights}
-               if getattr(args, "method", "gem") == "proxyclip" else {})}
+               if getattr(args, "method", "gem") in ("proxyclip", "corrclip") else {}),
+            **({"masks": args.masks} if getattr(args, "masks", None) else {})}
