@@ -283,3 +283,32 @@ def test_create_model_builds_corrclip_with_its_proxy_and_masks(tiny_model_files,
     assert isinstance(model.mask_source, FileMasks)
     with pytest.raises(ValueError, match="mask_settings and mask_cache apply to masks given by name"):
         create_model(cfg, checkpoint=ckpt, method="corrclip", proxy=vfm, masks=BoxSource(), mask_cache=str(tmp_path))
+
+
+def test_cli_heatmap_with_corrclip_and_mask_files(tmp_path, capsys, tiny_model_files):
+    import json
+
+    import numpy as np
+    import timm.models
+
+    from cli_util import run_cli, write_image
+    from conftest import TINY_VFM
+
+    a = write_image(tmp_path / "in" / "a.png", (40, 30), seed=1)
+    write_image(tmp_path / "in" / "b.png", (40, 30), seed=2)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    lab = np.zeros((30, 40), np.int32)
+    lab[5:20, 10:30] = 3
+    np.savez(masks / "a.npz", instance_mask=lab)  # b has no mask file: it fails alone, naming the fix
+    folder = str(tmp_path / "vfm")
+    timm.models.save_for_hf(tiny_vfm("dino", seed=5).model, folder, safe_serialization=True,
+                            model_args=dict(embed_dim=32, depth=2, num_heads=2, **TINY_VFM["dino"][1]))
+    cfg, ckpt = tiny_model_files["open_clip"]
+    r = run_cli(capsys, "heatmap", a, tmp_path / "in" / "b.png", "-p", "cat", "-o", tmp_path / "out", "--model", cfg,
+                "--checkpoint", ckpt, "--size", "32", "--method", "corrclip", "--proxy", folder,
+                "--masks", f"files:{masks}")
+    assert r.code == 1 and "b.png: no mask file b.npz" in r.err and "Traceback" not in r.err
+    assert (tmp_path / "out" / "a.png" / "record.json").is_file()
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["settings"]["method"] == "corrclip" and run["settings"]["masks"] == f"files:{masks}"
