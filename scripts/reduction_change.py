@@ -21,7 +21,7 @@ from PIL import Image
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 from conftest import tiny_hf_backbone, tiny_open_clip_backbone  # noqa: E402
-from gemseg import GEMConfig, GEMModel, background_rule, segment_maps  # noqa: E402
+from gemseg import GEMConfig, GEMModel, Segmenter, background_rule  # noqa: E402
 from gemseg.postprocess import reduce_queries  # noqa: E402
 from gemseg.segment import resize_maps  # noqa: E402
 
@@ -57,12 +57,12 @@ def main() -> None:
             model = GEMModel(backbone, config=GEMConfig(depth=3))
             for rule, thr in (("auto", None), ("none", None), ("none", 0.5)):
                 bg = background_rule(rule, CLASSES, threshold=thr)
-                text = model.encode_text(CLASSES + list(bg.prompts))
-                sims = model.heatmaps(pictures, text, size=MODEL_SIZE).float()  # (B, Q, h, w)
+                seg = Segmenter.from_classes(model, CLASSES, background=bg, size=MODEL_SIZE)
+                sims = seg.query_maps(seg.prepare(pictures))  # (B, Q, h, w)
                 dp = dc = changed = bg_old = bg_new = 0.0
                 for s in sims:
                     old_labels, old_probs = old_pipeline(s, bg)
-                    new = segment_maps(resize_maps(s, OUT)[None], CLASSES, bg)
+                    new = seg.segmentation(resize_maps(s, OUT)[None])
                     dp = max(dp, float((new.probabilities[0] - old_probs).abs().max()))
                     old_conf = old_probs.gather(0, old_labels[None])[0]
                     new_conf = new.probabilities[0].gather(0, new.labels[0][None])[0]

@@ -5,8 +5,8 @@ the presets' own tables."""
 import pytest
 
 from gemseg.cli import main as cli
-from gemseg.eval import PRESETS, Protocol, describe, list_datasets, load_dataset_spec, read_templates, resolve_protocol
-from gemseg.eval.inference import class_queries
+from gemseg.eval import (PRESETS, Protocol, class_queries, describe, list_datasets, load_dataset_spec, read_templates,
+                         resolve_protocol)
 from gemseg.eval.protocols import PRESET_INFO, PRESET_NOTES, preset_table
 
 SCLIP_BASE = dict(resize="short_side", size=336, max_long_side=2048, interpolation="bilinear-cv2", mode="slide",

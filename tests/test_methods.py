@@ -268,7 +268,7 @@ def test_registry_lists_gets_and_registers():
         register_method("naclip-narrow", functools.partial(baselines.naclip_tokens, std=1.0))
         method = get_method("naclip-narrow")
         assert method.fn.keywords == method.keywords == {"std": 1.0}  # the function's attributes read through
-        assert method.uses is None and not hasattr(method, "needs_proxy")
+        assert method.uses is None and method.needs == ()
     finally:
         METHODS.pop("naclip-narrow", None)
 

@@ -154,7 +154,8 @@ def test_create_model_takes_the_convention(tiny_model_files):
 def test_the_eval_applies_the_protocols_convention():
     import numpy as np
 
-    from gemseg.eval import Segmenter, class_queries, load_dataset_spec, resolve_protocol
+    from gemseg import Segmenter
+    from gemseg.eval import load_dataset_spec, resolve_protocol
 
     model = GEMModel(tiny_open_clip_backbone(), method="clip")  # bicubic-aa
     spec = load_dataset_spec("voc20")
@@ -162,10 +163,10 @@ def test_the_eval_applies_the_protocols_convention():
     scores = {}
     for mode in POS_EMBED_MODES:
         protocol, _ = resolve_protocol("gem", spec, resize="none", pos_embed=mode)
-        seg = Segmenter(model, protocol, class_queries(spec, protocol))
-        assert seg.image_model.pos_embed == mode and seg.image_model.backbone is model.backbone
-        scores[mode] = seg.query_scores(image, (40, 48))
-        expected = model.with_pos_embed(mode).heatmaps(seg.prepare(image), seg.text)[0]
+        seg = Segmenter.from_dataset(model, spec, protocol)
+        assert seg.model.pos_embed == mode and seg.model.backbone is model.backbone
+        scores[mode] = seg.scores(image, out_size=(40, 48))[0]
+        expected = model.variant(pos_embed=mode).heatmaps(seg.prepare(image), seg.text)[0]
         torch.testing.assert_close(scores[mode], expected.float())
     assert (scores["bicubic-aa"] - scores["bicubic-scale"]).abs().max() > 1e-5
     assert model.pos_embed == "bicubic-aa"  # the caller's model is not changed

@@ -244,18 +244,20 @@ def test_models_lists_the_vfms_in_their_own_group(capsys):
 def test_segmenter_runs_the_proxyclip_preset_with_batched_crops(clip):
     import numpy as np
 
-    from gemseg.eval import Segmenter, class_queries, load_dataset_spec, resolve_protocol
+    from gemseg import Segmenter
+    from gemseg.eval import load_dataset_spec, resolve_protocol
 
     spec = load_dataset_spec("voc21")
     protocol, _ = resolve_protocol("proxyclip", spec, size=32, crop=32, stride=16, templates="single")
     assert protocol.prob_threshold == 0.2
     model = GEMModel(clip, method="proxyclip", proxy=ProxyAttention(tiny_vfm("dinov2-reg")))
-    seg = Segmenter(model, protocol, class_queries(spec, protocol), background=0)
+    seg = Segmenter.from_dataset(model, spec, protocol)
+    assert seg.rule.prob_threshold == 0.2 and seg.rule.background == 0
     image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
-    labels = seg.predict(image)
-    assert labels.shape == (40, 56) and int(labels.min()) >= 0 and int(labels.max()) < 21
-    scores = seg.query_scores(image, (40, 56))
-    assert torch.isfinite(scores).all() and scores.shape[0] == len(seg.queries)
+    labels = seg.predict(image, out_size=(40, 56)).labels
+    assert labels.shape == (1, 40, 56) and int(labels.min()) >= 0 and int(labels.max()) < 21
+    scores = seg.scores(image, out_size=(40, 56))
+    assert torch.isfinite(scores).all() and scores.shape[1] == len(seg.queries)
 
 
 def test_model_kwargs_pass_the_proxy_only_to_proxyclip():

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import gemseg
-from gemseg import GEMConfig, GEMModel, Segmentation, background_rule, class_probabilities, segment_maps
+from gemseg import GEMConfig, GEMModel, Segmentation, Segmenter, background_rule, class_probabilities
 from gemseg.segment import AUTO_BACKGROUND, DEFAULT_THRESHOLD, resize_maps
 
 
@@ -98,11 +98,21 @@ def test_background_rule_warnings_and_errors():
 
 
 # --- label maps ------------------------------------------------------------------------------------
-def test_segment_maps_with_background_prompts():
+@pytest.fixture
+def tiny(clip_backbone):
+    return GEMModel(clip_backbone, config=GEMConfig(depth=3))
+
+
+def _segmentation(model, sims, classes, bg, **kw):
+    """Segmenter.segmentation of given query maps (the text is encoded but not used)."""
+    return Segmenter.from_classes(model, classes, background=bg, **kw).segmentation(sims)
+
+
+def test_segmentation_with_background_prompts(tiny):
     torch.manual_seed(2)
     sims = torch.rand(2, 5, 6, 7) * 0.3  # 2 classes, then 3 background prompts
     bg = background_rule(["a", "b", "c"], ["cat", "dog"], threshold=0.4, logit_scale=50.0)
-    seg = segment_maps(sims, ["cat", "dog"], bg)
+    seg = _segmentation(tiny, sims, ["cat", "dog"], bg)
     assert isinstance(seg, Segmentation) and seg.names == ("background", "cat", "dog")
     assert seg.labels.shape == (2, 6, 7) and seg.labels.dtype == torch.long
     assert seg.probabilities.shape == seg.scores.shape == (2, 3, 6, 7)
@@ -118,22 +128,22 @@ def test_segment_maps_with_background_prompts():
     assert sum(s["fraction"] for s in stats) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_segment_maps_without_background():
+def test_segmentation_without_background(tiny):
     torch.manual_seed(3)
     sims = torch.rand(1, 3, 4, 4)
-    seg = segment_maps(sims, ["a", "b", "c"], background_rule("none", ["a", "b", "c"]))
+    seg = _segmentation(tiny, sims, ["a", "b", "c"], background_rule("none", ["a", "b", "c"]))
     assert torch.isnan(seg.scores[:, 0]).all() and (seg.probabilities[:, 0] == 0).all()
     assert torch.equal(seg.labels, sims.argmax(1) + 1)
     thr = float(seg.confidence.median())
-    cut = segment_maps(sims, ["a", "b", "c"], background_rule("none", ["a", "b", "c"], threshold=thr))
+    cut = _segmentation(tiny, sims, ["a", "b", "c"], background_rule("none", ["a", "b", "c"], threshold=thr))
     dropped = cut.labels == 0
     assert dropped.any() and torch.isnan(cut.confidence[dropped]).all()
     assert cut.stats(0)[0]["mean_probability"] is None and cut.stats(0)[0]["mean_score"] is None
 
 
-def test_segment_maps_checks_the_query_count():
-    with pytest.raises(ValueError, match=r"sims must be \[B, 12, H, W\] \(2 classes \+ 10 background prompts\)"):
-        segment_maps(torch.zeros(1, 3, 2, 2), ["a", "b"], background_rule("auto", ["a", "b"]))
+def test_segmentation_checks_the_query_count(tiny):
+    with pytest.raises(ValueError, match=r"scores must be \[B, 12, H, W\] \(one map per query\)"):
+        _segmentation(tiny, torch.zeros(1, 3, 2, 2), ["a", "b"], background_rule("auto", ["a", "b"]))
 
 
 def test_resize_maps_keeps_leading_dimensions():
@@ -167,12 +177,12 @@ def test_heatmaps_take_pil_images_at_a_size(gem):
 
 
 @pytest.mark.parametrize("reduction", gemseg.REDUCTIONS)
-def test_segment_equals_heatmaps_then_segment_maps(gem, reduction):
+def test_segment_equals_heatmaps_then_the_segmenters_rule(gem, reduction):
     pics = _pictures()
     seg = gem.segment(pics, ["cat", "dog"], size=32, reduction=reduction)
     bg = background_rule("auto", ["cat", "dog"])
     sims = gem.heatmaps(pics, ["cat", "dog", *bg.prompts], size=32)
-    ref = segment_maps(sims, ["cat", "dog"], bg, reduction=reduction)
+    ref = _segmentation(gem, sims, ["cat", "dog"], bg, reduction=reduction)
     assert seg.labels.shape == (2, 32, 32) and seg.probabilities.shape == (2, 3, 32, 32)
     assert seg.reduction == reduction and seg.background == bg
     torch.testing.assert_close(seg.probabilities, ref.probabilities)
@@ -190,6 +200,6 @@ def test_segment_options(gem):
                       templates=["a {}."])
     assert big.labels.shape == (1, 30, 40) and big.background.prompts == ("sky", "road")
     sims = gem.heatmaps(x, gem.encode_text(["cat", "sky", "road"], templates=["a {}."]))
-    assert torch.equal(big.labels, segment_maps(resize_maps(sims, (30, 40)), ["cat"], big.background).labels)
+    assert torch.equal(big.labels, _segmentation(gem, resize_maps(sims, (30, 40)), ["cat"], big.background).labels)
     with pytest.raises(ValueError, match="class 2 is empty"):
         gem.segment(x, ["cat", " "])

@@ -7,7 +7,8 @@ from .factory import create_model
 from .methods import list_methods, register_method
 from .model import DEFAULT_TEMPLATES, GEMModel, min_max
 from .postprocess import REDUCTIONS, class_probabilities
-from .segment import AUTO_BACKGROUND, Background, Segmentation, background_rule, segment_maps
+from .segment import AUTO_BACKGROUND, Background, Segmentation, background_rule
+from .segmenter import Segmenter
 from .transforms import denormalize, preprocess
 
 __version__ = "0.1.0"
@@ -26,10 +27,10 @@ __all__ = [
     "denormalize",
     "min_max",
     "DEFAULT_TEMPLATES",
+    "Segmenter",
     "Segmentation",
     "Background",
     "background_rule",
-    "segment_maps",
     "class_probabilities",
     "REDUCTIONS",
     "AUTO_BACKGROUND",

@@ -275,16 +275,15 @@ def iteration_analysis(model, images: torch.Tensor, masks, text, *, iterations: 
 def method_analysis(model, images: torch.Tensor, masks, text, *, methods: Sequence[str] | None = None,
                     ignore_index: int = IGNORE_INDEX, min_fraction: float = 0.5) -> list[Record]:
     """Token grouping and alignment of the final dense tokens of each method (key ``method``; default:
-    every registered method) with ``model``'s backbone, settings and precision."""
+    every registered method that needs no proxy, i.e. shares the patch grid) on views of ``model``
+    (:meth:`~gemseg.GEMModel.variant`: its backbone, settings, precision, position embeddings and proxy)."""
     from .methods import get_method, list_methods
-    from .model import GEMModel
 
     images, labels, text = _inputs(model, images, masks, text, ignore_index, min_fraction)
     out = []
-    clip_only = [m for m in list_methods() if not getattr(get_method(m), "needs_proxy", False)]  # same patch grid
+    clip_only = [m for m in list_methods() if "proxy" not in get_method(m).needs]  # same patch grid
     for name in methods if methods is not None else clip_only:
-        feats = GEMModel(model.backbone, config=model.config, precision=model.precision,
-                         method=name).encode_image(images)
+        feats = model.variant(method=name).encode_image(images)
         out.append(Record((("method", name),), token_grouping(feats, labels, ignore_index=ignore_index),
                           vl_alignment(feats, labels, text, ignore_index=ignore_index)))
     return out

@@ -81,7 +81,7 @@ def _proxy(method, proxy, weights, settings, device, cache_dir):
     from .methods import ProxyAttention, get_method
     from .backbones.vfm import VisionBackbone, create_vfm
 
-    if not getattr(get_method(method), "needs_proxy", False):
+    if "proxy" not in get_method(method).needs:
         if proxy is not None or settings is not None:
             warnings.warn(f"method {method!r} uses no proxy VFM; proxy/proxy_settings are ignored", stacklevel=3)
         return None

@@ -16,7 +16,9 @@ from .backbones.base import Backbone, check_pos_embed_mode
 from .config import GEMConfig
 from .methods import get_method
 from .postprocess import DEFAULT_REDUCTION
-from .segment import DEFAULT_LOGIT_SCALE, Segmentation, background_rule, clean_prompts, resize_maps, segment_maps
+from .refiners import RefineSpec
+from .segment import DEFAULT_LOGIT_SCALE, Segmentation
+from .segmenter import Segmenter
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -46,7 +48,7 @@ class GEMModel(nn.Module):
                           f"pos_embed={pos_embed!r} is ignored", stacklevel=2)
         self._tokens = get_method(method)
         self.method = method
-        if getattr(self._tokens, "needs_proxy", False) != (proxy is not None):  # ProxyCLIP: the VFM and settings
+        if ("proxy" in self._tokens.needs) != (proxy is not None):  # ProxyCLIP: the VFM and settings
             raise ValueError(f"method {method!r} " + ("needs a proxy VFM: create_model(..., proxy='dino-b8')"
                              if proxy is None else "takes no proxy; use method='proxyclip' or drop proxy"))
         self.proxy = proxy.eval() if proxy is not None else None
@@ -73,20 +75,46 @@ class GEMModel(nn.Module):
     def _pad_multiple(self) -> tuple[int, int]:
         return self.patch_size if self.proxy is None else self.proxy.pad_multiple(self.patch_size)
 
+    def variant(self, *, method: str | None = None, pos_embed: str | None = None, proxy=None,
+                precision: str | None = None, **gem_settings) -> "GEMModel":
+        """A model sharing these weights with some settings changed: another ``method``, position-embedding
+        mode (``"bicubic-aa"``, ``"bicubic-scale"`` or ``"bilinear"``, see
+        :func:`~gemseg.backbones.base.resample_pos_embed`), ``precision`` or GEM settings
+        (:class:`~gemseg.GEMConfig` fields, e.g. ``depth=4``). A method that needs a proxy keeps this
+        model's unless ``proxy`` (a :class:`~gemseg.methods.ProxyAttention`) is given; one that needs
+        none drops it. Unchanged arguments keep this model's values.
+
+        Raises:
+            ValueError: an unknown method or setting, a depth the backbone has no blocks for, or a
+                method that needs a proxy this model does not have.
+        """
+        method = self.method if method is None else method
+        needs_proxy = "proxy" in get_method(method).needs
+        if proxy is not None and not needs_proxy:
+            raise ValueError(f"method {method!r} takes no proxy; drop proxy= or pick a method that uses one")
+        proxy = (proxy if proxy is not None else self.proxy) if needs_proxy else None
+        kind = getattr(get_method(method).fn, "proxy_class", None)  # ProxyAttention, CorrCLIPProxy: the VFM's holder
+        if proxy is not None and kind is not None and not isinstance(proxy, kind):
+            proxy = kind(proxy.vfm)  # another method's holder of the same VFM, with this method's default settings
+        if needs_proxy and proxy is None:
+            raise ValueError(f"method {method!r} needs a proxy vision model: create_model(..., method={method!r}, "
+                             "proxy='dino-b8'), or pass proxy=")
+        unknown = sorted(set(gem_settings) - {f.name for f in dataclasses.fields(GEMConfig)})
+        if unknown:
+            raise ValueError(f"unknown GEM setting(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(f.name for f in dataclasses.fields(GEMConfig))}")
+        return GEMModel(self.backbone, config=dataclasses.replace(self.config, **gem_settings),
+                        precision=self.precision if precision is None else precision, method=method,
+                        pos_embed=self.pos_embed if pos_embed is None else pos_embed, proxy=proxy,
+                        masks=self.mask_source)
+
     def with_config(self, **changes) -> "GEMModel":
-        """A model sharing these weights with some GEM settings changed (e.g. ``depth=4``)."""
-        return self._view(config=dataclasses.replace(self.config, **changes))
+        """``variant(**changes)``: a model sharing these weights with some GEM settings changed."""
+        return self.variant(**changes)
 
     def with_pos_embed(self, pos_embed: str) -> "GEMModel":
-        """A model sharing these weights whose position embeddings are resampled the ``pos_embed`` way
-        (``"bicubic-aa"``, ``"bicubic-scale"`` or ``"bilinear"``, see :func:`~gemseg.backbones.base.resample_pos_embed`)."""
-        return self._view(pos_embed=pos_embed)
-
-    def _view(self, **changes) -> "GEMModel":
-        """A model on the same backbone (and proxy) with some constructor arguments changed."""
-        kwargs = dict(config=self.config, precision=self.precision, method=self.method, pos_embed=self.pos_embed,
-                      proxy=self.proxy, masks=self.mask_source)
-        return GEMModel(self.backbone, **{**kwargs, **changes})
+        """``variant(pos_embed=pos_embed)``."""
+        return self.variant(pos_embed=pos_embed)
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
@@ -143,7 +171,7 @@ class GEMModel(nn.Module):
         images = self._check_images(images)
         padded = _pad_to_multiple(images, self._pad_multiple)
         extra = {} if self.proxy is None else {"proxy": self.proxy}
-        if getattr(self._tokens, "needs_masks", False):
+        if "masks" in self._tokens.needs:
             extra["masks"] = self.masks_for(images, masks)
         with self._autocast(), self.backbone.resampling(self.pos_embed):
             gem, ori = self._tokens(self.backbone, padded, self.config, return_ori=return_ori, **extra)
@@ -220,8 +248,10 @@ class GEMModel(nn.Module):
     def segment(self, images: Images, classes: Sequence[str], *, background: str | Sequence[str] | None = "auto",
                 threshold: float | None = None, logit_scale: float = DEFAULT_LOGIT_SCALE, size: Size = 448,
                 out_size: Sequence[int] | None = None, templates: Sequence[str] | None = None,
-                reduction: str = DEFAULT_REDUCTION) -> Segmentation:
-        """Label every pixel with one of ``classes`` or background (label 0).
+                reduction: str = DEFAULT_REDUCTION, refine: RefineSpec = None) -> Segmentation:
+        """Label every pixel with one of ``classes`` or background (label 0): the one-call form of
+        ``gemseg.Segmenter.from_classes(self, classes, ...).predict(images, out_size=out_size)``; build the
+        :class:`~gemseg.Segmenter` yourself to encode the vocabulary once for many calls.
 
         Args:
             images: as in :meth:`heatmaps` (PIL images are resized to ``size``).
@@ -236,17 +266,15 @@ class GEMModel(nn.Module):
             templates: prompt templates (default ``"a photo of a {}."``).
             reduction: ``"softmax_then_max"`` (default: softmax over all queries, then max per class, as
                 SCLIP/ClearCLIP/NACLIP) or ``"max_then_softmax"``.
+            refine: refiners run on the scores at the output size, e.g. ``"pamr"`` (:mod:`gemseg.refiners`).
         Returns:
             A :class:`gemseg.Segmentation`: ``labels`` [B, H, W], ``probabilities`` and ``scores``
             [B, 1 + C, H, W], ``confidence`` [B, H, W], ``areas`` [B, 1 + C].
         """
-        classes = clean_prompts(classes, "class")
-        bg = background_rule(background, classes, threshold=threshold, logit_scale=logit_scale)
-        text = self.encode_text(classes + list(bg.prompts), templates=templates)  # (C + P, D)
-        sims = self.heatmaps(images, text, size=size).float()  # (B, C + P, H, W)
-        if out_size is not None:
-            sims = resize_maps(sims, tuple(out_size))
-        return segment_maps(sims, classes, bg, reduction=reduction)
+        seg = Segmenter.from_classes(self, classes, background=background, threshold=threshold,
+                                     logit_scale=logit_scale, reduction=reduction, templates=templates, size=size,
+                                     refine=refine)
+        return seg.predict(images, out_size=out_size)
 
     # --- checks -------------------------------------------------------------------------------
     def _as_batch(self, images: Images, size: Size) -> torch.Tensor:

@@ -1,9 +1,11 @@
-"""Segmentation from similarity maps: background rules, label maps and per-class statistics.
+"""Segmentation rules: the background choice of class names, the one rule from query scores to labels,
+and the result with per-class statistics.
 
-:meth:`gemseg.GEMModel.segment` is the one-call API; the pieces here serve it, ``gemseg segment`` and
-the web demo. Label 0 is background and labels ``1..C`` are the classes in the order given. The
-query->class reduction is :func:`gemseg.postprocess.class_probabilities` (default
-``"softmax_then_max"``, the order of the official SCLIP/ClearCLIP/NACLIP code).
+:class:`gemseg.Segmenter` is the predictor (``GEMModel.segment`` is its one-call form); it uses
+:func:`background_rule` (label 0 is background and labels ``1..C`` are the classes in the order given),
+:class:`LabelRule` / :func:`apply_rule` and returns a :class:`Segmentation`. The query->class reduction is
+:func:`gemseg.postprocess.class_probabilities` (default ``"softmax_then_max"``, the order of the official
+SCLIP/ClearCLIP/NACLIP code).
 """
 from __future__ import annotations
 
@@ -100,7 +102,7 @@ class Segmentation:
     scores: torch.Tensor  # [B, 1 + C, H, W] cosine of each class, max over its queries (row 0 NaN without prompts)
     confidence: torch.Tensor  # [B, H, W] probability of each pixel's label; NaN where the threshold alone made it 0
     names: tuple[str, ...]  # ("background", *classes)
-    background: Background
+    background: Background | None  # the background rule of class names (Segmenter.from_classes); None otherwise
     reduction: str  # query->class reduction used (see gemseg.postprocess.class_probabilities)
 
     @property
@@ -131,43 +133,76 @@ def _mean(values: torch.Tensor) -> float | None:
     return None if m != m else round(m, 6)  # NaN (no probability recorded) -> None
 
 
-def segment_maps(sims: torch.Tensor, classes: Sequence[str], background: Background, *,
-                 reduction: str = DEFAULT_REDUCTION) -> Segmentation:
-    """Query similarities -> :class:`Segmentation` at the same size.
+@dataclass(frozen=True)
+class LabelRule:
+    """The one rule from query scores to labels (:meth:`gemseg.Segmenter.labels`).
 
-    Args:
-        sims: [B, C + P, H, W] cosines of the ``C`` classes first, then the ``P = len(background.prompts)``
-            background prompts (the order :meth:`GEMModel.segment` encodes them in).
-        classes: the ``C`` class names.
-        reduction: ``"softmax_then_max"`` or ``"max_then_softmax"`` (see
-            :func:`gemseg.postprocess.class_probabilities`).
+    ``softmax(logit_scale * cosine)`` over all queries reduced to one probability per label (``reduction``,
+    see :func:`gemseg.postprocess.class_probabilities`; a label without queries, e.g. background without
+    background prompts, gets probability 0); then the area rule, the argmax, and the probability threshold.
     """
-    C, P = len(classes), len(background.prompts)
-    if sims.ndim != 4 or sims.shape[1] != C + P:
-        raise ValueError(f"sims must be [B, {C + P}, H, W] ({C} classes + {P} background prompts), "
-                         f"got {list(sims.shape)}")
-    sims = sims.float()
-    scale, thr = background.logit_scale, background.threshold
-    if P:
-        q2c = list(range(1, C + 1)) + [0] * P
-        probs = class_probabilities(sims, q2c, C + 1, logit_scale=scale, reduction=reduction)  # (B, 1+C, H, W)
-        scores = reduce_queries(sims, q2c, C + 1)  # (B, 1+C, H, W)
-        conf, labels = probs.max(dim=1)  # (B, H, W)
-        if thr is not None:
-            labels = torch.where(conf < thr, torch.zeros_like(labels), labels)
-        confidence = probs.gather(1, labels[:, None])[:, 0]
-    else:
-        probs_c = class_probabilities(sims, list(range(C)), C, logit_scale=scale, reduction=reduction)
-        probs = torch.cat([torch.zeros_like(probs_c[:, :1]), probs_c], dim=1)  # (B, 1+C, H, W)
-        scores = torch.cat([torch.full_like(sims[:, :1], float("nan")), sims], dim=1)
-        conf, labels = probs_c.max(dim=1)
-        labels = labels + 1
-        confidence = conf
-        if thr is not None:
-            drop = conf < thr
-            labels = torch.where(drop, torch.zeros_like(labels), labels)
-            confidence = torch.where(drop, torch.full_like(conf, float("nan")), conf)
-    return Segmentation(labels, probs, scores, confidence, ("background", *classes), background, reduction)
+
+    background: int | None = 0  # the background label (where thresholds send pixels); None: no background
+    logit_scale: float = DEFAULT_LOGIT_SCALE  # probabilities are softmax(logit_scale * cosine)
+    prob_threshold: float | None = None  # pixels whose top probability is below it become background; None: off
+    area_threshold: float | None = None  # labels covering at most this fraction of an image's foreground
+    #                                      pixels are dropped (SCLIP's area_thd); None: off
+    reduction: str = DEFAULT_REDUCTION  # queries -> label probabilities (gemseg.postprocess.REDUCTIONS)
+
+    def __post_init__(self):
+        from .postprocess import REDUCTIONS
+
+        object.__setattr__(self, "logit_scale", float(self.logit_scale))
+        if not self.logit_scale > 0:
+            raise ValueError(f"logit_scale must be > 0, got {self.logit_scale:g}")
+        for name in ("prob_threshold", "area_threshold"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            object.__setattr__(self, name, float(value))
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1] or be None, got {value:g}")
+            if self.background is None:
+                raise ValueError(f"{name} sends pixels to background, and there is no background label")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
+
+
+def apply_rule(scores: torch.Tensor, query_to_class: torch.Tensor, num_labels: int,
+               rule: LabelRule) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Query scores [B, Q, H, W] -> ``(labels [B, H, W] long, top [B, H, W], probabilities [B, K, H, W])``
+    by ``rule``; ``query_to_class`` [Q] gives each query's label in ``[0, K)``, ``K = num_labels``.
+    ``top`` is each pixel's highest probability before the threshold (after the area rule)."""
+    owner = query_to_class.to(scores.device)
+    scored = torch.unique(owner)  # sorted labels that have queries; the others get probability 0
+    B, _, H, W = scores.shape
+    probs = scores.new_zeros((B, num_labels, H, W), dtype=torch.float32)  # (B, K, H, W)
+    probs[:, scored] = class_probabilities(scores, torch.searchsorted(scored, owner), len(scored),
+                                           logit_scale=rule.logit_scale, reduction=rule.reduction)
+    if rule.area_threshold is not None:
+        for b in range(B):
+            pred = probs[b].argmax(0)  # (H, W)
+            fg = pred != rule.background
+            area = torch.bincount(pred[fg], minlength=num_labels)
+            keep = area > rule.area_threshold * fg.sum()
+            keep[rule.background] = True
+            probs[b] = probs[b] * keep.to(probs.dtype)[:, None, None]
+    top, labels = probs.max(1)  # (B, H, W)
+    if rule.prob_threshold is not None:
+        labels = torch.where(top < rule.prob_threshold, torch.full_like(labels, rule.background), labels)
+    return labels, top, probs
+
+
+def label_scores(scores: torch.Tensor, query_to_class: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """Per label, the max over its queries' cosines: [B, Q, H, W] -> [B, K, H, W] (NaN for a label
+    without queries)."""
+    owner = query_to_class.to(scores.device)
+    scored = torch.unique(owner)
+    if len(scored) == num_labels:
+        return reduce_queries(scores.float(), owner, num_labels)
+    out = torch.full((scores.shape[0], num_labels, *scores.shape[2:]), float("nan"), device=scores.device)
+    out[:, scored] = reduce_queries(scores.float(), torch.searchsorted(scored, owner), len(scored))
+    return out
 
 
 def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -182,5 +217,5 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(flat, size=size, mode="bilinear", align_corners=False).reshape(*lead, *size)
 
 
-__all__ = ["AUTO_BACKGROUND", "DEFAULT_THRESHOLD", "DEFAULT_LOGIT_SCALE", "Background", "Segmentation",
-           "background_rule", "clean_prompts", "segment_maps", "resize_maps"]
+__all__ = ["AUTO_BACKGROUND", "DEFAULT_THRESHOLD", "DEFAULT_LOGIT_SCALE", "Background", "Segmentation", "LabelRule",
+           "apply_rule", "label_scores", "background_rule", "clean_prompts", "resize_maps"]

@@ -36,6 +36,15 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     add_gem_args(parser.add_argument_group("GEM"))
 
 
+def add_refine_arg(group) -> None:
+    """--refine NAME (repeatable): refiners run on the scores before labelling (gemseg.refiners)."""
+    from ..refiners import list_refiners
+
+    group.add_argument("--refine", action="append", default=None, choices=list_refiners(), metavar="NAME",
+                       help="refine the scores before labelling, in the order given; repeatable "
+                            f"({', '.join(list_refiners())}; pamr: 10 steps, dilations 8,16)")
+
+
 def add_mask_args(group) -> None:
     """--masks SOURCE and --mask-cache DIR: class-agnostic masks (gemseg.masks) for --method corrclip and
     --refine masks."""
@@ -111,9 +120,16 @@ def model_kwargs(args: argparse.Namespace) -> dict:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return dict(pretrained=pretrained, checkpoint=args.checkpoint, backend=args.backend, device=device,
                 precision=args.precision, cache_dir=args.cache_dir, method=args.method, **gem_kwargs(args),
-                **({} if args.method not in ("proxyclip", "corrclip") else dict(
+                **({} if not needs_proxy(args.method) else dict(
                     proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights)),
                 **mask_kwargs(args))
+
+
+def needs_proxy(method: str) -> bool:
+    """Whether ``method`` takes a proxy vision model (``--proxy``), as the method declares it."""
+    from ..methods import get_method
+
+    return "proxy" in get_method(method).needs
 
 
 def build_model(args: argparse.Namespace):
@@ -129,6 +145,7 @@ def build_model(args: argparse.Namespace):
     with warnings.catch_warnings():
         if args.random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")
-        if getattr(args, "proxy", None) is not None and args.method not in ("proxyclip", "corrclip"):
-            warnings.warn(f"--proxy is only used with --method proxyclip; ignored for {args.method}")
+        if getattr(args, "proxy", None) is not None and not needs_proxy(args.method):
+            warnings.warn(f"--proxy is only used by methods that need a proxy (proxyclip, corrclip); "
+                          f"ignored for {args.method}")
         return create_model(args.model, **model_kwargs(args))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_args
+from .common import add_model_args, add_refine_arg
 
 EXAMPLES = """\
 examples:
@@ -79,6 +79,7 @@ def register(subparsers) -> None:
                       help="print the protocol --dataset/--preset and the flags resolve to")
     info.add_argument("--compare", nargs="+", metavar="RESULT", help="print result.json files side by side")
     add_protocol_args(p)
+    add_refine_arg(p.add_argument_group("refinement (after the protocol's PAMR, if any)"))
     add_model_args(p)
     p.set_defaults(func=main)
 
@@ -193,7 +194,8 @@ def main(args: argparse.Namespace) -> int:
         result = evaluate(model, spec, args.data_root, protocol, protocol_source=source, dist=dist,
                           out_dir=out, limit=args.limit,
                           save_preds=args.save_preds, save_every=args.save_every, num_workers=args.workers,
-                          crop_batch=args.crop_batch, restart=args.restart, progress=not args.no_progress)
+                          crop_batch=args.crop_batch, restart=args.restart, progress=not args.no_progress,
+                          refine=args.refine)
     finally:
         dist.close()
     if dist.is_main:
@@ -230,7 +232,7 @@ def _sweep(args: argparse.Namespace, spec, protocol, source: dict, overrides: di
         table = run_sweep(model, spec, args.data_root, protocol, grid, out_dir=out, holdout=args.holdout,
                           limit=args.limit, protocol_source=source, dist=dist, save_every=args.save_every,
                           num_workers=args.workers, crop_batch=args.crop_batch, restart=args.restart,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, refine=args.refine)
     finally:
         dist.close()
     if dist.is_main:

@@ -6,6 +6,7 @@ import os
 
 from ..io import DEFAULT_MAX_PIXELS
 from ..viz import COLORMAPS
+from .common import needs_proxy
 from .report import CLIError
 
 
@@ -133,5 +134,5 @@ def model_settings(args: argparse.Namespace, templates: list[str] | None) -> dic
             "transparency": args.transparency, "max_side": args.max_side, "opacity": args.opacity,
             "grid": args.grid, "save_raw": args.save_raw, "font": args.font,
             **({"proxy": args.proxy, "proxy_weights": args.proxy_weights}
-               if getattr(args, "method", "gem") in ("proxyclip", "corrclip") else {}),
+               if needs_proxy(getattr(args, "method", "gem")) else {}),
             **({"masks": args.masks} if getattr(args, "masks", None) else {})}

@@ -259,7 +259,7 @@ def similarity_maps(model, items: list[Item], text, size: tuple[int, int]) -> li
     the model's input ``size`` (H, W); ``text`` is [Q, D] from ``model.encode_text``, computed once per run."""
     images = [it.loaded.image for it in items]
     extra = {}
-    if getattr(model._tokens, "needs_masks", False) and model.mask_source is not None:  # corrclip: each image's
+    if "masks" in model._tokens.needs and model.mask_source is not None:  # corrclip: each image's
         from ..masks import label_maps  # masks, made once at its own size (mask files are found by its path)
 
         extra["masks"] = label_maps(model.mask_source, images, paths=[it.source.path for it in items], size=size)

@@ -7,11 +7,11 @@ import textwrap
 
 from ..postprocess import DEFAULT_REDUCTION, REDUCTIONS
 from ..segment import AUTO_BACKGROUND, DEFAULT_LOGIT_SCALE, DEFAULT_THRESHOLD, clean_prompts
-from .common import add_model_args
+from .common import add_model_args, add_refine_arg
 from .options import add_image_args, fraction, model_settings, read_templates
 from .output import Fonts, Layout, fit, grid_size, output_size, save_png
 from .report import CLIError, Reporter
-from .run import Item, Task, execute, similarity_maps
+from .run import Item, Task, execute
 
 MAX_CLASSES = 255  # label 0 is background; an indexed PNG holds 256 values
 
@@ -71,6 +71,7 @@ def register(subparsers) -> None:
                    help="probabilities are softmax(S * cosine similarity) (default: %(default)g)")
     b.add_argument("--reduction", choices=REDUCTIONS, default=DEFAULT_REDUCTION,
                    help="prompts -> class probabilities (default: %(default)s); see below")
+    add_refine_arg(b)
     add_image_args(p)
     add_model_args(p)
     p.set_defaults(func=main)
@@ -94,7 +95,8 @@ def read_classes(args: argparse.Namespace) -> list[str]:
 
 def make_task(args: argparse.Namespace, report: Reporter) -> Task:
     from .. import viz
-    from ..segment import background_rule, resize_maps, segment_maps
+    from ..segment import background_rule
+    from ..segmenter import Segmenter
 
     classes = read_classes(args)
     bg = background_rule(args.background, classes, threshold=args.threshold, logit_scale=args.logit_scale)
@@ -103,20 +105,29 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
     colors = viz.palette(len(names))
     fonts = Fonts(args.font)
     settings = {**model_settings(args, templates), "classes": classes, "background": bg.to_dict(),
-                "reduction": args.reduction, "cmap": args.cmap}
+                "reduction": args.reduction, "cmap": args.cmap, **({"refine": args.refine} if args.refine else {})}
     state: dict = {}
 
     def setup(model) -> None:
-        state["model"] = model
         state["random"] = model.backbone.pretrained is None
-        state["text"] = model.encode_text(classes + list(bg.prompts), templates=templates)  # once per run
+        state["seg"] = Segmenter.from_classes(model, classes, background=bg, templates=templates, size=args.size,
+                                              reduction=args.reduction, refine=args.refine)  # text encoded once
 
     def infer(items: list[Item]) -> list:
-        return similarity_maps(state["model"], items, state["text"], args.size)
+        """Per image: (query maps [Q, h, w] at the model input size, network input [3, h, w], mask label map
+        [h, w] or None), on the CPU; masks are made once per image (mask files found by its path)."""
+        seg = state["seg"]
+        images = [it.loaded.image for it in items]
+        x = seg.prepare(images)
+        masks = seg.masks(images, x, [it.source.path for it in items])
+        per = [None] * len(items) if masks is None else list(masks.cpu())
+        return list(zip(seg.query_maps(x, masks=masks).cpu(), x.cpu(), per))
 
-    def segment(sims, size: tuple[int, int]):
-        """Query maps [Q, h, w] -> Segmentation of one image at ``size`` = (width, height)."""
-        return segment_maps(resize_maps(sims, (size[1], size[0]))[None], classes, bg, reduction=args.reduction)
+    def segment(result, size: tuple[int, int]):
+        """(query maps, network input, masks) of one image -> its Segmentation at ``size`` = (width, height)."""
+        seg, (maps, x, masks) = state["seg"], result
+        return seg.segmentation(seg.at_size(maps[None], x[None], (size[1], size[0]),
+                                            masks=None if masks is None else masks[None]))
 
     def write(item: Item, sims) -> dict:
         import numpy as np
@@ -153,7 +164,7 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
         found = sorted((s for s in stats[1:] if s["pixels"]), key=lambda s: -s["pixels"])
         return {"output_width": size[0], "output_height": size[1], "classes": stats,
                 "found": [s["name"] for s in found], "background": bg.to_dict(), "reduction": args.reduction,
-                "templates": templates, "files": files}
+                "templates": templates, "files": files, **({"refine": args.refine} if args.refine else {})}
 
     def finish(layout: Layout) -> None:
         entries = [(f"{k}  {n}", c) for k, (n, c) in enumerate(zip(names, colors))]

@@ -3,13 +3,12 @@ demo and the library.
 
 :func:`run` takes a loaded :class:`~gemseg.GEMModel`, the path of an uploaded picture and the page's
 settings, and returns a :class:`Result` of PIL pictures and plain data. The work is the library's:
-:meth:`GEMModel.heatmaps` and :meth:`GEMModel.segment` with the rules of :mod:`gemseg.segment` (the
-same calls as ``gemseg heatmap`` and ``gemseg segment``); this module only checks the page's input and
+:meth:`GEMModel.heatmaps` and the predictor :class:`gemseg.Segmenter` (the same calls as ``gemseg heatmap``
+and ``gemseg segment``); this module only checks the page's input and
 draws the pictures.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 import warnings
@@ -121,12 +120,11 @@ def model_for(model, *, method: str | None = None, depth: int | None = None, ite
         return model
     from ..methods import get_method
 
-    proxy = model.proxy if getattr(get_method(method), "needs_proxy", False) else None
-    if proxy is None and getattr(get_method(method), "needs_proxy", False):
+    if "proxy" in get_method(method).needs and model.proxy is None:
         raise DemoError(f"method {method!r} needs a proxy vision model: start the server with "
                         f"--method {method} --proxy NAME")
     try:
-        return model._view(config=dataclasses.replace(model.config, **changes), method=method, proxy=proxy)
+        return model.variant(method=method, **changes)  # a proxy-free method drops the model's proxy
     except ValueError as e:  # e.g. a depth the backbone has no blocks for
         raise DemoError(str(e).splitlines()[0]) from e
 
@@ -192,17 +190,17 @@ def _segmentation(model, image, classes, background, threshold, size, limits, no
 
     from .. import viz
     from ..cli.segment import legend_entries
-    from ..segment import DEFAULT_LOGIT_SCALE, background_rule
+    from ..segment import background_rule
+    from ..segmenter import Segmenter
 
     try:
-        bg = background_rule(background or "auto", classes, threshold=threshold, logit_scale=DEFAULT_LOGIT_SCALE)
+        bg = background_rule(background or "auto", classes, threshold=threshold)
     except ValueError as e:
         raise DemoError(str(e).splitlines()[0]) from e
     if len(classes) + len(bg.prompts) > limits.max_prompts:
         raise DemoError(f"{len(classes)} classes + {len(bg.prompts)} background prompts; at most "
                         f"{limits.max_prompts} per request")
-    seg = model.segment(image, classes, background=list(bg.prompts) or "none", threshold=bg.threshold or 0,
-                        logit_scale=bg.logit_scale, size=size, out_size=image.size[::-1])
+    seg = Segmenter.from_classes(model, classes, background=bg, size=size).predict(image, out_size=image.size[::-1])
     colors = viz.palette(len(seg.names))
     stats = [{**s, "color": [int(c) for c in colors[s["index"]]]} for s in seg.stats(0)]
     font = viz.get_font(viz.font_size_for(*image.size))

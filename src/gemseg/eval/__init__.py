@@ -2,11 +2,9 @@
 resumable runs, and reports. See docs/evaluation.md."""
 from .datasets import DatasetSpec, DenseDataset, list_datasets, list_templates, load_dataset_spec, read_templates
 from .distributed import Dist, init_from_env
-from .inference import Segmenter, class_queries, slide_windows
 from .metrics import confusion_matrix, point_counts, pointwise_metrics, segmentation_metrics
-from .pamr import pamr
 from .pointwise import PointLabels, PointsDataset, score_points, scored_classes
-from .protocols import PRESETS, Protocol, describe, list_presets, resolve_protocol
+from .protocols import PRESETS, Protocol, class_queries, describe, list_presets, resolve_protocol
 from .report import compare_markdown, load_result, result_markdown, write_reports
 from .runner import evaluate, open_dataset
 from .sweep import parse_sweep, run_sweep
@@ -29,10 +27,7 @@ __all__ = [
     "list_presets",
     "resolve_protocol",
     "describe",
-    "Segmenter",
     "class_queries",
-    "slide_windows",
-    "pamr",
     "confusion_matrix",
     "segmentation_metrics",
     "point_counts",

@@ -11,8 +11,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..segmenter import Segmenter
 from .datasets import DatasetSpec
-from .inference import Segmenter, class_queries
 from .metrics import confusion_matrix, pointwise_metrics, segmentation_metrics
 from .pointwise import PointLabels, PointsDataset, score_points, scored_classes
 from .protocols import Protocol
@@ -30,15 +30,16 @@ class DenseCounter:
 
     def __init__(self, model, spec: DatasetSpec, protocol: Protocol, *, crop_batch: int = 8,
                  text_cache: dict | None = None, out_dir: str | Path | None = None,
-                 save_preds: Sequence[str] = ()):
+                 save_preds: Sequence[str] = (), refine=None):
         self.spec, self.class_names = spec, list(spec.class_names)
-        self.seg = Segmenter(model, protocol, class_queries(spec, protocol), background=spec.background,
-                             crop_batch=crop_batch, text_cache=text_cache)
+        self.seg = Segmenter.from_dataset(model, spec, protocol, crop_batch=crop_batch, text_cache=text_cache,
+                                          refine=refine)
         self.out_dir, self.save_preds = (Path(out_dir) if out_dir is not None else None), set(save_preds)
 
     def count(self, image_id: str, image: np.ndarray, target: np.ndarray) -> dict[str, torch.Tensor]:
         """uint8 RGB [H, W, 3] and its label map [h, w] -> this image's counts."""
-        pred = self.seg.predict(image, target.shape)
+        # masks (corrclip, refiner "masks") are found by the image's id: mask files are named <id stem>.npz
+        pred = self.seg.labels(self.seg.scores(image, out_size=target.shape, paths=[image_id]))[0][0]  # (h, w)
         cm = confusion_matrix(pred, torch.from_numpy(target).to(pred.device), self.spec.num_classes,
                               ignore_index=self.spec.ignore_index)
         if image_id in self.save_preds and self.out_dir is not None:
@@ -62,16 +63,17 @@ class PointsCounter:
     keys = ("tp", "fp", "fn", "tn")
 
     def __init__(self, model, dataset: PointsDataset, protocol: Protocol, ids: Sequence[str], *,
-                 crop_batch: int = 8, text_cache: dict | None = None):
+                 crop_batch: int = 8, text_cache: dict | None = None, refine=None):
         self.protocol, self.class_names = protocol, dataset.class_names
-        self.seg = Segmenter(model, protocol, list(dataset.classes), active=dataset.classes_in(ids),
-                             crop_batch=crop_batch, text_cache=text_cache)
+        self.seg = Segmenter.from_dataset(model, dataset.spec, protocol, classes=list(dataset.classes),
+                                          active=dataset.classes_in(ids), crop_batch=crop_batch,
+                                          text_cache=text_cache, refine=refine)
 
     def count(self, image_id: str, image: np.ndarray, target: PointLabels) -> dict[str, torch.Tensor]:
         classes = scored_classes(target, self.protocol.point_classes)
         if not classes:  # nothing to score in this image (e.g. only "no" points under "present")
             return self.zeros()
-        scores = self.seg.class_scores(image, image.shape[:2], classes)
+        scores = self.seg.class_scores(image, classes, out_size=image.shape[:2])[0]  # (len(classes), H, W)
         return score_points(scores, classes, target, len(self.class_names), threshold=self.protocol.point_threshold,
                             normalize=self.protocol.point_normalize)
 

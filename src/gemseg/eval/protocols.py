@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..backbones.base import POS_EMBED_MODES
+from ..segment import LabelRule
+from ..segmenter import INTERPOLATIONS, MODES, InputRule
 from ..transforms import RESIZES
 from .datasets import DatasetSpec, read_class_file, read_templates
 
-INTERPOLATIONS = ("bicubic", "bilinear", "bilinear-cv2")
-MODES = ("whole", "slide")
 VOCABULARIES = ("names", "synonyms")
 POINT_NORMALIZATIONS = ("minmax", "none")
 POINT_CLASSES = ("present", "annotated")
@@ -117,6 +117,11 @@ class Protocol:
                                  "pass --background-query with them")
         vocabulary_classes(spec, self)
 
+    def segmenter_settings(self, spec: DatasetSpec, **kwargs) -> dict[str, Any]:
+        """What :meth:`gemseg.Segmenter.from_dataset` builds from this protocol on ``spec``; see
+        :func:`segmenter_settings`."""
+        return segmenter_settings(spec, self, **kwargs)
+
 
 def vocabulary_classes(spec: DatasetSpec, protocol: Protocol) -> list[tuple[str, ...]]:
     """Per class of ``spec``, the names its queries are made of under ``protocol.vocabulary`` (before
@@ -134,6 +139,50 @@ def vocabulary_classes(spec: DatasetSpec, protocol: Protocol) -> list[tuple[str,
     if len(classes) != spec.num_classes:
         raise ValueError(f"vocabulary file {path} has {len(classes)} classes, {spec.name} has {spec.num_classes}")
     return classes
+
+
+def class_queries(spec: DatasetSpec, protocol: Protocol) -> list[tuple[str, ...]]:
+    """The queries of each class under ``protocol``: its display name ("names"), every name of the
+    dataset's synonym file ("synonyms") or its line of a class file; ``background_prompts`` replace the
+    background class's, and with ``background_query=False`` the background class has none."""
+    per_class = vocabulary_classes(spec, protocol)
+    if protocol.background_prompts is not None:
+        if spec.background is None:
+            raise ValueError(f"background_prompts need a background class, and {spec.name} has none")
+        per_class[spec.background] = protocol.background_prompts
+    if not protocol.background_query and spec.background is not None:
+        per_class[spec.background] = ()
+    return per_class
+
+
+def segmenter_settings(spec: DatasetSpec, protocol: Protocol, *, classes: Sequence[Sequence[str]] | None = None,
+                       active: Sequence[int] | None = None, crop_batch: int = 8) -> dict[str, Any]:
+    """The keyword arguments of :class:`gemseg.Segmenter` under ``protocol`` on ``spec`` (plus its
+    ``pos_embed``): the queries of each class (:func:`class_queries`, or ``classes``), only those of the
+    ``active`` classes if given; the label rule; the input rule; PAMR as the ``"pamr"`` refiner."""
+    per_class = class_queries(spec, protocol) if classes is None else [tuple(c) for c in classes]
+    keep = set(range(len(per_class))) if active is None else set(active)
+    queries, owner = [], []
+    for c, names in enumerate(per_class):
+        if c in keep:
+            queries += list(names)
+            owner += [c] * len(names)
+    p = protocol
+    names = list(spec.class_names) if classes is None else [c[0] if c else str(i) for i, c in enumerate(per_class)]
+    if spec.type == "dense":
+        rule = LabelRule(background=spec.background, logit_scale=p.logit_scale, prob_threshold=p.prob_threshold,
+                         area_threshold=p.area_threshold, reduction="softmax_then_max")
+    else:  # point labels are scored from the scores, no label rule applies
+        rule = LabelRule(background=None, logit_scale=p.logit_scale)
+    return {
+        "queries": queries, "query_to_class": owner, "names": names, "rule": rule,
+        "inputs": InputRule(resize=p.resize, size=p.size, max_long_side=p.max_long_side,
+                            interpolation=p.interpolation, mode=p.mode, crop=p.crop, stride=p.stride,
+                            crop_batch=crop_batch),
+        "templates": read_templates(p.templates),
+        "refine": [("pamr", {"steps": p.pamr_steps, "dilations": p.pamr_dilations})] if p.pamr_steps else [],
+        "pos_embed": p.pos_embed,
+    }
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Protocol)}

@@ -131,17 +131,26 @@ def count_images(counter, dataset, ids: Sequence[str], settings: dict, *, out_di
     return Counts(totals=totals, images=len(todo), resumed=len(done), seconds=dist.max(seconds))
 
 
-def run_settings(spec: DatasetSpec, root: str | os.PathLike, protocol: Protocol, model, class_names) -> dict:
-    """What a run's state is keyed on: a resumed run must match it exactly."""
-    return {"dataset": spec.name, "root": str(Path(root).resolve()), "protocol": protocol.to_dict(),
-            "model": model_description(model), "classes": _digest(list(class_names))}
+def run_settings(spec: DatasetSpec, root: str | os.PathLike, protocol: Protocol, model, class_names,
+                 refine=None) -> dict:
+    """What a run's state is keyed on: a resumed run must match it exactly (``refine`` only when given)."""
+    settings = {"dataset": spec.name, "root": str(Path(root).resolve()), "protocol": protocol.to_dict(),
+                "model": model_description(model), "classes": _digest(list(class_names))}
+    return {**settings, "refine": refiner_names(refine)} if refine else settings
+
+
+def refiner_names(refine) -> list[str]:
+    """The names of the refiners ``refine`` asks for, after the protocol's (see :mod:`gemseg.refiners`)."""
+    from ..refiners import resolve_refiners
+
+    return [name for name, _ in resolve_refiners(refine)]
 
 
 def evaluate(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Protocol, *, out_dir: str | os.PathLike,
              limit: int | None = None, protocol_source: dict[str, str] | None = None, dist: Dist | None = None,
              save_preds: int = 0, save_every: int = 20, num_workers: int = 0, crop_batch: int = 8,
              restart: bool = False, progress: bool = True, on_image: Callable[[str], None] | None = None,
-             text_cache: dict | None = None) -> dict:
+             text_cache: dict | None = None, refine=None) -> dict:
     """Evaluate ``model`` on ``spec``'s images under ``root`` and write ``result.json``/``result.md``.
 
     Each rank of ``dist`` takes its shard of the images not yet done; per-image counts (a confusion
@@ -156,7 +165,9 @@ def evaluate(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Protoc
         crop_batch: sliding-window crops per forward pass.
         restart: discard the state of an earlier run in ``out_dir``.
         on_image: called with each image id once it is counted.
-        text_cache: text embeddings shared with other runs of the same backbone (see :class:`Segmenter`).
+        text_cache: text embeddings shared with other runs of the same backbone (see :class:`gemseg.Segmenter`).
+        refine: refiners run after the protocol's (PAMR): names, callables or ``(name, {settings})``
+            (:mod:`gemseg.refiners`); recorded in the run settings and the result as ``refine``.
     Returns:
         The result dict (the content of ``result.json``), on every rank.
     """
@@ -166,10 +177,11 @@ def evaluate(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Protoc
     ids = dataset.ids
     if spec.type == "dense":
         counter = DenseCounter(model, spec, protocol, crop_batch=crop_batch, text_cache=text_cache,
-                               out_dir=out_dir, save_preds=ids[:save_preds])
+                               out_dir=out_dir, save_preds=ids[:save_preds], refine=refine)
     else:
-        counter = PointsCounter(model, dataset, protocol, ids, crop_batch=crop_batch, text_cache=text_cache)
-    counts = count_images(counter, dataset, ids, run_settings(spec, root, protocol, model, counter.class_names),
+        counter = PointsCounter(model, dataset, protocol, ids, crop_batch=crop_batch, text_cache=text_cache,
+                                refine=refine)
+    counts = count_images(counter, dataset, ids, run_settings(spec, root, protocol, model, counter.class_names, refine),
                           out_dir=out_dir, dist=dist, save_every=save_every, num_workers=num_workers,
                           restart=restart, progress=progress, desc=spec.name, on_image=on_image)
     result = {
@@ -178,6 +190,7 @@ def evaluate(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Protoc
         "dataset": dataset_description(spec, root, len(ids), limit, len(counter.class_names)),
         "protocol": protocol.to_dict(),
         "protocol_source": protocol_source or {},
+        **({"refine": refiner_names(refine)} if refine else {}),
         "model": model_description(model),
         "metrics": counter.metrics(counts.totals),
         "speed": speed_description(counts, dist, model),

@@ -2,7 +2,7 @@
 per image.
 
 The forward pass (and sliding windows, PAMR) gives an image's query scores once; the label rules that
-:meth:`Segmenter.labels` reads (``logit_scale``, ``area_threshold``, ``prob_threshold``) are cheap and
+:meth:`gemseg.Segmenter.labels` reads (``logit_scale``, ``area_threshold``, ``prob_threshold``) are cheap and
 are applied to those scores for every combination, each adding to its own confusion matrix. The
 images run through :func:`~gemseg.eval.runner.count_images`, so a sweep resumes and runs under
 ``torchrun`` exactly as ``gemseg eval``. With ``holdout`` a deterministic part of the images is held
@@ -22,9 +22,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ..segmenter import Segmenter
 from .datasets import DatasetSpec
 from .distributed import Dist
-from .inference import Segmenter, class_queries
 from .protocols import Protocol
 from .runner import count_images, open_dataset, run_settings
 
@@ -136,11 +136,12 @@ class SweepCounter:
     """
 
     def __init__(self, model, spec: DatasetSpec, protocol: Protocol, combos: Sequence[dict], *,
-                 held_out: set[str] | None = None, crop_batch: int = 8, text_cache: dict | None = None):
+                 held_out: set[str] | None = None, crop_batch: int = 8, text_cache: dict | None = None,
+                 refine=None):
         self.spec, self.combos, self.held_out = spec, list(combos), held_out
         self.class_names = list(spec.class_names)
-        self.seg = Segmenter(model, protocol, class_queries(spec, protocol), background=spec.background,
-                             crop_batch=crop_batch, text_cache=text_cache)
+        self.seg = Segmenter.from_dataset(model, spec, protocol, crop_batch=crop_batch, text_cache=text_cache,
+                                          refine=refine)
         # the rules that need labels() again (logit scale, area threshold), each with its thresholds
         self.groups: dict[tuple, list[tuple[int, float | None]]] = {}
         for k, combo in enumerate(self.combos):
@@ -148,17 +149,16 @@ class SweepCounter:
             rules.check_dataset(spec)  # e.g. a threshold on a dataset without background
             key = (rules.logit_scale, rules.area_threshold)
             self.groups.setdefault(key, []).append((k, rules.prob_threshold))
-        self.base = protocol
 
-    def _rules(self, logit_scale: float, area_threshold: float | None) -> Protocol:
-        """The base protocol with one group's label rules, the probability threshold left to the sweep."""
-        return dataclasses.replace(self.base, logit_scale=logit_scale, area_threshold=area_threshold,
+    def _rule(self, logit_scale: float, area_threshold: float | None):
+        """The segmenter's label rule with one group's settings, the probability threshold left to the sweep."""
+        return dataclasses.replace(self.seg.rule, logit_scale=logit_scale, area_threshold=area_threshold,
                                    prob_threshold=None)
 
     def count(self, image_id: str, image: np.ndarray, target: np.ndarray) -> dict[str, torch.Tensor]:
         """uint8 RGB [H, W, 3] and its label map [h, w] -> ``{"confusion": [K, C, C]}`` (and ``"select"``)."""
         C, K = self.spec.num_classes, len(self.combos)
-        scores = self.seg.query_scores(image, target.shape)  # (Q, h, w): the one model pass
+        scores = self.seg.scores(image, out_size=target.shape, paths=[image_id])  # (1, Q, h, w): one model pass
         gt = torch.from_numpy(np.ascontiguousarray(target)).to(scores.device).long().flatten()
         keep = gt != self.spec.ignore_index
         gt = gt[keep]
@@ -168,7 +168,7 @@ class SweepCounter:
                              f"index {self.spec.ignore_index}")
         cm = torch.zeros((K, C, C), dtype=torch.long, device=scores.device)
         for (logit_scale, area), members in self.groups.items():
-            labels, conf = self.seg.labels(scores, self._rules(logit_scale, area))  # (h, w) each, no threshold yet
+            labels, conf = self.seg.labels(scores, rule=self._rule(logit_scale, area))  # (1, h, w), no threshold yet
             labels, conf = labels.flatten()[keep], conf.flatten()[keep]  # (N,)
             base = torch.bincount(gt * C + labels, minlength=C * C).reshape(C, C)
             thresholds = sorted({t for _, t in members if t is not None})
@@ -183,7 +183,7 @@ class SweepCounter:
 
     def _thresholded(self, base: torch.Tensor, gt: torch.Tensor, labels: torch.Tensor, conf: torch.Tensor,
                      thresholds: list[float]) -> torch.Tensor:
-        """Confusion matrices [P, C, C] for sorted ``thresholds``: as :meth:`Segmenter.labels`, a pixel
+        """Confusion matrices [P, C, C] for sorted ``thresholds``: as :meth:`gemseg.Segmenter.labels`, a pixel
         whose confidence is below a threshold becomes background. One bincount for all thresholds: a
         pixel moves for every threshold above its confidence, so counting pixels by the index of the
         first such threshold and summing cumulatively gives what each threshold moves."""
@@ -206,7 +206,7 @@ def run_sweep(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Proto
               protocol_source: dict[str, str] | None = None, dist: Dist | None = None, save_every: int = 20,
               num_workers: int = 0, crop_batch: int = 8, restart: bool = False, progress: bool = True,
               on_image: Callable[[str], None] | None = None, text_cache: dict | None = None,
-              plot: bool = True) -> dict:
+              plot: bool = True, refine=None) -> dict:
     """Score every combination of ``grid`` (see :func:`parse_sweep`) on ``spec``'s images from one model
     pass per image; write ``sweep.json``, ``sweep.md`` and ``sweep.png`` to ``out_dir``.
 
@@ -215,6 +215,7 @@ def run_sweep(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Proto
             is chosen on the other images and its metrics reported on the held-out ones. None: the best
             is chosen and reported on all images (tuned on the test images; the table says so).
         plot: write ``sweep.png``.
+        refine: refiners after the protocol's, as :func:`~gemseg.eval.evaluate`.
         Others: as :func:`~gemseg.eval.evaluate`.
     Returns:
         The table (the content of ``sweep.json``), on every rank.
@@ -236,8 +237,8 @@ def run_sweep(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Proto
     held_out = holdout_split(ids, holdout) if holdout is not None else None
     combos = combinations(grid)
     counter = SweepCounter(model, spec, protocol, combos, held_out=held_out, crop_batch=crop_batch,
-                           text_cache=text_cache)
-    settings = {**run_settings(spec, root, protocol, model, counter.class_names), "sweep": grid,
+                           text_cache=text_cache, refine=refine)
+    settings = {**run_settings(spec, root, protocol, model, counter.class_names, refine), "sweep": grid,
                 "holdout": holdout}
     counts = count_images(counter, dataset, ids, settings, out_dir=out_dir, dist=dist, save_every=save_every,
                           num_workers=num_workers, restart=restart, progress=progress, desc=f"{spec.name} sweep",

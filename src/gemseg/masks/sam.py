@@ -114,12 +114,14 @@ class SamPrompter:
         out = self.model(image_embeddings=state["embeddings"], input_points=pts, input_labels=labels,
                          multimask_output=multimask)
         low, iou = out.pred_masks[0].float(), out.iou_scores[0].float()  # (N, K, s, s), (N, K)
+        return torch.cat([self._upscale(c, (h, w), (nh, nw)) for c in low.split(8)]), iou  # 8 prompts at a time
+
+    def _upscale(self, low: torch.Tensor, size: tuple[int, int], resized: tuple[int, int]) -> torch.Tensor:
+        """Low-res mask logits [n, K, s, s] -> [n, K, h, w] (in chunks: SAM's S x S step is large)."""
         if self.family == "sam":
             up = F.interpolate(low, size=(self.size, self.size), mode="bilinear", align_corners=False)
-            up = F.interpolate(up[..., :nh, :nw], size=(h, w), mode="bilinear", align_corners=False)
-        else:
-            up = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
-        return up, iou
+            return F.interpolate(up[..., :resized[0], :resized[1]], size=size, mode="bilinear", align_corners=False)
+        return F.interpolate(low, size=size, mode="bilinear", align_corners=False)
 
 
 def _stat(values, like: torch.Tensor) -> torch.Tensor:

@@ -3,9 +3,11 @@
 
 Each maps ``(backbone, images [B, 3, H, W], config, *, return_ori=False)`` to ``(tokens [B, N, D],
 original tokens [B, N, D] or None)`` after the final norm and projection, so that all of them share the
-preprocessing, the text encoding and the evaluation of :class:`~gemseg.GEMModel`. A method with the
-attribute ``needs_proxy = True`` (``proxyclip``) also takes ``proxy=`` (the model's
-:class:`ProxyAttention`) and returns tokens on the proxy's grid. ``docs/methods.md`` gives each
+preprocessing, the text encoding and the evaluation of :class:`~gemseg.GEMModel`. A method declares
+what else it needs in :attr:`Method.needs`: ``"proxy"`` (``proxyclip``) means it also takes ``proxy=``
+(the model's :class:`ProxyAttention`) and returns tokens on the proxy's grid; callers ask
+``"proxy" in get_method(name).needs``, never the method's name; ``"masks"`` (``corrclip``) that it takes
+``masks=`` label maps [B, H, W] from the model's mask source (:mod:`gemseg.masks`). ``docs/methods.md`` gives each
 method's formula and paper.
 
 ====================  =======================================================================
@@ -37,12 +39,14 @@ from .corrclip import CorrCLIPConfig, CorrCLIPProxy, corrclip_tokens
 from .proxyclip import ProxyAttention, ProxyCLIPConfig, proxyclip_tokens
 
 _SETTINGS = tuple(f.name for f in dataclasses.fields(GEMConfig))
+NEEDS = ("proxy", "masks")  # what a method can declare it needs (Method.needs)
 _DEFAULTS = GEMConfig()
 
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method: its token function and the :class:`~gemseg.GEMConfig` fields it reads.
+    """A registered method: its token function, the :class:`~gemseg.GEMConfig` fields it reads and what
+    else it needs.
 
     Calling it runs ``fn`` after warning (once per call site) about settings that differ from their
     defaults but are not in ``uses``. ``uses=None`` declares nothing: no warning, and an ablation
@@ -52,10 +56,17 @@ class Method:
     name: str  # the name it is registered under
     fn: Callable  # (backbone, images, config, *, return_ori) -> (tokens, original tokens or None)
     uses: tuple[str, ...] | None = ()  # GEMConfig fields fn reads; None: unknown
+    needs: tuple[str, ...] = ()  # what fn needs besides the backbone: "proxy" (a ProxyAttention, passed as
+    #                               proxy=), "masks" (mask label maps [B, H, W], passed as masks=)
 
     def __post_init__(self):
         if not callable(self.fn):
             raise TypeError("fn must be callable")
+        needs = (self.needs,) if isinstance(self.needs, str) else tuple(self.needs)
+        unknown = [n for n in needs if n not in NEEDS]
+        if unknown:
+            raise ValueError(f"needs names unknown requirement(s) {', '.join(unknown)}; choose from {', '.join(NEEDS)}")
+        object.__setattr__(self, "needs", needs)
         if self.uses is not None:
             uses = tuple(self.uses)
             unknown = [u for u in uses if u not in _SETTINGS]
@@ -72,7 +83,7 @@ class Method:
 
     def __getattr__(self, attr: str):
         # other attributes are the function's (e.g. a partial's ``keywords``, or a flag the function carries)
-        if attr.startswith("__") or attr in ("name", "fn", "uses"):
+        if attr.startswith("__") or attr in ("name", "fn", "uses", "needs"):
             raise AttributeError(attr)
         return getattr(self.fn, attr)
 
@@ -92,8 +103,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sclip", sclip_tokens),
     Method("clearclip", clearclip_tokens),
     Method("naclip", naclip_tokens),
-    Method("proxyclip", proxyclip_tokens),
-    Method("corrclip", corrclip_tokens),
+    Method("proxyclip", proxyclip_tokens, needs=("proxy",)),
+    Method("corrclip", corrclip_tokens, needs=("proxy", "masks")),
 )}
 
 
@@ -111,22 +122,22 @@ def list_methods() -> list[str]:
 
 
 def register_method(name: str, fn: Callable, *, uses: tuple[str, ...] | None = None,
-                    overwrite: bool = False) -> None:
+                    needs: tuple[str, ...] = (), overwrite: bool = False) -> None:
     """Make ``fn`` selectable as ``method=name``. It takes ``(backbone, images, config, *, return_ori)``
     and returns ``(tokens, original tokens or None)``, like :func:`gemseg.gem.gem_tokens`. ``uses``
     names the :class:`~gemseg.GEMConfig` fields it reads (``()``: none; ``None``, the default: not
-    declared, so nothing is warned about or refused). Use ``functools.partial`` to register a variant,
-    e.g. ``register_method("naclip-narrow", partial(naclip_tokens, std=3.0), uses=())``."""
+    declared, so nothing is warned about or refused); ``needs`` what else it takes (:data:`NEEDS`).
+    Use ``functools.partial`` to register a variant, e.g. ``register_method("naclip-narrow", partial(naclip_tokens, std=3.0), uses=())``."""
     if not isinstance(name, str) or not name:
         raise TypeError("a method name must be a non-empty string")
     if not callable(fn):
         raise TypeError("fn must be callable")
     if name in METHODS and not overwrite:
         raise ValueError(f"method {name!r} is already registered; pass overwrite=True to replace it")
-    METHODS[name] = Method(name, fn, uses=uses)
+    METHODS[name] = Method(name, fn, uses=uses, needs=needs)
 
 
-__all__ = ["Method", "METHODS", "get_method", "list_methods", "register_method", "gem_tokens", "clip_tokens",
+__all__ = ["Method", "METHODS", "NEEDS", "get_method", "list_methods", "register_method", "gem_tokens", "clip_tokens",
            "maskclip_tokens", "maskclip_vproj_tokens", "vv_tokens", "sclip_tokens", "clearclip_tokens", "naclip_tokens",
            "neighbourhood_bias", "NACLIP_STD", "proxyclip_tokens", "ProxyAttention", "ProxyCLIPConfig",
            "corrclip_tokens", "CorrCLIPProxy", "CorrCLIPConfig"]

@@ -263,9 +263,7 @@ def _pad_masks(masks: torch.Tensor, size) -> torch.Tensor:
     return masks.long()
 
 
-corrclip_tokens.needs_proxy = True  # the model passes its CorrCLIPProxy as proxy=
-corrclip_tokens.proxy_class = CorrCLIPProxy  # create_model wraps the VFM in it
-corrclip_tokens.needs_masks = True  # ... and the label maps of its mask source as masks=
+corrclip_tokens.proxy_class = CorrCLIPProxy  # create_model and GEMModel.variant hold the VFM in one
 
 
 def map_correction(labels: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:

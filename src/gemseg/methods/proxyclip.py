@@ -132,4 +132,5 @@ def proxyclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig
     return backbone.head(out), ori
 
 
-proxyclip_tokens.needs_proxy = True  # GEMModel passes its ProxyAttention as proxy=
+
+proxyclip_tokens.proxy_class = ProxyAttention  # create_model and GEMModel.variant hold the VFM in one
