@@ -312,3 +312,45 @@ def test_cli_heatmap_with_corrclip_and_mask_files(tmp_path, capsys, tiny_model_f
     assert (tmp_path / "out" / "a.png" / "record.json").is_file()
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["settings"]["method"] == "corrclip" and run["settings"]["masks"] == f"files:{masks}"
+
+
+@pytest.mark.filterwarnings("ignore:.*the standard split has:UserWarning")
+def test_cli_eval_with_corrclip_skips_an_image_without_masks_and_retries_it(tmp_path, capsys, tiny_model_files):
+    import json
+
+    import numpy as np
+    import timm.models
+    from PIL import Image
+
+    import eval_data
+    from cli_util import run_cli
+    from conftest import TINY_VFM
+
+    voc = eval_data.write_voc(tmp_path / "VOC2012", n=2)
+    masks = tmp_path / "region_masks"
+    masks.mkdir()
+
+    def write_mask(image_id):
+        w, h = Image.open(voc / "JPEGImages" / f"{image_id}.jpg").size
+        lab = np.zeros((h, w), np.int32)
+        lab[: h // 2, : w // 2] = 1
+        np.savez(masks / f"{image_id}.npz", instance_mask=lab)
+    write_mask("2007_000000")  # 2007_000001 has none yet
+    folder = str(tmp_path / "vfm")
+    timm.models.save_for_hf(tiny_vfm("dino", seed=5).model, folder, safe_serialization=True,
+                            model_args=dict(embed_dim=32, depth=2, num_heads=2, **TINY_VFM["dino"][1]))
+    cfg, ckpt = tiny_model_files["open_clip"]
+    argv = ["eval", "--dataset", "voc21", "--data-root", voc, "--model", cfg, "--checkpoint", ckpt, "--device", "cpu",
+            "--workers", "0", "--no-progress", "--size", "48", "--crop", "32", "--stride", "16", "--templates",
+            "single", "--method", "corrclip", "--proxy", folder, "--masks", f"files:{masks}", "--refine", "masks",
+            "--out", tmp_path / "out"]
+    with pytest.warns(UserWarning, match="2007_000001: skipped: .*no mask file 2007_000001.npz"):
+        r = run_cli(capsys, *argv)
+    assert r.code == 1 and "over 1 images (1 skipped for their masks" in r.out
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["speed"]["failed_images"] == 1 and result["failed"][0]["image"] == "2007_000001"
+    write_mask("2007_000001")
+    r = run_cli(capsys, *argv)  # resumes: the one counted image is kept, the skipped one is counted now
+    assert r.code == 0, r.err
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["speed"]["resumed_images"] == 1 and result["speed"]["images"] == 1 and "failed" not in result

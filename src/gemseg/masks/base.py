@@ -6,6 +6,11 @@ from dataclasses import dataclass
 import torch
 
 
+class MaskError(ValueError):
+    """One image's masks are missing or bad (no mask file, another size, no masks found): the message names
+    the image and the fix; an evaluation skips that image and reports it."""
+
+
 @dataclass(frozen=True)
 class MaskSet:
     """Class-agnostic masks of one image.

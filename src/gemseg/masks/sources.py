@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .amg import AMGConfig, generate_masks
-from .base import MaskSet
+from .base import MaskError, MaskSet
 
 MASK_SUFFIXES = (".npz", ".npy", ".png")
 
@@ -34,7 +34,7 @@ class MaskGenerator:
         found = generate_masks(self.prompter, image, self.config)
         if len(found) == 0:
             where = f"{path}: " if path else ""
-            raise ValueError(f"{where}the mask generator found no masks; lower pred_iou_thresh / "
+            raise MaskError(f"{where}the mask generator found no masks; lower pred_iou_thresh / "
                              "stability_score_thresh or use more points_per_side")
         return found
 
@@ -59,7 +59,7 @@ class FileMasks:
             candidate = self.folder / (stem + suffix)
             if candidate.is_file():
                 return candidate
-        raise ValueError(f"{path}: no mask file {stem}.npz (or .npy/.png) in {self.folder}; generate its masks "
+        raise MaskError(f"{path}: no mask file {stem}.npz (or .npy/.png) in {self.folder}; generate its masks "
                          "(--masks sam2-hiera-l) or add the file")
 
     def __call__(self, image: np.ndarray | None, path: str | None = None) -> MaskSet:
@@ -67,11 +67,11 @@ class FileMasks:
             raise ValueError("masks read from files need the image's path; pass path= (or use a mask generator)")
         labels = read_label_map(self.find(path))
         if image is not None and tuple(labels.shape) != tuple(image.shape[:2]):
-            raise ValueError(f"{path}: its mask file is {labels.shape[0]}x{labels.shape[1]} but the image is "
+            raise MaskError(f"{path}: its mask file is {labels.shape[0]}x{labels.shape[1]} but the image is "
                              f"{image.shape[0]}x{image.shape[1]}; use the masks made for this image at its own size")
         found = MaskSet.from_label_map(labels)
         if len(found) == 0:
-            raise ValueError(f"{path}: its mask file holds no masks (every value is 0); regenerate it")
+            raise MaskError(f"{path}: its mask file holds no masks (every value is 0); regenerate it")
         return found
 
 
