@@ -65,3 +65,17 @@ def test_model_segment_with_corrclip_and_the_masks_refiner(clip_backbone):
         assert seg.labels[0][regions == v].unique().numel() == 1
     view = model.variant(method="proxyclip")  # the same VFM in ProxyCLIP's holder, and back
     assert view.proxy.vfm is vfm and view.variant(method="corrclip").proxy.vfm is vfm
+
+
+def test_demo_refuses_corrclip_without_masks(clip_backbone):
+    from gemseg.demo import logic
+
+    vfm = tiny_vfm("dino", seed=1, patch_size=4)
+    from gemseg.methods import ProxyAttention
+
+    served = GEMModel(clip_backbone, method="proxyclip", proxy=ProxyAttention(vfm))
+    with pytest.raises(logic.DemoError, match="needs class-agnostic masks.*--masks SOURCE"):
+        logic.model_for(served, method="corrclip")
+    view = logic.model_for(GEMModel(clip_backbone, method="proxyclip", proxy=ProxyAttention(vfm), masks=BoxSource()),
+                           method="corrclip")
+    assert isinstance(view.proxy, CorrCLIPProxy) and view.mask_source is not None
