@@ -92,7 +92,7 @@ class GemsegRunner:
         import gemseg
 
         gem = gemseg.create_model(MODEL, checkpoint=str(weights), device=device)
-        self.models = {"gem": gem, "plain": gem.with_config(depth=0),
+        self.models = {"gem": gem, "plain": gem.variant(depth=0),
                        "bf16": gemseg.GEMModel(gem.backbone, config=gem.config, precision="bf16")}
         self.weights, self.device, self.library = weights, device, None
 

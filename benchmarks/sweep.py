@@ -79,9 +79,9 @@ def post_processing(model, spec, protocol, root: Path, text_cache: dict, rounds:
     counters = {name: DenseCounter(model, spec, protocol, text_cache=text_cache) if grid is None else
                 SweepCounter(model, spec, protocol, combinations(parse_sweep(grid)), text_cache=text_cache)
                 for name, grid in RUNS.items()}
-    scores = counters["eval"].seg.query_scores(image, target.shape)
+    scores = counters["eval"].seg.scores(image, out_size=target.shape)
     for counter in counters.values():
-        counter.seg.query_scores = lambda *_: scores  # our own object: the model pass is left out
+        counter.seg.scores = lambda *_, **__: scores  # our own object: the model pass is left out
     times: dict[str, list[float]] = {name: [] for name in RUNS}
     for r in range(rounds + 1):
         for name, counter in counters.items():

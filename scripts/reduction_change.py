@@ -21,7 +21,8 @@ from PIL import Image
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 from conftest import tiny_hf_backbone, tiny_open_clip_backbone  # noqa: E402
-from gemseg import GEMConfig, GEMModel, Segmenter, background_rule  # noqa: E402
+from gemseg import GEMConfig, GEMModel, Segmenter  # noqa: E402
+from gemseg.segment import background_rule  # noqa: E402
 from gemseg.postprocess import reduce_queries  # noqa: E402
 from gemseg.segment import resize_maps  # noqa: E402
 

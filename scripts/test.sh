@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venv/bin/lint-imports  # the import contracts of pyproject.toml: imports go down the layers, never in a loop
 # a missing backend, gradio, playwright or chromium fails the tests instead of skipping them
 export GEMSEG_REQUIRE_BACKENDS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 echo "== tests (open_clip $(.venv/bin/python -c 'import open_clip; print(open_clip.__version__)'), transformers $(.venv/bin/python -c 'import transformers; print(transformers.__version__)'))"

@@ -12,10 +12,9 @@ from PIL import Image
 
 import gemseg
 from gemseg import analysis
-from gemseg.analysis import (IGNORE_INDEX, Alignment, Grouping, iteration_analysis, iteration_tokens, kmeans,
-                             layer_analysis, layer_tokens, merge, method_analysis, patch_labels, token_clusters,
+from gemseg.analysis import (IGNORE_INDEX, Alignment, Grouping, cluster_figure, iteration_analysis, iteration_tokens,
+                             kmeans, layer_analysis, layer_tokens, merge, method_analysis, patch_labels, token_clusters,
                              token_grouping, vl_alignment)
-from gemseg.viz import cluster_figure
 from gemseg.config import GEMConfig
 from gemseg.gem import gem_tokens
 
@@ -225,13 +224,8 @@ def test_token_clusters_and_the_cluster_figure(backbone):
     assert fig.size == (2 * 48 + 4, 32) and fig.mode == "RGB"
 
 
-def test_the_pictures_moved_to_viz_and_the_old_names_still_resolve():
+def test_viz_draws_given_clusters_and_does_not_compute_them():
     from gemseg import viz
 
-    with pytest.warns(DeprecationWarning, match="moved to gemseg.viz.render_clusters"):
-        assert analysis.render_clusters is viz.render_clusters
-    with pytest.warns(DeprecationWarning, match="cluster_figure"):
-        assert analysis.cluster_figure is viz.cluster_figure
-    assert not hasattr(analysis, "palette")  # one palette: gemseg.viz.palette
-    with pytest.raises(AttributeError):
-        analysis.no_such_name
+    assert not hasattr(viz, "cluster_figure") and not hasattr(viz, "token_clusters")  # viz draws labels it is given
+    assert not hasattr(analysis, "render_clusters") and not hasattr(analysis, "palette")  # one of each: gemseg.viz

@@ -139,7 +139,7 @@ def test_bad_images_and_prompts_raise_clear_errors(backbone):
         model.heatmaps(torch.randn(1, 3, 4, 32), ["cat"])
     with pytest.raises(ValueError, match="prompt list is empty"):
         model.heatmaps(torch.randn(1, 3, 32, 32), [])
-    with pytest.raises(ValueError, match="prompt 1 is empty"):
+    with pytest.raises(ValueError, match="prompt 2 is empty"):  # counted from 1, as everywhere
         model.encode_text(["cat", "  "])
     with pytest.raises(TypeError, match="not a single string"):
         model.encode_text("cat")

@@ -15,7 +15,7 @@ import gemseg
 from conftest import HAS_OPEN_CLIP, TINY_VFM, tiny_open_clip_backbone, tiny_vfm
 from gemseg import GEMConfig, GEMModel
 from gemseg.methods import ProxyAttention, ProxyCLIPConfig
-from gemseg.methods.baselines import _trunk
+from gemseg.methods.baselines import trunk
 from gemseg.methods.proxyclip import proxy_attention
 
 pytestmark = pytest.mark.skipif(not HAS_OPEN_CLIP, reason="the tiny CLIP model of these tests needs open_clip")
@@ -71,7 +71,7 @@ def reference(clip, vfm, images, *, beta=1.2, gamma=3.0) -> torch.Tensor:
     if vfm.input_size is not None:
         imgs = F.interpolate(imgs, size=vfm.input_size, mode="bilinear", align_corners=False)
     feats = official_vfm_features(vfm, imgs)  # (B, C', h, w)
-    x = _trunk(clip, images)  # tokens entering the last block, (B, 1 + gh*gw, C)
+    x = trunk(clip, images)  # tokens entering the last block, (B, 1 + gh*gw, C)
     gh, gw = images.shape[-2] // 8, images.shape[-1] // 8
     B, Cf, h, w = feats.shape
     outs = []

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 import gemseg
-from gemseg import GEMConfig, GEMModel, Segmentation, Segmenter, background_rule, class_probabilities
-from gemseg.segment import AUTO_BACKGROUND, DEFAULT_THRESHOLD, resize_maps
+from gemseg import GEMConfig, GEMModel, Segmentation, Segmenter, class_probabilities
+from gemseg.segment import AUTO_BACKGROUND, DEFAULT_THRESHOLD, background_rule, resize_maps
 
 
 def _plain_probabilities(sims, q2c, C, scale, reduction):

@@ -350,3 +350,26 @@ def test_cli_refine_on_segment_and_eval(model, tmp_path, capsys, tiny_model_file
                 "--depth", "3", "--refine", "pamr", "--out", tmp_path / "eval")
     assert r.code == 0, r.err
     assert json.loads((tmp_path / "eval" / "result.json").read_text())["refine"] == ["pamr"]
+
+
+def test_refiners_get_only_the_context_they_name():
+    from gemseg.refiners import refine_scores
+
+    got = {}
+
+    def plain(scores):
+        return scores + 1
+
+    def some(scores, *, image):
+        got["some"] = image
+        return scores
+
+    def every(scores, **context):
+        got["every"] = sorted(context)
+        return scores
+
+    scores = torch.zeros(1, 2, 3, 3)
+    out = refine_scores(scores, resolve_refiners([plain, some, every]), image="x", model="m", masks="later")
+    assert torch.equal(out, scores + 1) and got == {"some": "x", "every": ["image", "masks", "model"]}
+    with pytest.raises(ValueError, match="refiner 'bad' must return scores of shape"):
+        refine_scores(scores, [("bad", lambda s: s[:, :1])])

@@ -7,7 +7,7 @@ from .factory import create_model
 from .methods import list_methods, register_method
 from .model import DEFAULT_TEMPLATES, GEMModel, min_max
 from .postprocess import REDUCTIONS, class_probabilities
-from .segment import AUTO_BACKGROUND, Background, Segmentation, background_rule
+from .segment import AUTO_BACKGROUND, Background, Segmentation
 from .segmenter import Segmenter
 from .transforms import denormalize, preprocess
 
@@ -30,7 +30,6 @@ __all__ = [
     "Segmenter",
     "Segmentation",
     "Background",
-    "background_rule",
     "class_probabilities",
     "REDUCTIONS",
     "AUTO_BACKGROUND",

@@ -8,7 +8,7 @@
   own class is the most similar (``top1``).
 * Both per layer (every block's output through the final norm and projection, on the GEM and the original
   path), per number of self-self iterations, and per method.
-* Token clusters: spherical k-means of the dense tokens (in torch); :func:`gemseg.viz.cluster_figure`
+* Token clusters: spherical k-means of the dense tokens (in torch); :func:`cluster_figure`
   draws them next to the image.
 
 Statistics are sums and counts (:class:`Grouping`, :class:`Alignment`) so that batches add up
@@ -333,20 +333,24 @@ def token_clusters(model, images: torch.Tensor, k: int = 8, *, return_ori: bool 
     return out[0] if single else out
 
 
+def cluster_figure(model, image, k: int = 8, *, size: int | Sequence[int] | None = 448, return_ori: bool = False,
+                   alpha: float = 1.0, seed: int = 0):
+    """One picture: ``image`` (PIL or uint8 array, resized to ``size`` like the model input) next to the
+    clusters of its dense tokens (:func:`token_clusters` of the :class:`~gemseg.GEMModel` ``model``), drawn
+    by :func:`gemseg.viz.render_clusters`."""
+    from PIL import Image
+
+    from .transforms import to_pil
+    from .viz import render_clusters
+
+    x = model.preprocess(image, size=size)  # (3, H, W)
+    labels = token_clusters(model, x, k, return_ori=return_ori, seed=seed)
+    pil = to_pil(image)
+    if pil.size != (x.shape[-1], x.shape[-2]):
+        pil = pil.resize((x.shape[-1], x.shape[-2]), resample=Image.BICUBIC)
+    return render_clusters(pil, labels, patch_size=model.patch_size, alpha=alpha)
+
+
 __all__ = ["Grouping", "Alignment", "Record", "merge", "patch_labels", "token_grouping", "vl_alignment",
            "layer_tokens", "iteration_tokens", "layer_analysis", "iteration_analysis", "method_analysis",
-           "kmeans", "token_clusters", "IGNORE_INDEX"]
-
-_MOVED_TO_VIZ = ("render_clusters", "cluster_figure")
-
-
-def __getattr__(name: str):
-    # the cluster pictures moved to gemseg.viz; the old names keep working with a deprecation warning
-    if name in _MOVED_TO_VIZ:
-        import warnings
-
-        from . import viz
-
-        warnings.warn(f"gemseg.analysis.{name} moved to gemseg.viz.{name}", DeprecationWarning, stacklevel=2)
-        return getattr(viz, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+           "kmeans", "token_clusters", "cluster_figure", "IGNORE_INDEX"]

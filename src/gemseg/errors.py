@@ -1,5 +1,20 @@
-"""Exceptions gemseg raises on purpose (besides ``ValueError``/``TypeError`` for bad input)."""
+"""Exceptions gemseg raises on purpose (besides ``ValueError``/``TypeError`` for bad input), and the one
+line a command or page shows for an exception."""
+from __future__ import annotations
 
 
 class WeightsUnavailableError(RuntimeError):
     """The requested model weights are neither cached locally nor downloadable."""
+
+
+class CLIError(Exception):
+    """A problem that stops a command before any image is processed; printed as one line."""
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of ``e``'s message; unexpected exception types keep their name in front."""
+    text = str(e.args[0]) if isinstance(e, KeyError) and len(e.args) == 1 else str(e).strip()
+    first = text.splitlines()[0] if text else ""
+    if first and isinstance(e, (CLIError, ValueError, OSError, ImportError, WeightsUnavailableError)):
+        return first
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__

@@ -17,7 +17,7 @@ from .config import GEMConfig
 from .methods import get_method
 from .postprocess import DEFAULT_REDUCTION
 from .refiners import RefineSpec
-from .segment import DEFAULT_LOGIT_SCALE, Segmentation
+from .segment import DEFAULT_LOGIT_SCALE, Segmentation, clean_prompts
 from .segmenter import Segmenter
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
@@ -139,7 +139,7 @@ class GEMModel(nn.Module):
         ``"a photo of a {}."``); the normalized embeddings are averaged over templates and normalized
         again. Compute this once for a vocabulary and pass the tensor to :meth:`heatmaps`.
         """
-        prompts = _check_prompts(prompts)
+        prompts = clean_prompts(prompts, "prompt", unique=False)  # one row per prompt, duplicates kept
         templates = list(templates) if templates is not None else list(DEFAULT_TEMPLATES)
         if not templates:
             raise ValueError("templates is empty; pass None for the default 'a photo of a {}.'")
@@ -186,6 +186,11 @@ class GEMModel(nn.Module):
     def forward(self, images: torch.Tensor, *, return_ori: bool = False) -> torch.Tensor:
         """Same as :meth:`encode_image`."""
         return self.encode_image(images, return_ori=return_ori)
+
+    @property
+    def needs_masks(self) -> bool:
+        """Whether this model's method takes class-agnostic masks (``corrclip``; :attr:`mask_source`)."""
+        return "masks" in self._tokens.needs
 
     def masks_for(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
         """Mask label maps [B, H, W] long for normalized ``images`` [B, 3, H, W]: ``masks`` checked, or made
@@ -328,20 +333,6 @@ class GEMModel(nn.Module):
             index = torch.tensor([position[p] for p in flat], device=emb.device)
             return emb[index].reshape(len(prompts), -1, self.backbone.embed_dim)  # (B, P, D)
         return self.encode_text(prompts, templates=templates)
-
-
-def _check_prompts(prompts: Sequence[str]) -> list[str]:
-    if isinstance(prompts, str):
-        raise TypeError("prompts must be a list of strings, not a single string; wrap it: [prompt]")
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("the prompt list is empty; give at least one prompt")
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str):
-            raise TypeError(f"prompt {i} is a {type(p).__name__}, expected a string")
-        if not p.strip():
-            raise ValueError(f"prompt {i} is empty; remove it or give it text")
-    return prompts
 
 
 def _pad_to_multiple(images: torch.Tensor, patch: tuple[int, int]) -> torch.Tensor:

@@ -13,15 +13,18 @@ A refiner is a function
 - returns [B, Q, H, W], the same shape.
 
 :class:`gemseg.Segmenter` runs its refiners in order (``refine=`` a name, a callable or a sequence of
-them); settings are bound with ``functools.partial`` or given as ``(name, {settings})``. Later keyword
-arguments are added only with a default, so a refiner written today keeps working; a refiner that wants
-them takes ``**context``; one with ``needs_masks = True`` also gets ``masks=`` (mask label maps [B, H, W] at
-the scores' size) and ``labels=`` (scores -> the predictor's labels). ``"pamr"`` and ``"masks"`` (CorrCLIP's
-map correction) are registered here; others add theirs with :func:`register_refiner`.
+them); settings are bound with ``functools.partial`` or given as ``(name, {settings})``. The context a
+refiner gets is by keyword (:func:`refine_scores`): today ``image`` and ``model``; context added later
+(per-image class-agnostic masks, a proxy's patch features) reaches only the refiners whose signature
+names it or takes ``**context``, so a refiner written today keeps working. Where the predictor has masks
+it passes ``masks=`` (mask label maps [B, H, W] at the scores' size) and ``labels=`` (scores -> its labels);
+a refiner with ``needs_masks = True`` makes it get them. ``"pamr"`` and ``"masks"`` (CorrCLIP's map
+correction) are registered here; others add theirs with :func:`register_refiner`.
 """
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Callable, Sequence, Union
 
 import torch
@@ -81,6 +84,30 @@ def resolve_refiners(refine: RefineSpec) -> list[tuple[str, Refiner]]:
     return out
 
 
+def refine_scores(scores: torch.Tensor, refiners: Sequence[tuple[str, Refiner]], **context) -> torch.Tensor:
+    """Run ``refiners`` (from :func:`resolve_refiners`) in order on ``scores`` [B, Q, H, W]; each gets the
+    keywords of ``context`` its signature accepts (all of them with ``**context``)."""
+    for name, fn in refiners:
+        out = fn(scores, **_accepted(fn, context))
+        if not isinstance(out, torch.Tensor) or out.shape != scores.shape:
+            raise ValueError(f"refiner {name!r} must return scores of shape {list(scores.shape)}, "
+                             f"got {list(getattr(out, 'shape', [])) or type(out).__name__}")
+        scores = out
+    return scores
+
+
+def _accepted(fn: Refiner, context: dict) -> dict:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: give it everything
+        return context
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return context
+    named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = {p.name for p in params if p.kind in named}
+    return {k: v for k, v in context.items() if k in names}
+
+
 def pamr_refiner(scores: torch.Tensor, *, image: torch.Tensor, model=None, steps: int = 10,
                  dilations: Sequence[int] = (8, 16)) -> torch.Tensor:
     """PAMR (:func:`gemseg.pamr.pamr`) of ``scores`` [B, Q, H, W] guided by ``image`` resized bilinearly to
@@ -108,4 +135,5 @@ def masks_refiner(scores: torch.Tensor, *, image: torch.Tensor, model=None, mask
 masks_refiner.needs_masks = True  # the Segmenter passes masks= and labels=
 register_refiner("masks", masks_refiner)
 
-__all__ = ["register_refiner", "get_refiner", "list_refiners", "resolve_refiners", "pamr_refiner", "masks_refiner"]
+__all__ = ["register_refiner", "get_refiner", "list_refiners", "resolve_refiners", "refine_scores", "pamr_refiner",
+           "masks_refiner"]

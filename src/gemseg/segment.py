@@ -38,8 +38,10 @@ class Background:
                 "logit_scale": self.logit_scale}
 
 
-def clean_prompts(prompts: Sequence[str], what: str = "prompt") -> list[str]:
-    """Collapse whitespace; refuse empty prompts (``ValueError``); drop exact duplicates with a warning."""
+def clean_prompts(prompts: Sequence[str], what: str = "prompt", *, unique: bool = True) -> list[str]:
+    """The one prompt validator: a list of strings, each with its whitespace collapsed; an empty one or a
+    non-string is refused (``ValueError``/``TypeError`` naming it, counted from 1). With ``unique``, exact
+    duplicates are used once, with a warning (``GEMModel.encode_text`` keeps them: one row per prompt)."""
     if isinstance(prompts, str):
         raise TypeError(f"{what}s must be a list of strings, not a single string; wrap it: [{what}]")
     out: list[str] = []
@@ -49,12 +51,12 @@ def clean_prompts(prompts: Sequence[str], what: str = "prompt") -> list[str]:
         text = " ".join(p.split())
         if not text:
             raise ValueError(f"{what} {i} is empty; remove it or give it text")
-        if text in out:
+        if unique and text in out:
             warnings.warn(f"{what} {text!r} is given more than once; using it once", stacklevel=2)
             continue
         out.append(text)
     if not out:
-        raise ValueError(f"no {what}s given")
+        raise ValueError(f"the {what} list is empty; give at least one {what}")
     return out
 
 

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-from .refiners import RefineSpec, resolve_refiners
+from .refiners import RefineSpec, refine_scores, resolve_refiners
 from .segment import (Background, LabelRule, Segmentation, apply_rule, background_rule, clean_prompts,
                       label_scores, resize_maps)
 from .transforms import RESIZES, preprocess, preprocess_cv2, resized_size, to_size
@@ -137,7 +137,7 @@ class Segmenter:
                                  **({} if logit_scale is None else {"logit_scale": logit_scale}))
         rule = LabelRule(background=0, logit_scale=bg.logit_scale, prob_threshold=bg.threshold,
                          **({} if reduction is None else {"reduction": reduction}))
-        inputs = InputRule(resize="none", size=0) if size is None else InputRule(resize="fixed", size=to_size(size))
+        inputs = InputRule(resize="none") if size is None else InputRule(resize="fixed", size=to_size(size))
         owner = list(range(1, len(classes) + 1)) + [0] * len(bg.prompts)  # classes first, then background prompts
         return cls(model, classes + list(bg.prompts), owner, ("background", *classes), rule=rule,
                    templates=templates, inputs=inputs, refine=refine, background=bg, text_cache=text_cache)
@@ -191,7 +191,7 @@ class Segmenter:
     @property
     def needs_masks(self) -> bool:
         """Whether the model's method or a refiner needs class-agnostic masks (:meth:`masks`)."""
-        return "masks" in self.model._tokens.needs or any(_wants_masks(fn) for _, fn in self.refiners)
+        return self.model.needs_masks or any(_wants_masks(fn) for _, fn in self.refiners)
 
     def masks(self, images, x: torch.Tensor, paths: Sequence[str] | None = None) -> torch.Tensor | None:
         """Mask label maps [B, h, w] at the network input ``x`` [B, 3, h, w] when :attr:`needs_masks`
@@ -216,7 +216,7 @@ class Segmenter:
         the queries ``rows``), whole image or sliding windows; ``masks`` [B, h, w] (:meth:`masks`) go
         with the input to a method that needs them, cropped with each window."""
         text = self.text if rows is None else self.text[torch.as_tensor(list(rows), dtype=torch.long)]
-        extra = {"masks": masks} if masks is not None and "masks" in self.model._tokens.needs else {}
+        extra = {"masks": masks} if masks is not None and self.model.needs_masks else {}
         if self.inputs.mode == "whole":
             return self.model.heatmaps(x, text, **extra).float()
         return self._slide(x, text, extra.get("masks"))
@@ -244,17 +244,15 @@ class Segmenter:
         """Query maps [B, Q, h, w] -> scores [B, Q, H, W] at ``out_size = (H, W)`` (bilinear; default: as
         they are), then the refiners, which see the network input ``x`` [B, 3, h, w]."""
         scores = maps.float() if out_size is None else resize_maps(maps.float(), tuple(out_size))
-        for _, fn in self.refiners:
-            extra = {}
-            if _wants_masks(fn):  # e.g. "masks": the label maps at the output size and this predictor's labels
-                from .masks import resize_label_map
+        context = {}
+        if masks is not None:  # e.g. for "masks": the label maps at the output size and this predictor's labels
+            from .masks import resize_label_map
 
-                if masks is None:
-                    raise ValueError("the refiner needs masks: create_model(..., masks='sam2-hiera-l') (--masks)")
-                extra = {"masks": resize_label_map(masks, tuple(scores.shape[-2:])).to(scores.device),
-                         "labels": lambda s: self.labels(s)[0]}
-            scores = fn(scores, image=x, model=self.model, **extra)
-        return scores
+            context = {"masks": resize_label_map(masks, tuple(scores.shape[-2:])).to(scores.device),
+                       "labels": lambda s: self.labels(s)[0]}
+        elif any(_wants_masks(fn) for _, fn in self.refiners):
+            raise ValueError("the refiner needs masks: create_model(..., masks='sam2-hiera-l') (--masks)")
+        return refine_scores(scores, self.refiners, image=x, model=self.model, **context)
 
     def scores(self, images, *, out_size: Sequence[int] | None = None, rows: Sequence[int] | None = None,
                paths: Sequence[str] | None = None) -> torch.Tensor:

@@ -34,7 +34,8 @@ def to_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     return size
 
 
-def _to_pil(image: ImageLike) -> Image.Image:
+def to_pil(image: ImageLike) -> Image.Image:
+    """A PIL image or a uint8 array [H, W], [H, W, 3] or [H, W, 4] -> an RGB PIL image."""
     if isinstance(image, Image.Image):
         return image.convert("RGB") if image.mode != "RGB" else image
     if isinstance(image, np.ndarray):
@@ -72,7 +73,7 @@ def preprocess(images: ImageLike | Sequence[ImageLike], *, size: int | Sequence[
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     out = []
     for image in items:
-        pil = _to_pil(image)
+        pil = to_pil(image)
         if hw is not None and pil.size != (hw[1], hw[0]):
             pil = pil.resize((hw[1], hw[0]), resample=_RESAMPLE[interpolation])
         x = torch.from_numpy(np.asarray(pil, dtype=np.float32)).permute(2, 0, 1) / 255.0  # (3, H, W)

@@ -1,5 +1,5 @@
-"""Pictures of heatmaps, label maps and token clusters, drawn with numpy and PIL only (no display, no
-matplotlib; the model-side helpers import torch when called).
+"""Pictures of heatmaps, label maps and given token clusters, drawn with numpy and PIL only (no display,
+no matplotlib), and the picture helpers the CLI and the demo share (sizes, legends, the random-weights mark).
 
 Arrays are ``uint8`` RGB ``[H, W, 3]`` unless said otherwise; score maps are float ``[H, W]``.
 """
@@ -301,9 +301,9 @@ def render_clusters(image: Image.Image | np.ndarray, labels, *, patch_size: int 
     (blended over the image with ``alpha`` < 1). With ``patch_size`` each label covers its patch (the grid
     may overhang the image right and bottom, as padded); without it the grid is stretched over the image.
     Cluster ``c`` gets ``palette(k + 1)[c + 1]`` unless ``colors`` [k, 3] are given (no cluster is black)."""
-    from .transforms import _to_pil
+    from .transforms import to_pil
 
-    img = _to_pil(image)
+    img = to_pil(image)
     lab = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).astype(np.int64)
     if lab.ndim != 2 or lab.min() < 0:
         raise ValueError(f"labels must be a [gh, gw] grid of cluster indices >= 0, got shape {lab.shape}")
@@ -326,16 +326,32 @@ def render_clusters(image: Image.Image | np.ndarray, labels, *, patch_size: int 
     return canvas
 
 
-def cluster_figure(model, image: Image.Image | np.ndarray, k: int = 8, *, size: int | Sequence[int] | None = 448,
-                   return_ori: bool = False, alpha: float = 1.0, seed: int = 0) -> Image.Image:
-    """One picture: ``image`` (resized to ``size`` like the model input) next to the clusters of its
-    dense tokens (:func:`gemseg.analysis.token_clusters` of the :class:`~gemseg.GEMModel` ``model``)."""
-    from .analysis import token_clusters
-    from .transforms import _to_pil
+# --- picture sizes, legends and the random-weights mark (the CLI and the demo draw the same) -----------
+RANDOM_BANNER = "RANDOM WEIGHTS - untrained model, meaningless output (demo/test)"
 
-    x = model.preprocess(image, size=size)  # (3, H, W)
-    labels = token_clusters(model, x, k, return_ori=return_ori, seed=seed)
-    pil = _to_pil(image)
-    if pil.size != (x.shape[-1], x.shape[-2]):
-        pil = pil.resize((x.shape[-1], x.shape[-2]), resample=Image.BICUBIC)
-    return render_clusters(pil, labels, patch_size=model.patch_size, alpha=alpha)
+
+def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height), PIL's order, of the pictures of a ``width`` x ``height`` image: its own size,
+    scaled down so that the long side is at most ``max_side`` (0: never)."""
+    if max_side and max(width, height) > max_side:
+        scale = max_side / max(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+    return width, height
+
+
+def fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image`` resized (bicubic) to ``size`` = (width, height), PIL's order, unless it already has it."""
+    return image if image.size == tuple(size) else image.resize(tuple(size), Image.BICUBIC)
+
+
+def legend_entries(stats: list[dict]) -> list[tuple[str, list[int]]]:
+    """Legend rows (text, colour) for the labels present in ``stats`` (:meth:`gemseg.Segmentation.stats`
+    rows with a ``"color"``): background first, then classes by area."""
+    present = [s for s in stats if s["pixels"]]
+    present.sort(key=lambda s: (s["index"] != 0, -s["pixels"]))
+
+    def percent(f: float) -> str:
+        return "<0.1%" if f < 0.001 else f"{100 * f:.1f}%"
+
+    return [(("background (uncoloured)" if s["index"] == 0 else s["name"]) + "  " + percent(s["fraction"]),
+             s["color"]) for s in present]

@@ -66,7 +66,7 @@ def register(subparsers) -> None:
 def _datasets(args: argparse.Namespace):
     from ..eval import load_dataset_spec, resolve_protocol
     from ..eval.ablation import AblationDataset
-    from .eval_cmd import _warn_unused
+    from .eval_cmd import warn_unused
 
     if not args.dataset:
         raise ValueError("--dataset is required (see gemseg eval --list-datasets)")
@@ -77,7 +77,7 @@ def _datasets(args: argparse.Namespace):
     datasets = []
     for name, root in zip(args.dataset, args.data_root):
         spec = load_dataset_spec(name)
-        _warn_unused(spec, overrides)
+        warn_unused(spec, overrides)
         protocol, source = resolve_protocol(args.preset, spec, **overrides)
         protocol.check_dataset(spec)
         datasets.append(AblationDataset(spec, root, protocol, source, args.limit))
@@ -86,7 +86,7 @@ def _datasets(args: argparse.Namespace):
 
 def main(args: argparse.Namespace) -> int:
     from ..eval.ablation import SWEEPS, ablation_markdown, parse_grid, plan_settings, run_ablation
-    from .eval_cmd import _distributed
+    from .eval_cmd import distributed
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
                          "or --grid SETTING=V1,V2")
     datasets = _datasets(args)
     out = args.out or f"gemseg-ablate/{'-'.join(d.spec.name for d in datasets)}-{args.preset}"
-    dist = _distributed(args)
+    dist = distributed(args)
     try:
         from .common import build_model
 

@@ -41,8 +41,8 @@ def add_refine_arg(group) -> None:
     from ..refiners import list_refiners
 
     group.add_argument("--refine", action="append", default=None, choices=list_refiners(), metavar="NAME",
-                       help="refine the scores before labelling, in the order given; repeatable "
-                            f"({', '.join(list_refiners())}; pamr: 10 steps, dilations 8,16)")
+                       help="refine the scores before labelling; repeatable, run in the order given "
+                            f"(registered: {', '.join(list_refiners())}; pamr: 10 steps, dilations 8,16)")
 
 
 def add_mask_args(group) -> None:

@@ -171,7 +171,7 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError("--dataset is required (see --list-datasets)")
     spec = load_dataset_spec(args.dataset)
     overrides = protocol_overrides(args)
-    _warn_unused(spec, overrides)
+    warn_unused(spec, overrides)
     protocol, source = resolve_protocol(args.preset, spec, **overrides)
     protocol.check_dataset(spec)
     if args.show_protocol:
@@ -186,7 +186,7 @@ def main(args: argparse.Namespace) -> int:
     if args.sweep:
         return _sweep(args, spec, protocol, source, overrides)
     out = args.out or f"gemseg-eval/{spec.name}-{args.preset}"
-    dist = _distributed(args)
+    dist = distributed(args)
     try:
         from .common import build_model
 
@@ -227,7 +227,7 @@ def _sweep(args: argparse.Namespace, spec, protocol, source: dict, overrides: di
         warnings.warn(f"{', '.join('--' + k.replace('_', '-') for k in given)} ignored: swept by --sweep",
                       stacklevel=2)
     out = args.out or f"gemseg-eval/{spec.name}-{args.preset}-sweep"
-    dist = _distributed(args)
+    dist = distributed(args)
     try:
         from .common import build_model
 
@@ -254,7 +254,7 @@ _DENSE_ONLY = ("vocabulary", "background_query", "background_prompts", "logit_sc
 _POINTS_ONLY = ("point_threshold", "point_normalize", "point_classes")
 
 
-def _warn_unused(spec, overrides: dict) -> None:
+def warn_unused(spec, overrides: dict) -> None:
     import warnings
 
     unused = [k for k in (_POINTS_ONLY if spec.type == "dense" else _DENSE_ONLY) if k in overrides]
@@ -265,7 +265,7 @@ def _warn_unused(spec, overrides: dict) -> None:
                       f"{'is' if one else 'are'} ignored", stacklevel=2)
 
 
-def _distributed(args: argparse.Namespace):
+def distributed(args: argparse.Namespace):
     """Join torchrun's process group; each rank uses its own GPU when the run is on CUDA."""
     import torch
 

@@ -9,9 +9,11 @@ import unicodedata
 from .common import add_model_args
 from ..segment import clean_prompts
 from .options import add_image_args, model_settings, read_templates
-from .output import Fonts, fit, grid_size, output_size, save_png
+from ..viz import fit, output_size
+from .output import Fonts, grid_size, save_png
 from .report import Reporter
-from .run import Item, Task, execute, resize_maps, similarity_maps
+from ..segment import resize_maps
+from .run import Item, Task, execute, similarity_maps
 
 EXAMPLES = """\
 examples:
@@ -69,7 +71,7 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
 
         size = output_size(*item.loaded.image.size, args.max_side)
         image = fit(item.loaded.image, size)
-        maps = resize_maps(sims, size).numpy()  # (P, H, W)
+        maps = resize_maps(sims, size[::-1]).numpy()  # (P, H, W); size is (width, height)
         font = fonts.for_size(*size)
         entries = []
         for i, (prompt, name, scores) in enumerate(zip(prompts, names, maps), 1):
@@ -84,7 +86,7 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
         files = {}
         if args.grid:
             gsize = grid_size(size)
-            gimage, gmaps, gfont = fit(image, gsize), resize_maps(sims, gsize).numpy(), fonts.for_size(*gsize)
+            gimage, gmaps, gfont = fit(image, gsize), resize_maps(sims, gsize[::-1]).numpy(), fonts.for_size(*gsize)
             panels = [("image", gimage)] + [
                 (prompt, viz.heatmap_figure(gimage, m, cmap=args.cmap, alpha=args.opacity, font=gfont))
                 for prompt, m in zip(prompts, gmaps)]

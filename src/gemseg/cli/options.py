@@ -10,7 +10,7 @@ from .common import needs_proxy
 from .report import CLIError
 
 
-def _size(text: str) -> tuple[int, int]:
+def size_arg(text: str) -> tuple[int, int]:
     try:
         parts = [int(p) for p in text.lower().replace("x", ",").split(",")]
     except ValueError:
@@ -22,7 +22,7 @@ def _size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -42,7 +42,7 @@ def fraction(text: str) -> float:
     return value
 
 
-def _megapixels(text: str) -> int | None:
+def megapixels(text: str) -> int | None:
     if text.lower() in ("none", "0", "off"):
         return None
     try:
@@ -68,10 +68,10 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
                         "DIR to hold results of different settings")
     g.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no summary; warnings and errors are still printed")
-    g.add_argument("--size", type=_size, default=(448, 448), metavar="N|HxW",
+    g.add_argument("--size", type=size_arg, default=(448, 448), metavar="N|HxW",
                    help="model input size: each image is resized to it, aspect not kept (default: 448)")
-    g.add_argument("--batch-size", type=_positive, default=1, metavar="N", help="images per forward pass (default: 1)")
-    g.add_argument("--max-pixels", type=_megapixels, default=DEFAULT_MAX_PIXELS, metavar="MP",
+    g.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="images per forward pass (default: 1)")
+    g.add_argument("--max-pixels", type=megapixels, default=DEFAULT_MAX_PIXELS, metavar="MP",
                    help=f"refuse images over this many megapixels, read from the header before decoding "
                         f"(default: {DEFAULT_MAX_PIXELS / 1e6:g}; 'none' disables the guard)")
     g.add_argument("--max-side", type=int, default=2048, metavar="PX",

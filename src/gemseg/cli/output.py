@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 
+from ..viz import RANDOM_BANNER
 from .report import CLIError
 
 RUN_FILE = "run.json"  # settings of the run and the summary of the latest invocation
@@ -104,14 +105,6 @@ def _listed_files(record: dict) -> list[str]:
     return out
 
 
-def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """(width, height) of the outputs: the image's, scaled down to ``max_side`` (0: never)."""
-    if max_side and max(width, height) > max_side:
-        scale = max_side / max(width, height)
-        return max(1, round(width * scale)), max(1, round(height * scale))
-    return width, height
-
-
 class Fonts:
     """Fonts by size from --font (checked once at start) or PIL's built-in one."""
 
@@ -135,9 +128,6 @@ class Fonts:
         return self._cache[size]
 
 
-RANDOM_BANNER = "RANDOM WEIGHTS - untrained model, meaningless output (demo/test)"
-
-
 def save_png(image, path: str, *, random_weights: bool, font=None) -> None:
     """Save a picture, with the random-weights banner on top when the model is untrained."""
     from .. import viz
@@ -153,10 +143,3 @@ def grid_size(size: tuple[int, int], height: int = 384) -> tuple[int, int]:
     if h <= height:
         return w, h
     return max(1, round(w * height / h)), height
-
-
-def fit(image, size: tuple[int, int]):
-    """``image`` resized to ``size`` = (width, height) unless it already has it."""
-    from PIL import Image
-
-    return image if image.size == tuple(size) else image.resize(tuple(size), Image.BICUBIC)

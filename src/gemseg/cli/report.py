@@ -6,9 +6,7 @@ import sys
 import warnings
 from typing import Iterator
 
-
-class CLIError(Exception):
-    """A problem that stops the command before any image is processed; printed as one line."""
+from ..errors import CLIError, one_line  # noqa: F401  (the commands' errors and their one line live below the CLI)
 
 
 class Reporter:
@@ -57,14 +55,3 @@ class Reporter:
             warnings.simplefilter("default", UserWarning)
             warnings.showwarning = lambda message, *a, **k: self.warn(str(message).splitlines()[0])
             yield
-
-
-def one_line(e: BaseException) -> str:
-    """The first line of ``e``'s message; unexpected exception types keep their name in front."""
-    from ..errors import WeightsUnavailableError
-
-    text = str(e.args[0]) if isinstance(e, KeyError) and len(e.args) == 1 else str(e).strip()
-    first = text.splitlines()[0] if text else ""
-    if first and isinstance(e, (CLIError, ValueError, OSError, ImportError, WeightsUnavailableError)):
-        return first
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__

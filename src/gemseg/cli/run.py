@@ -63,6 +63,34 @@ def load_options(args: argparse.Namespace) -> dict:
     return dict(max_pixels=args.max_pixels, alpha_background=background)
 
 
+def infer_batch(infer: Callable[[list[Item]], list], batch: list[Item]) -> list:
+    """``infer(batch)``, one result per item; when the batch fails, each item again alone, so that only
+    the culprit fails (its result is then the exception)."""
+    try:
+        return infer(batch)
+    except Exception as e:
+        if len(batch) == 1:
+            return [e]
+    results = []
+    for item in batch:
+        try:
+            results.append(infer([item])[0])
+        except Exception as e1:
+            results.append(e1)
+    return results
+
+
+def write_item(item: Item, result, write: Callable[[Item, object], dict], layout: Layout) -> None:
+    """``write(item, result)`` into the item's folder, then its ``record.json`` (last: it marks the image done)."""
+    t1 = time.perf_counter()
+    os.makedirs(item.folder, exist_ok=True)
+    record = write(item, result)
+    item.timing["write_s"] = time.perf_counter() - t1
+    item.timing["total_s"] = sum(item.timing[k] for k in ("load_s", "model_s", "write_s"))
+    record = {**common_record(item, layout), **record, "timing": {k: round(v, 4) for k, v in item.timing.items()}}
+    write_json(os.path.join(item.folder, RECORD_FILE), record)
+
+
 def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageSource],
                infer: Callable[[list[Item]], list], write: Callable[[Item, object], dict],
                report: Reporter, summary: Summary) -> Summary:
@@ -87,20 +115,7 @@ def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageS
         batch = list(pending)
         pending.clear()
         t0 = time.perf_counter()
-        try:
-            results = infer(batch)
-        except Exception as e:
-            if len(batch) == 1:
-                fail(batch[0].source.path, e)
-                bar.update(1)
-                return
-            results = []
-            for item in batch:  # retry one by one so that only the culprit fails
-                try:
-                    results.append(infer([item]))
-                except Exception as e1:
-                    results.append(e1)
-            results = [r if isinstance(r, Exception) else r[0] for r in results]
+        results = infer_batch(infer, batch)
         per_image = (time.perf_counter() - t0) / len(batch)
         for item, result in zip(batch, results):
             if isinstance(result, Exception):
@@ -109,14 +124,7 @@ def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageS
                 continue
             item.timing["model_s"] = per_image
             try:
-                t1 = time.perf_counter()
-                os.makedirs(item.folder, exist_ok=True)
-                record = write(item, result)
-                item.timing["write_s"] = time.perf_counter() - t1
-                item.timing["total_s"] = sum(item.timing[k] for k in ("load_s", "model_s", "write_s"))
-                record = {**common_record(item, layout), **record,
-                          "timing": {k: round(v, 4) for k, v in item.timing.items()}}
-                write_json(os.path.join(item.folder, RECORD_FILE), record)
+                write_item(item, result, write, layout)
                 summary.done += 1
             except Exception as e:
                 fail(item.source.path, e)
@@ -174,6 +182,27 @@ def _quiet_hub_progress() -> None:
         hf_logging.disable_progress_bar()
 
 
+def load_model(args: argparse.Namespace, report: Reporter):
+    """The model ``args`` describe, checked against ``--size``, and whether its weights are random."""
+    from .common import build_model
+
+    if args.random_weights:
+        import torch
+
+        torch.manual_seed(0)  # the same random model on every run: demos and tests repeat
+    model = build_model(args)
+    if any(s < p for s, p in zip(args.size, model.patch_size)):
+        raise CLIError(f"--size {args.size[0]}x{args.size[1]} is smaller than one "
+                       f"{model.patch_size[0]}x{model.patch_size[1]} patch of {model.backbone.name}")
+    random_weights = model.backbone.pretrained is None
+    if random_weights:
+        report.warn("RANDOM WEIGHTS: the model is untrained, its outputs are meaningless "
+                    "(demo and test mode); every output is marked 'random weights'")
+    elif args.random_weights:
+        report.warn(f"--random-weights has no effect on {args.model}: its weights come with it")
+    return model, random_weights
+
+
 # --- the whole command ----------------------------------------------------------------------------------
 @dataclass
 class Task:
@@ -189,8 +218,6 @@ class Task:
 
 def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, Reporter], Task]) -> int:
     """Run an image command end to end and return its exit code."""
-    from .common import build_model
-
     report = Reporter(args.quiet)
     summary = Summary()
     started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -211,20 +238,7 @@ def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, R
             layout.prepare(args.overwrite)
             if args.quiet:
                 _quiet_hub_progress()
-            if args.random_weights:
-                import torch
-
-                torch.manual_seed(0)  # the same random model on every run: demos and tests repeat
-            model = build_model(args)
-            if any(s < p for s, p in zip(args.size, model.patch_size)):
-                raise CLIError(f"--size {args.size[0]}x{args.size[1]} is smaller than one "
-                               f"{model.patch_size[0]}x{model.patch_size[1]} patch of {model.backbone.name}")
-            random_weights = model.backbone.pretrained is None
-            if random_weights:
-                report.warn("RANDOM WEIGHTS: the model is untrained, its outputs are meaningless "
-                            "(demo and test mode); every output is marked 'random weights'")
-            elif args.random_weights:
-                report.warn(f"--random-weights has no effect on {args.model}: its weights come with it")
+            model, random_weights = load_model(args, report)
             layout.model_info = {
                 "name": model.backbone.name, "pretrained": model.backbone.pretrained,
                 "random_weights": random_weights, "backbone": type(model.backbone).__name__,
@@ -259,15 +273,9 @@ def similarity_maps(model, items: list[Item], text, size: tuple[int, int]) -> li
     the model's input ``size`` (H, W); ``text`` is [Q, D] from ``model.encode_text``, computed once per run."""
     images = [it.loaded.image for it in items]
     extra = {}
-    if "masks" in model._tokens.needs and model.mask_source is not None:  # corrclip: each image's
+    if model.needs_masks and model.mask_source is not None:  # corrclip: each image's
         from ..masks import label_maps  # masks, made once at its own size (mask files are found by its path)
 
         extra["masks"] = label_maps(model.mask_source, images, paths=[it.source.path for it in items], size=size)
     return list(model.heatmaps(images, text, size=size, **extra).float().cpu())  # B x (Q, H, W)
 
-
-def resize_maps(maps, size: tuple[int, int]):
-    """[Q, h, w] tensor -> [Q, H, W] tensor at ``size`` = (width, height), bilinear."""
-    from ..segment import resize_maps as resize
-
-    return resize(maps, (size[1], size[0]))

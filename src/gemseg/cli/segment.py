@@ -9,7 +9,8 @@ from ..postprocess import DEFAULT_REDUCTION, REDUCTIONS
 from ..segment import AUTO_BACKGROUND, DEFAULT_LOGIT_SCALE, DEFAULT_THRESHOLD, clean_prompts
 from .common import add_model_args, add_refine_arg
 from .options import add_image_args, fraction, model_settings, read_templates
-from .output import Fonts, Layout, fit, grid_size, output_size, save_png
+from ..viz import fit, legend_entries, output_size
+from .output import Fonts, Layout, grid_size, save_png
 from .report import CLIError, Reporter
 from .run import Item, Task, execute
 
@@ -130,13 +131,11 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
                                             masks=None if masks is None else masks[None]))
 
     def write(item: Item, sims) -> dict:
-        import numpy as np
-
         size = output_size(*item.loaded.image.size, args.max_side)
         image = fit(item.loaded.image, size)
         seg = segment(sims, size)
         stats = [{**s, "color": [int(c) for c in colors[s["index"]]]} for s in seg.stats(0)]
-        labels_np = seg.labels[0].numpy().astype(np.uint8)
+        labels_np = seg.labels[0].numpy().astype("uint8")
         folder = item.folder
         viz.label_image(labels_np, colors).save(os.path.join(folder, "labels.png"))
         font = fonts.for_size(*size)
@@ -146,21 +145,11 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
         if args.grid:
             gsize = grid_size(size)
             gfont = fonts.for_size(*gsize)
-            gimage = fit(image, gsize)
-            gseg = segment(sims, gsize)
-            gscores = gseg.scores[0]  # (1 + C, H, W)
-            glabels = gseg.labels[0].numpy().astype(np.uint8)
-            panels = [("image", gimage)]
-            panels += [(name, viz.heatmap_figure(gimage, gscores[k].numpy(), cmap=args.cmap, alpha=args.opacity,
-                                                 font=gfont)) for k, name in enumerate(names) if k > 0]
-            panels.append(("segmentation", viz.segmentation_figure(gimage, glabels, colors, legend_entries(stats),
-                                                                   alpha=args.opacity, font=gfont)))
-            g = viz.grid(panels, height=gsize[1], font=gfont)
+            g = grid_picture(fit(image, gsize), segment(sims, gsize), colors, legend_entries(stats), args, gfont)
             save_png(g, os.path.join(folder, "grid.png"), random_weights=state["random"], font=gfont)
             files["grid"] = "grid.png"
         if args.save_raw:
-            np.save(os.path.join(folder, "scores.npy"), seg.scores[0].numpy().astype(np.float32))
-            files["scores"] = "scores.npy"
+            files["scores"] = save_scores(folder, seg)
         found = sorted((s for s in stats[1:] if s["pixels"]), key=lambda s: -s["pixels"])
         return {"output_width": size[0], "output_height": size[1], "classes": stats,
                 "found": [s["name"] for s in found], "background": bg.to_dict(), "reduction": args.reduction,
@@ -173,15 +162,28 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
     return Task("segment", settings, setup, infer, write, finish)
 
 
-def legend_entries(stats: list[dict]) -> list[tuple[str, list[int]]]:
-    """Legend rows for the labels present: background first, then classes by area."""
-    present = [s for s in stats if s["pixels"]]
-    present.sort(key=lambda s: (s["index"] != 0, -s["pixels"]))
-    def percent(f: float) -> str:
-        return "<0.1%" if f < 0.001 else f"{100 * f:.1f}%"
+def save_scores(folder: str, seg) -> str:
+    """``scores.npy``: the class scores [1 + C, H, W] float32 of the image; returns the file name."""
+    import numpy as np
 
-    return [(("background (uncoloured)" if s["index"] == 0 else s["name"]) + "  " + percent(s["fraction"]),
-             s["color"]) for s in present]
+    np.save(os.path.join(folder, "scores.npy"), seg.scores[0].numpy().astype(np.float32))
+    return "scores.npy"
+
+
+def grid_picture(image, seg, colors, legend: list, args: argparse.Namespace, font):
+    """The grid of one image at its grid size: the image, each class's score map, the segmentation."""
+    import numpy as np
+
+    from .. import viz
+
+    scores = seg.scores[0]  # (1 + C, H, W)
+    labels = seg.labels[0].numpy().astype(np.uint8)
+    panels = [("image", image)]
+    panels += [(name, viz.heatmap_figure(image, scores[k].numpy(), cmap=args.cmap, alpha=args.opacity, font=font))
+               for k, name in enumerate(seg.names) if k > 0]
+    panels.append(("segmentation", viz.segmentation_figure(image, labels, colors, legend, alpha=args.opacity,
+                                                           font=font)))
+    return viz.grid(panels, height=image.size[1], font=font)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ import argparse
 import os
 
 from .common import add_model_args, build_model
-from .options import _megapixels, _positive, _size, check_weights_args
+from .options import megapixels, positive_int, size_arg, check_weights_args
 from .report import CLIError, Reporter, one_line
 
 DESCRIPTION = """\
@@ -47,22 +47,22 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="also open a public Gradio share link (no authentication unless --auth)")
     g.add_argument("--auth", default=None, metavar="USER:PASS",
                    help="ask for this user name and password (Gradio's login page)")
-    g.add_argument("--concurrency", type=_positive, default=None, metavar="N",
+    g.add_argument("--concurrency", type=positive_int, default=None, metavar="N",
                    help="requests computed at once (default: 1 on CPU, 2 on CUDA)")
-    g.add_argument("--queue-size", type=_positive, default=16, metavar="N",
+    g.add_argument("--queue-size", type=positive_int, default=16, metavar="N",
                    help="requests that may wait; more are refused (default: %(default)s)")
     g.add_argument("--examples", default=None, metavar="DIR",
                    help="folder with chelsea.png for the examples (default: the repository's examples/)")
     r = p.add_argument_group("requests")
-    r.add_argument("--size", type=_size, default=(448, 448), metavar="N|HxW",
+    r.add_argument("--size", type=size_arg, default=(448, 448), metavar="N|HxW",
                    help="model input size (default: 448)")
     r.add_argument("--max-side", type=int, default=768, metavar="PX",
                    help="pictures are scaled so that their long side is at most PX (default: %(default)s)")
     r.add_argument("--max-upload-mb", type=float, default=20, metavar="MB",
                    help="largest upload in MiB, refused before it is read (default: %(default)g)")
-    r.add_argument("--max-pixels", type=_megapixels, default=40_000_000, metavar="MP",
+    r.add_argument("--max-pixels", type=megapixels, default=40_000_000, metavar="MP",
                    help="largest picture in megapixels, refused from its header (default: 40)")
-    r.add_argument("--max-prompts", type=_positive, default=32, metavar="N",
+    r.add_argument("--max-prompts", type=positive_int, default=32, metavar="N",
                    help="prompts (with background prompts) per request (default: %(default)s)")
 
 

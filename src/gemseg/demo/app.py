@@ -26,7 +26,7 @@ TABLE_HEADERS = ["class", "area %", "pixels", "mean probability"]
 class Settings:
     """How the page serves one loaded model."""
 
-    size: tuple[int, int] = (448, 448)  # (width, height) the model sees
+    size: tuple[int, int] = (448, 448)  # (height, width) the model sees (gemseg serve --size HxW)
     limits: logic.Limits = field(default_factory=logic.Limits)  # per-request limits
     concurrency: int = 1  # requests computed at once (1 on CPU: torch already uses every core)
     queue_size: int = 16  # requests waiting beyond that; more are refused with "queue is full"
@@ -58,25 +58,12 @@ def build_app(model, *, settings: Settings = Settings()):
     """
     gr = require_gradio()
     from .. import list_methods
-    from ..cli.report import one_line
     from ..segment import DEFAULT_THRESHOLD
 
     random_weights = model.backbone.pretrained is None
     max_depth = len(model.backbone.blocks) + 1
 
-    def run(image, prompts, mode, background, threshold, method, depth, iterations):
-        try:
-            r = logic.run(model, image, prompts, mode, background=background, threshold=threshold,
-                          method=method, depth=depth, iterations=iterations, size=settings.size,
-                          limits=settings.limits)
-        except logic.DemoError as e:
-            raise gr.Error(str(e), print_exception=False) from e
-        except Exception as e:  # a failure of the model must not stop the server: one line in the page
-            print(f"gemseg demo: request failed: {one_line(e)}", file=sys.stderr, flush=True)
-            raise gr.Error(f"the model failed on this request: {one_line(e)}") from e
-        for note in r.warnings:
-            gr.Warning(note)
-        return r.heatmaps, r.segmentation, r.rows(), r.status()
+    run = _request_handler(gr, model, settings)
 
     with gr.Blocks(title="gemseg demo") as app:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
@@ -124,6 +111,27 @@ def build_app(model, *, settings: Settings = Settings()):
             examples.load_input_event.then(api_visibility="private", **event)
     app.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
     return app
+
+
+def _request_handler(gr, model, settings: Settings):
+    """The page's event handler: one :func:`logic.run` request, its errors as one line in the page."""
+    from ..errors import one_line
+
+    def run(image, prompts, mode, background, threshold, method, depth, iterations):
+        try:
+            r = logic.run(model, image, prompts, mode, background=background, threshold=threshold,
+                          method=method, depth=depth, iterations=iterations, size=settings.size,
+                          limits=settings.limits)
+        except logic.DemoError as e:
+            raise gr.Error(str(e), print_exception=False) from e
+        except Exception as e:  # a failure of the model must not stop the server: one line in the page
+            print(f"gemseg demo: request failed: {one_line(e)}", file=sys.stderr, flush=True)
+            raise gr.Error(f"the model failed on this request: {one_line(e)}") from e
+        for note in r.warnings:
+            gr.Warning(note)
+        return r.heatmaps, r.segmentation, r.rows(), r.status()
+
+    return run
 
 
 def _picture_input(gr):

@@ -79,8 +79,8 @@ def load_upload(path, limits: Limits):
 
     The file's size and its header's pixel count are checked before any pixel is decoded.
     """
-    from ..cli.output import fit, output_size
     from ..io import ImageLoadError, load_image
+    from ..viz import fit, output_size
 
     if not path:
         raise DemoError("no image: upload a picture, paste one or take one with the webcam")
@@ -146,7 +146,7 @@ def run(model, image_path, prompts: str, mode: str = "heatmaps", *, background: 
             (the rules of ``gemseg segment --background``).
         threshold: segmentation only: pixels whose top class probability is below it become
             background; 0 turns it off, ``None`` takes the rule's default.
-        size: (width, height) the model sees.
+        size: (height, width) the model sees.
     Raises:
         DemoError: bad picture, no or too many prompts, unknown mode or method, impossible settings.
     """
@@ -192,7 +192,6 @@ def _segmentation(model, image, classes, background, threshold, size, limits, no
     import numpy as np
 
     from .. import viz
-    from ..cli.segment import legend_entries
     from ..segment import background_rule
     from ..segmenter import Segmenter
 
@@ -208,13 +207,12 @@ def _segmentation(model, image, classes, background, threshold, size, limits, no
     stats = [{**s, "color": [int(c) for c in colors[s["index"]]]} for s in seg.stats(0)]
     font = viz.get_font(viz.font_size_for(*image.size))
     labels = seg.labels[0].cpu().numpy().astype(np.uint8)
-    fig = viz.segmentation_figure(image, labels, colors, legend_entries(stats), font=font)
+    fig = viz.segmentation_figure(image, labels, colors, viz.legend_entries(stats), font=font)
     found = sorted((s for s in stats[1:] if s["pixels"]), key=lambda s: -s["pixels"])
     return Result(segmentation=fig, classes=found)
 
 
 def _banner(picture):
     from .. import viz
-    from ..cli.output import RANDOM_BANNER
 
-    return viz.banner(picture, RANDOM_BANNER, font=viz.get_font(viz.font_size_for(*picture.size)))
+    return viz.banner(picture, viz.RANDOM_BANNER, font=viz.get_font(viz.font_size_for(*picture.size)))

@@ -1,7 +1,7 @@
 """GEM ablations: the paper's experiments as named sweeps or grids of :class:`~gemseg.GEMConfig` settings.
 
 Each setting is evaluated by :func:`~gemseg.eval.evaluate` in its own run folder, on a model that shares
-the weights of one base model (``GEMModel.with_config``) and text embeddings computed once per dataset,
+the weights of one base model (``GEMModel.variant``) and text embeddings computed once per dataset,
 so an interrupted ablation resumes (finished settings are skipped, a half-done one continues from its
 run state) and runs data-parallel under ``torchrun`` exactly as ``gemseg eval`` does. The results become
 one table (``ablation.json``, ``ablation.md``) and plots. Planning (which settings) is
@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .ablation_plan import (FACTORS, SWEEPS, Setting, _check_method, parse_grid, parse_value, plan_settings,
-                            sweep_values)
-from .ablation_report import (ABLATION_VERSION, _folder_name, _normalized, ablation_markdown, ablation_table,
-                              load_ablation, plot_series, write_ablation, write_plots)
-from .datasets import DatasetSpec
+from .ablation_plan import (FACTORS, SWEEPS, AblationDataset, Setting, check_method, parse_grid, parse_value,
+                            plan_settings, sweep_values)
+from .ablation_report import (ABLATION_VERSION, ablation_markdown, ablation_table, folder_name, load_ablation,
+                              normalized, plot_series, write_ablation, write_plots)
 from .distributed import Dist
-from .protocols import Protocol
 from .report import model_description
 from .runner import evaluate
 
@@ -30,16 +27,6 @@ __all__ = ["ABLATION_VERSION", "FACTORS", "SWEEPS", "Setting", "AblationDataset"
            "parse_grid", "plan_settings", "run_ablation", "ablation_table", "ablation_markdown", "write_ablation",
            "load_ablation", "plot_series", "write_plots"]
 
-
-@dataclass
-class AblationDataset:
-    """A dataset of an ablation: its metadata, root folder, protocol and image limit."""
-
-    spec: DatasetSpec
-    root: str | os.PathLike
-    protocol: Protocol
-    protocol_source: dict[str, str] | None = None
-    limit: int | None = None
 
 def _finished(run_dir: Path, model, data: AblationDataset) -> dict | None:
     """The result in ``run_dir`` if it is a finished run of exactly this model, dataset and protocol."""
@@ -49,8 +36,8 @@ def _finished(run_dir: Path, model, data: AblationDataset) -> dict | None:
     except (OSError, ValueError):
         return None
     dataset = result.get("dataset") or {}
-    same = (result.get("model") == _normalized(model_description(model))
-            and result.get("protocol") == _normalized(data.protocol.to_dict())
+    same = (result.get("model") == normalized(model_description(model))
+            and result.get("protocol") == normalized(data.protocol.to_dict())
             and dataset.get("name") == data.spec.name and dataset.get("limit") == data.limit
             and dataset.get("root") == str(Path(data.root).resolve()))
     return result if same else None
@@ -69,7 +56,7 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
     skipped; any other is resumed (or refused) by :func:`~gemseg.eval.evaluate`'s own state.
 
     Args:
-        model: the base :class:`~gemseg.GEMModel`; each setting runs ``model.with_config(...)``.
+        model: the base :class:`~gemseg.GEMModel`; each setting runs ``model.variant(...)``.
         datasets: each with its root, protocol and limit (distinct dataset names).
         settings: from :func:`plan_settings`.
         restart: discard every setting's earlier state and result.
@@ -83,8 +70,8 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
     names = [d.spec.name for d in datasets]
     if not datasets or len(set(names)) != len(names):
         raise ValueError(f"give each dataset once (got {', '.join(names) or 'none'})")
-    _check_method(getattr(model, "method", "gem"), settings)
-    models = {s.slug: model.with_config(**{f: getattr(s.config, f) for f in FACTORS}) for s in settings}
+    check_method(getattr(model, "method", "gem"), settings)
+    models = {s.slug: model.variant(**{f: getattr(s.config, f) for f in FACTORS}) for s in settings}
     out = Path(out_dir)
     text_cache: dict = {}  # one backbone: each dataset's vocabulary is encoded once for all settings
     results: dict[tuple[str, str], dict] = {}
@@ -92,7 +79,7 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
     for data in datasets:
         for s in settings:
             k += 1
-            run_dir = out / "runs" / _folder_name(data.spec.name) / s.slug
+            run_dir = out / "runs" / folder_name(data.spec.name) / s.slug
             done = _finished(run_dir, models[s.slug], data) if dist.is_main and not restart else None
             done = dist.broadcast(done)
             if log is not None and dist.is_main:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
 from ..config import GEMConfig
+from .datasets import DatasetSpec
+from .protocols import Protocol
 from .report import setting_text
 
 FACTORS = ("depth", "iterations", "temperature", "projections", "l2_normalize", "gem_mlp")  # GEMConfig fields
@@ -19,6 +22,17 @@ SWEEPS = {"projections": "projections", "temperature": "temperature", "iteration
 _ALIASES = {**{f: f for f in FACTORS}, **SWEEPS, "iters": "iterations", "temp": "temperature", "proj": "projections"}
 _ORDER = ("v", "k", "q")  # GEMConfig's projection order
 _TRUE, _FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
+
+@dataclass
+class AblationDataset:
+    """A dataset of an ablation: its metadata, root folder, protocol and image limit."""
+
+    spec: DatasetSpec
+    root: str | os.PathLike
+    protocol: Protocol
+    protocol_source: dict[str, str] | None = None  # where each protocol setting came from
+    limit: int | None = None  # the first images only
+
 
 def sweep_values(factor: str, num_blocks: int) -> list:
     """The values a named sweep tries for ``factor`` (a GEMConfig field) on a model of ``num_blocks`` blocks:
@@ -89,7 +103,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list]:
     return grid
 
 
-def _text(factor: str, value) -> str:
+def factor_text(factor: str, value) -> str:
     if factor == "temperature" and value is None:
         return "adaptive"
     if factor == "projections":
@@ -110,15 +124,15 @@ class Setting:
     @property
     def label(self) -> str:
         """``base``, or the changes from the base: ``iterations=3, temperature=0.1``."""
-        return ", ".join(f"{k}={_text(k, v)}" for k, v in self.changes.items()) or "base"
+        return ", ".join(f"{k}={factor_text(k, v)}" for k, v in self.changes.items()) or "base"
 
     @property
     def slug(self) -> str:
         """The run folder's name, naming every GEM setting: ``d7-i1-tadaptive-pvkq-l2on-mlpoff``."""
         c = self.config
         t = "adaptive" if c.temperature is None else repr(float(c.temperature))
-        return (f"d{c.depth}-i{c.iterations}-t{t}-p{''.join(c.projections)}-l2{_text('', c.l2_normalize)}"
-                f"-mlp{_text('', c.gem_mlp)}")
+        return (f"d{c.depth}-i{c.iterations}-t{t}-p{''.join(c.projections)}-l2{factor_text('', c.l2_normalize)}"
+                f"-mlp{factor_text('', c.gem_mlp)}")
 
 
 def _config(base: GEMConfig, changes: dict) -> GEMConfig:
@@ -154,7 +168,7 @@ def plan_settings(base: GEMConfig, *, sweeps: Sequence[str] = (), grid: dict[str
     ordered = list(settings.values())
     return sorted(ordered, key=lambda s: bool(s.changes))  # the base first (a stable sort keeps the rest)
 
-def _check_method(method: str, settings: Sequence[Setting]) -> None:
+def check_method(method: str, settings: Sequence[Setting]) -> None:
     from ..methods import get_method
 
     uses = get_method(method).uses  # the settings the method declares it reads (None: not declared)

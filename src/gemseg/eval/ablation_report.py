@@ -9,22 +9,21 @@ import re
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-from .ablation_plan import FACTORS, Setting, _text
+from .ablation_plan import FACTORS, AblationDataset, Setting, factor_text
 from .plots import COLORS, bar_chart, line_chart
 from .report import main_metric, model_description, setting_text, software_versions
-
-if TYPE_CHECKING:
-    from .ablation import AblationDataset
 
 ABLATION_VERSION = 1
 
 
-def _folder_name(name: str) -> str:
+def folder_name(name: str) -> str:
+    """A dataset name as a folder name of the ablation's ``runs/`` (unsafe characters become ``_``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "dataset"
 
-def _normalized(obj):
+def normalized(obj):
+    """``obj`` as it reads back from JSON (tuples become lists), for comparing with saved results."""
     return json.loads(json.dumps(obj))
 
 def ablation_table(model, datasets: Sequence[AblationDataset], settings: Sequence[Setting],
@@ -54,11 +53,11 @@ def ablation_table(model, datasets: Sequence[AblationDataset], settings: Sequenc
                 "metric": main_metric(r), "value": m.get(main_metric(r)),
                 **{k: m[k] for k in ("mIoU", "mAcc", "aAcc", "p-mIoU") if k in m},
                 "images_per_s": (r.get("speed") or {}).get("images_per_s"),
-                "run": str(Path("runs") / _folder_name(data.spec.name) / s.slug)}
+                "run": str(Path("runs") / folder_name(data.spec.name) / s.slug)}
         rows.append({"setting": s.label, "slug": s.slug, "sweeps": list(s.sweeps), "changes": dict(s.changes),
                      "config": s.config.to_dict(), "results": cells})
     description = model_description(model)
-    return _normalized({
+    return normalized({
         "version": ABLATION_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "out_dir": str(Path(out_dir).resolve()),
@@ -76,14 +75,14 @@ def ablation_markdown(table: dict) -> str:
     """The table as Markdown: the model, one row per setting (every GEM setting, then each dataset's
     metric and the mean), each dataset's protocol in full, the plots and the software."""
     model, datasets = table["model"], table["datasets"]
-    base = ", ".join(f"{f}={_text(f, _value(f, v))}" for f, v in table["base"].items())
+    base = ", ".join(f"{f}={factor_text(f, _value(f, v))}" for f, v in table["base"].items())
     lines = [f"# GEM ablation: {model['name']} · {model['method']}", "", "| | |", "|---|---|"]
     lines += [f"| backbone | {model['name']} ({model.get('backend', '?')}, {model.get('blocks', '?')} blocks) |",
               f"| weights | {setting_text(model.get('pretrained'))} |", f"| method | {model['method']} |",
               f"| precision | {model.get('precision', '?')} |", f"| base GEM settings | {base} |",
               f"| sweeps | {', '.join(table['sweeps']) or '–'} |"]
     if table["grid"]:
-        grid = "; ".join(f"{f}={','.join(_text(f, _value(f, v)) for v in vs)}" for f, vs in table["grid"].items())
+        grid = "; ".join(f"{f}={','.join(factor_text(f, _value(f, v)) for v in vs)}" for f, vs in table["grid"].items())
         lines.append(f"| grid | {grid} |")
     lines += [f"| created | {table['created']} |", "", "## Results", ""]
     heads = ["setting", "sweeps", *FACTORS] + [f"{d['name']} {d['metric']}" for d in datasets]
@@ -93,7 +92,7 @@ def ablation_markdown(table: dict) -> str:
     for row in table["rows"]:
         config = row["config"]
         cells = [row["setting"], ", ".join(row["sweeps"])]
-        cells += [(f"**{_text(f, _value(f, config[f]))}**" if f in row["changes"] else _text(f, _value(f, config[f])))
+        cells += [(f"**{factor_text(f, _value(f, config[f]))}**" if f in row["changes"] else factor_text(f, _value(f, config[f])))
                   for f in FACTORS]
         values = [(row["results"].get(d["name"]) or {}).get("value") for d in datasets]
         cells += [_number(v) for v in values]
@@ -177,7 +176,7 @@ def plot_series(table: dict, factor: str) -> dict | None:
     series, references = [], []
     for (name, rest), points in plotted.items():
         values = dict(rest)
-        extra = ", ".join(f"{f}={_text(f, _value(f, json.loads(values[f])))}" for f in varied)
+        extra = ", ".join(f"{f}={factor_text(f, _value(f, json.loads(values[f])))}" for f in varied)
         label = f"{name} ({extra})" if extra else name
         if factor == "temperature":
             references += [(f"{label} adaptive", y, len(series)) for x, y in points if x is None and y is not None]
@@ -193,7 +192,7 @@ def plot_series(table: dict, factor: str) -> dict | None:
     else:
         categories.sort()
     bars = [(label, [dict(zip(xs, ys)).get(c) for c in categories]) for label, xs, ys in series]
-    return {"kind": "bar", "series": bars, "categories": [_text(factor, c) for c in categories]}
+    return {"kind": "bar", "series": bars, "categories": [factor_text(factor, c) for c in categories]}
 
 
 _AXES = {"depth": "GEM depth (the last depth - 1 blocks; 1: none)", "iterations": "self-self iterations",

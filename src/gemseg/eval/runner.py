@@ -65,6 +65,22 @@ class Counts:
     num_failed: int = 0  # images skipped, all ranks together (a later run retries them)
 
 
+def _prepare_state(state: RunState, settings: dict, dist: Dist, restart: bool):
+    """``(session, done image ids, prior counts)`` of the run state, prepared by rank 0 and shared; the
+    prior counts (earlier sessions') are rank 0's only."""
+    shared, prior = None, {}
+    if dist.is_main:
+        try:
+            session, done, prior = state.prepare(settings, restart=restart)
+            shared = (session, done, None)
+        except (StateError, OSError) as e:
+            shared = (None, None, str(e))
+    session, done, error = dist.broadcast(shared)
+    if error:
+        raise StateError(error)
+    return session, done, prior
+
+
 def count_images(counter, dataset, ids: Sequence[str], settings: dict, *, out_dir: str | os.PathLike,
                  dist: Dist | None = None, save_every: int = 20, num_workers: int = 0, restart: bool = False,
                  progress: bool = True, desc: str = "", on_image: Callable[[str], None] | None = None) -> Counts:
@@ -82,17 +98,7 @@ def count_images(counter, dataset, ids: Sequence[str], settings: dict, *, out_di
     """
     dist = dist or Dist()
     state = RunState(out_dir)
-    shared = None
-    prior: dict[str, torch.Tensor] = {}
-    if dist.is_main:
-        try:
-            session, done, prior = state.prepare(settings, restart=restart)
-            shared = (session, done, None)
-        except (StateError, OSError) as e:
-            shared = (None, None, str(e))
-    session, done, error = dist.broadcast(shared)
-    if error:
-        raise StateError(error)
+    session, done, prior = _prepare_state(state, settings, dist, restart)
     extra = done.difference(ids)
     if extra:
         raise StateError(f"{out_dir} already counted {len(extra)} images outside this selection "

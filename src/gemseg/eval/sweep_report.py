@@ -173,11 +173,3 @@ def write_sweep(out_dir: str | os.PathLike, table: dict, *, plot: bool = True) -
         os.replace(tmp, out / "sweep.png")
         written.append(out / "sweep.png")
     return written
-
-
-def load_sweep(path: str | os.PathLike) -> dict:
-    """A ``sweep.json`` written by :func:`write_sweep`."""
-    table = json.loads(Path(path).read_text())
-    if not isinstance(table, dict) or "rows" not in table or "grid" not in table:
-        raise ValueError(f"{path} is not a gemseg sweep table")
-    return table

@@ -24,7 +24,7 @@ from ..gem import gem_tokens
 NACLIP_STD = 5.0  # NACLIP's Gaussian standard deviation, in patches
 
 
-def _trunk(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
+def trunk(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
     """Tokens entering the last block, [B, N, C]: every block but the last, unmodified."""
     x = backbone.embed(images)  # (B, N, C)
     for blk in backbone.blocks[:-1]:
@@ -39,7 +39,8 @@ def _finish(backbone: Backbone, x: torch.Tensor, y: torch.Tensor,
     return backbone.head(y), ori
 
 
-def _grid(backbone: Backbone, images: torch.Tensor, num_tokens: int) -> tuple[int, int]:
+def token_grid(backbone: Backbone, images: torch.Tensor, num_tokens: int) -> tuple[int, int]:
+    """``(gh, gw)`` of the patch grid of ``images``, checked against the ``num_tokens`` tokens (prefix included)."""
     (ph, pw), (H, W) = backbone.patch_size, images.shape[-2:]
     grid = (H // ph, W // pw)
     assert backbone.num_prefix_tokens + grid[0] * grid[1] == num_tokens, "token count does not match the grid"
@@ -117,7 +118,7 @@ def maskclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig,
     """MaskCLIP (Zhou et al., ECCV 2022, arXiv 2112.01071) as its official code computes it: in the last
     block the attention output is replaced by the output projection of the value embeddings, with the
     residual and the MLP kept, ``z = x + O(v)``, ``head(z + F(z))`` (no key smoothing or prompt denoising)."""
-    x = _trunk(backbone, images)
+    x = trunk(backbone, images)
     return _finish(backbone, x, maskclip_block(backbone.blocks[-1], x), return_ori)
 
 
@@ -125,7 +126,7 @@ def maskclip_vproj_tokens(backbone: Backbone, images: torch.Tensor, config: GEMC
                           return_ori: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """MaskCLIP as re-implemented in ClearCLIP's code (``model_type='MaskCLIP'``, ``ignore_residual=True``):
     ``head(O(v))``, the value embeddings through the output projection, with no residual and no MLP."""
-    x = _trunk(backbone, images)
+    x = trunk(backbone, images)
     return _finish(backbone, x, maskclip_vproj_block(backbone.blocks[-1], x), return_ori)
 
 
@@ -147,7 +148,7 @@ def sclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,
     """SCLIP (Wang et al., ECCV 2024, arXiv 2312.01597): correlative self-attention in the last block,
     ``z = x + O((softmax(s q qᵀ) + softmax(s k kᵀ)) v)``, ``head(z + F(z))`` — residual and MLP kept,
     as in SCLIP's released code."""
-    x = _trunk(backbone, images)
+    x = trunk(backbone, images)
     return _finish(backbone, x, sclip_block(backbone.blocks[-1], x), return_ori)
 
 
@@ -155,7 +156,7 @@ def clearclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig
                      return_ori: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """ClearCLIP (Lan et al., ECCV 2024, arXiv 2407.12442): query-query attention in the last block
     with the residual connection and the MLP removed, ``head(O(softmax(s q qᵀ) v))``."""
-    x = _trunk(backbone, images)
+    x = trunk(backbone, images)
     return _finish(backbone, x, clearclip_block(backbone.blocks[-1], x), return_ori)
 
 
@@ -164,7 +165,7 @@ def naclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *
     """NACLIP (Hajimiri et al., WACV 2025, arXiv 2404.08181): key-key attention plus a Gaussian
     neighbourhood term in a reduced last block (no residual, no MLP), ``head(O(softmax(s k kᵀ + ω) v))``
     with ``ω`` from :func:`neighbourhood_bias` (``std`` in patches, 5 in the paper)."""
-    x = _trunk(backbone, images)
-    grid = _grid(backbone, images, x.shape[1])
+    x = trunk(backbone, images)
+    grid = token_grid(backbone, images, x.shape[1])
     bias = neighbourhood_bias(grid, std=std, num_prefix_tokens=backbone.num_prefix_tokens, device=x.device)
     return _finish(backbone, x, naclip_block(backbone.blocks[-1], x, bias), return_ori)

@@ -32,7 +32,7 @@ from ..backbones.base import Backbone, ViTBlock
 from ..backbones.vfm import VisionBackbone
 from ..config import GEMConfig
 from ..masks.base import resize_label_map
-from .baselines import _grid
+from .baselines import token_grid
 
 DEFAULT_PROXY = "dino-b8"  # configs/base_config.py: dino_type='dino_vitb8'
 RESTS = ("mean", "none")
@@ -216,7 +216,7 @@ def corrclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig,
     feats = F.normalize(proxy.vfm.qk_features(proxy.vfm.prepare(images, backbone.preprocess)), dim=1)  # (B, C', h, w)
     h, w = feats.shape[-2:]
     x0 = backbone.embed(images)  # (B, 1 + gh*gw, C)
-    gh, gw = _grid(backbone, images, x0.shape[1])
+    gh, gw = token_grid(backbone, images, x0.shape[1])
     blk = backbone.blocks[-1]
     n_spatial = s.spatial_blocks(len(backbone.blocks))
     out = []

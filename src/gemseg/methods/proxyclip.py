@@ -25,7 +25,7 @@ from torch import nn
 from ..backbones.base import Backbone
 from ..backbones.vfm import VisionBackbone
 from ..config import GEMConfig
-from .baselines import _grid, _trunk
+from .baselines import token_grid, trunk
 
 DEFAULT_PROXY = "dino-b8"  # configs/base_config.py vfm_model='dino' -> proxyclip_segmentor.py loads dino_vitb8
 
@@ -117,8 +117,8 @@ def proxyclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig
     [B, 1 + H/ph * W/pw, D]. The VFM runs once on the same batch, renormalized with its own statistics."""
     s = proxy.settings
     feats = proxy.vfm(images, backbone.preprocess, layer=s.layer)  # (B, C', h, w)
-    x = _trunk(backbone, images)  # (B, 1 + gh*gw, C)
-    gh, gw = _grid(backbone, images, x.shape[1])
+    x = trunk(backbone, images)  # (B, 1 + gh*gw, C)
+    gh, gw = token_grid(backbone, images, x.shape[1])
     blk = backbone.blocks[-1]
     _, _, v = blk.qkv(blk.ln_1(x))  # (B, heads, N, d)
     B, heads, _, d = v.shape
