@@ -105,10 +105,10 @@ def calls(device: str, only: str | None = None) -> dict:
     return {k: b() for k, b in builders.items() if only in (None, k)}
 
 
-def timing(rounds: int, device: str) -> dict:
+def timing(rounds: int, device: str, only: list[str] | None = None) -> dict:
     import torch
 
-    todo = calls(device)
+    todo = {k: c for k, c in calls(device).items() if not only or k in only}
     times: dict[str, list[float]] = {k: [] for k in todo}
     with torch.no_grad():
         for r in range(rounds):
@@ -117,6 +117,7 @@ def timing(rounds: int, device: str) -> dict:
                 call()
                 if r:
                     times[key].append(time.perf_counter() - t)
+                    print(f"round {r}: {key:<40} {times[key][-1]:8.3f} s", flush=True)  # partial results
     return {k: {"median_s": statistics.median(ts), "images_per_s": 1 / statistics.median(ts), "rounds": len(ts)}
             for k, ts in times.items()}
 
@@ -149,6 +150,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--memory", action="store_true", help="also measure peak memory (a fresh process each)")
+    ap.add_argument("--only", nargs="+", default=None, metavar="NAME", help="time only these configurations")
     ap.add_argument("--memory-stage", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_stage:
@@ -159,10 +161,11 @@ def main() -> None:
     load_before = os.getloadavg()
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                           "threads": torch.get_num_threads(), "device": args.device, "loadavg_before": load_before},
-              "size": SIZE, "weights": "random (seeded)", "timing": timing(args.rounds, args.device), "memory": {}}
+              "size": SIZE, "weights": "random (seeded)", "timing": timing(args.rounds, args.device, args.only), "memory": {}}
     if args.memory:
         env = dict(stage_env(), MALLOC_MMAP_THRESHOLD_="65536")
-        for name in ("gem", "proxyclip", "corrclip (warm cache)", "masks sam-vit-b 8x8", "masks sam2-hiera-t 8x8"):
+        for name in args.only or ("gem", "proxyclip", "corrclip (warm cache)", "masks sam-vit-b 8x8",
+                                  "masks sam2-hiera-t 8x8"):
             out = subprocess.run([sys.executable, __file__, "--memory-stage", name, "--device", args.device],
                                  env=env, capture_output=True, text=True, check=True)
             result["memory"][name] = json.loads(out.stdout.strip().splitlines()[-1])

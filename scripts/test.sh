@@ -2,6 +2,8 @@
 # Set up .venv (scripts/setup.sh) and run the whole test suite (the web demo in headless Chromium
 # included; screenshots in outputs/test-artifacts/), then the open_clip tests again under
 # open_clip 2.23 (sequence-first transformer blocks, the layout gem-torch was written for).
+# Two thread counts: the main pass uses torch's default (every core), the open_clip 2.23 pass one thread
+# (OMP_NUM_THREADS=1), so results that depend on the thread count fail here, not on another machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,5 +16,5 @@ OC223=.ci-cache/open_clip_2.23
 if [ ! -f "$OC223/open_clip/__init__.py" ]; then
   .venv/bin/python -m pip install --quiet --no-deps --target "$OC223" open_clip_torch==2.23.0
 fi
-echo "== open_clip tests again under open_clip 2.23.0 (sequence-first blocks)"
-PYTHONPATH="$OC223" .venv/bin/python -m pytest -q -m openclip -p no:cacheprovider "$@"
+echo "== open_clip tests again under open_clip 2.23.0 (sequence-first blocks), one thread"
+OMP_NUM_THREADS=1 PYTHONPATH="$OC223" .venv/bin/python -m pytest -q -m openclip -p no:cacheprovider "$@"

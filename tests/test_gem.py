@@ -131,7 +131,7 @@ def test_intermediates_are_every_blocks_output_on_both_paths(backbone, cfg):
     assert all(layers["gem"][i] is layers["ori"][i] for i in range(first))  # one path before the first GEM block
     if cfg.num_blocks:
         assert (layers["gem"][-1] - layers["ori"][-1]).abs().max() > 1e-3
-    # the last entries are the plain call's outputs, bit for bit
+    # the last entries are the plain call's outputs, bit for bit (the same kernels on the same inputs)
     plain_gem, plain_ori = gem_tokens(backbone, images, cfg, return_ori=True)
     assert gem is layers["gem"][-1] and torch.equal(gem, plain_gem) and torch.equal(ori, plain_ori)
 
@@ -164,9 +164,11 @@ def test_depth_that_modifies_no_block_is_the_base_model(backbone, depth):
     base_sims = torch.einsum("bnd,pd->bpn", base, text).reshape(2, 3, 4, 4)
     base_sims = F.interpolate(base_sims, size=(32, 32), mode="bilinear", align_corners=False)
     assert torch.allclose(sims, base_sims, atol=1e-5)
-    # and the original path of a real GEM model is bit-for-bit that same computation
+    # and the original path of a real GEM model is that same computation; it runs beside the GEM path,
+    # so its kernels may be chosen differently (threads, batch layout): float32 rounding, 1e-6
     deep = gemseg.GEMModel(backbone, config=GEMConfig(depth=4))
-    assert torch.equal(deep.encode_image(images, return_ori=True), model.encode_image(images))
+    torch.testing.assert_close(deep.encode_image(images, return_ori=True), model.encode_image(images),
+                               atol=1e-6, rtol=1e-5)
 
 
 def test_batch_and_prompt_lists_are_consistent(backbone):
@@ -180,7 +182,9 @@ def test_batch_and_prompt_lists_are_consistent(backbone):
     assert torch.allclose(per_image[1], batch[1].flip(0), atol=1e-6)
     assert torch.allclose(per_image[2, 0], batch[2, 1], atol=1e-6)
     emb = model.encode_text(["cat", "dog"])
-    assert torch.equal(model.heatmaps(images, emb), batch)
+    # precomputed embeddings are normalized once more inside heatmaps, so the last bits may differ from the
+    # prompt path (seen on a 2-core machine with the hf backend): float32 rounding of unit vectors, 1e-6
+    torch.testing.assert_close(model.heatmaps(images, emb), batch, atol=1e-6, rtol=1e-5)
     seen = []
     encode = backbone.encode_text
     backbone.encode_text = lambda texts: seen.append(list(texts)) or encode(texts)

@@ -77,6 +77,8 @@ def _plain(pos: torch.Tensor, old: tuple[int, int], new: tuple[int, int], mode: 
     grid = pos[1:].reshape(*old, -1)
     if mode == "bicubic-scale":  # the official formula: scale_factor = (g + 0.1) / g0, so ratio = g0 / (g + 0.1)
         rows = [_weights_bicubic(o, n, o / (n + 0.1)) for o, n in zip(old, new)]
+    elif mode == "bicubic":  # MaskCLIP: plain bicubic to the target size, so ratio = g0 / g
+        rows = [_weights_bicubic(o, n, o / n) for o, n in zip(old, new)]
     elif mode == "bicubic-aa":
         rows = [_weights_bicubic_aa(o, n) for o, n in zip(old, new)]
     else:
@@ -110,6 +112,8 @@ def test_conventions_differ_off_the_trained_grid_and_agree_on_it():
     ratio_rows = [_weights_bicubic(7, n, 7 / n) for n in (10, 13)]
     by_size = torch.cat([pos[:1].double(), _separable(pos[1:].reshape(7, 7, -1), *ratio_rows).reshape(-1, 4)])
     assert (out["bicubic-scale"].double() - by_size).abs().max() > 1e-3
+    # ... while MaskCLIP's "bicubic" is exactly that size-based formula (float32 vs float64 sums: 1e-5)
+    assert torch.allclose(out["bicubic"].double(), by_size, atol=1e-5)
     for m in POS_EMBED_MODES:
         assert resample_pos_embed(pos, old_grid=(7, 7), new_grid=(7, 7), mode=m) is pos
     with pytest.raises(ValueError, match="pos_embed must be one of"):
@@ -126,6 +130,7 @@ def test_the_model_setting_selects_the_convention_and_shares_weights():
     assert all(model.with_pos_embed(m).backbone is backbone for m in POS_EMBED_MODES)
     assert (feats["bicubic-aa"] - feats["bicubic-scale"]).abs().max() > 1e-4
     assert (feats["bilinear"] - feats["bicubic-scale"]).abs().max() > 1e-4
+    assert (feats["bicubic"] - feats["bicubic-aa"]).abs().max() > 1e-4
     for m in POS_EMBED_MODES:  # on the trained grid nothing is resampled
         torch.testing.assert_close(model.with_pos_embed(m).encode_image(native), model.encode_image(native))
     assert backbone.pos_embed_mode == "bicubic-aa"  # the mode is set only during a call
@@ -139,7 +144,7 @@ def test_the_model_setting_selects_the_convention_and_shares_weights():
         manual = backbone._pre_norm(torch.cat([cls, patches], 1) + _plain(pos.detach(), grid, (6, 5), "bilinear"))
     torch.testing.assert_close(tokens, manual, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="pos_embed must be one of"):
-        GEMModel(backbone, pos_embed="bicubic")
+        GEMModel(backbone, pos_embed="nearest")
     assert model.with_config(depth=3).with_pos_embed("bilinear").with_config(depth=4).pos_embed == "bilinear"
 
 

@@ -187,9 +187,10 @@ def test_protocol_preset_carries_the_official_dataset_values():
     assert (p.resize, p.size, p.mode, p.crop, p.stride, p.logit_scale, p.prob_threshold) == \
         ("short_side", 336, "slide", 336, 112, 40.0, None)
     assert (p.templates, p.vocabulary, p.interpolation) == ("imagenet80", "synonyms", "bilinear-cv2")
-    want = {"voc21": dict(prob_threshold=0.2), "context60": dict(prob_threshold=0.15),
-            "coco_object": dict(prob_threshold=0.25), "ade20k": dict(size=448),
-            "cityscapes": dict(size=448, crop=224, stride=112), "voc20": {}}
+    # mc-lan/ProxyCLIP configs/cfg_*.py and configs/cls_*.txt (its own class files on VOC21, VOC20, COCO-Object)
+    want = {"voc21": dict(prob_threshold=0.2, vocabulary="voc21_proxyclip.txt"), "context60": dict(prob_threshold=0.15),
+            "coco_object": dict(prob_threshold=0.25, vocabulary="coco_object_proxyclip.txt"), "ade20k": dict(size=448),
+            "cityscapes": dict(size=448, crop=224, stride=112), "voc20": dict(vocabulary="voc20_clearclip.txt")}
     for name, values in want.items():
         p, source = resolve_protocol("proxyclip", load_dataset_spec(name))
         for key, value in values.items():

@@ -10,7 +10,7 @@ import pytest
 import eval_data
 from conftest import write_tiny_open_clip
 from gemseg.eval import load_dataset_spec
-from gemseg.eval.protocols import PRESET_INFO
+from gemseg.eval.protocols import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "reproduce.sh"
@@ -24,13 +24,13 @@ def _run(table, env, *extra):
                           timeout=600, cwd=ROOT)
 
 
-@pytest.mark.parametrize("table", sorted(PRESET_INFO))
+@pytest.mark.parametrize("table", sorted(PRESETS))
 def test_nothing_present_gives_one_line_per_dataset_and_weight(tmp_path, table):
     result = _run(table, {"GEMSEG_DATA": str(tmp_path), "GEMSEG_CHECKPOINT": str(tmp_path / "missing.pt"),
                           "GEMSEG_OUT": str(tmp_path / "runs")})
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
-    datasets = PRESET_INFO[table]["datasets"]
+    datasets = PRESETS[table].datasets
     assert len(lines) == 1 + len(datasets), lines
     assert lines[0] == f"reproduce: error: weights checkpoint {tmp_path / 'missing.pt'} are not available"
     for line, name in zip(lines[1:], datasets):
@@ -61,5 +61,19 @@ def test_present_data_is_evaluated_and_printed_beside_the_published_number(tmp_p
     for row, name in zip(table[1:], ("voc21", "voc20")):
         got, ours, published = row.split()
         assert got == name and 0 <= float(ours) <= 100
-        assert float(published) == PRESET_INFO["sclip"]["published"][name]
+        assert float(published) == PRESETS["sclip"].published_for(name).miou  # first-hand: no "*"
         assert (tmp_path / "runs" / name / "result.json").is_file()
+
+
+def test_the_docs_table_shows_each_records_published_number():
+    rows = [line.split(" | ") for line in (ROOT / "docs" / "reproduce.md").read_text().splitlines()
+            if line.startswith("| `") and "gemseg eval" in line]
+    seen = set()
+    for cells in rows:
+        dataset, command, cell = cells[0].strip("| `"), cells[1], cells[2]
+        preset = command.split("--preset ")[1].split()[0]
+        number = PRESETS[preset].published_for(dataset)
+        want = "–" if number is None else f"{number.miou:.2f}" + ("\\*" if number.second_hand else "")
+        assert cell == want, (preset, dataset)
+        seen.add((preset, dataset))
+    assert seen == {(name, d) for name, p in PRESETS.items() for d in p.datasets}  # every table, every dataset

@@ -155,6 +155,15 @@ def test_resize_maps_keeps_leading_dimensions():
 
 
 # --- the model API, both backends ---------------------------------------------------------------------
+def _labels_agree_off_ties(labels, ref, probabilities, margin=1e-5):
+    """``labels`` equal ``ref`` wherever the reference's top two probabilities [B, C, H, W] are more than
+    ``margin`` apart: two code paths agree to float32 rounding (about 1e-6 here), so only a near-tie may flip."""
+    top2 = probabilities.topk(2, dim=1).values
+    decided = (top2[:, 0] - top2[:, 1]) > margin
+    assert decided.float().mean() > 0.9  # the comparison is not vacuous
+    assert torch.equal(labels[decided], ref[decided])
+
+
 def _pictures(n=2):
     rng = np.random.default_rng(0)
     return [Image.fromarray(rng.integers(0, 256, (30 + 4 * i, 40, 3), dtype=np.uint8)) for i in range(n)]
@@ -186,7 +195,7 @@ def test_segment_equals_heatmaps_then_the_segmenters_rule(gem, reduction):
     assert seg.labels.shape == (2, 32, 32) and seg.probabilities.shape == (2, 3, 32, 32)
     assert seg.reduction == reduction and seg.background == bg
     torch.testing.assert_close(seg.probabilities, ref.probabilities)
-    assert torch.equal(seg.labels, ref.labels)
+    _labels_agree_off_ties(seg.labels, ref.labels, ref.probabilities)
     assert torch.isfinite(seg.probabilities).all() and int(seg.areas.sum()) == 2 * 32 * 32
 
 
@@ -200,6 +209,7 @@ def test_segment_options(gem):
                       templates=["a {}."])
     assert big.labels.shape == (1, 30, 40) and big.background.prompts == ("sky", "road")
     sims = gem.heatmaps(x, gem.encode_text(["cat", "sky", "road"], templates=["a {}."]))
-    assert torch.equal(big.labels, _segmentation(gem, resize_maps(sims, (30, 40)), ["cat"], big.background).labels)
+    ref = _segmentation(gem, resize_maps(sims, (30, 40)), ["cat"], big.background)  # embeddings: normalized twice
+    _labels_agree_off_ties(big.labels, ref.labels, ref.probabilities)
     with pytest.raises(ValueError, match="class 2 is empty"):
         gem.segment(x, ["cat", " "])

@@ -45,7 +45,8 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
             ``"sclip"``, ``"clearclip"``, ``"naclip"``, ``"proxyclip"`` or one added with
             :func:`gemseg.register_method` (docs/methods.md).
         pos_embed: how position embeddings are resampled to other grids: ``"bicubic-aa"`` (default,
-            gem-torch), ``"bicubic-scale"`` (SCLIP/ClearCLIP/NACLIP) or ``"bilinear"`` (CLIP Surgery); see
+            gem-torch), ``"bicubic-scale"`` (SCLIP/ClearCLIP/NACLIP), ``"bicubic"`` (MaskCLIP) or ``"bilinear"``
+            (CLIP Surgery); see
             :func:`gemseg.backbones.base.resample_pos_embed`.
         proxy: ``method="proxyclip"`` / ``"corrclip"`` only: the vision foundation model, a name from
             ``gemseg models`` (``"dinov2-b14"``; default ``"dino-b8"``, both official defaults), a timm name

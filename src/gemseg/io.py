@@ -17,9 +17,11 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -101,11 +103,14 @@ def load_image(source: str | os.PathLike | bytes | BinaryIO, *, max_pixels: int 
     path = os.fspath(source)
     label = name or path
     try:
-        nbytes = os.path.getsize(path)
+        info = os.stat(path)
     except OSError as e:
         raise ImageLoadError(f"{label}: cannot read ({e.strerror or e})") from e
-    if os.path.isdir(path):
+    if stat.S_ISDIR(info.st_mode):
         raise ImageLoadError(f"{label}: is a folder, not an image")
+    if not stat.S_ISREG(info.st_mode):  # reading a pipe or a device could block or never end
+        raise ImageLoadError(f"{label}: not a regular file (a pipe, socket or device); save it to a file first")
+    nbytes = info.st_size
     if nbytes == 0:
         raise ImageLoadError(f"{label}: empty file (0 bytes)")
     with open(path, "rb") as f:
@@ -275,6 +280,48 @@ def _glob_root(pattern: str) -> str:
     return "/".join(fixed) if fixed and fixed != [""] else ("/" if pattern.startswith("/") else ".")
 
 
+def _match_parts(pattern: list[str], parts: list[str]) -> bool:
+    """``parts`` of a relative path match the ``pattern`` parts (``**``: any number of folders)."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_match_parts(pattern[1:], parts[i:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _match_parts(pattern[1:], parts[1:])
+
+
+def _recursive_glob(pattern: str) -> tuple[list[str], list[str]]:
+    """``glob.glob(pattern, recursive=True)`` for a pattern with ``**``, following folder links once
+    each: a folder reached again (a link loop, or two links to one folder) is not entered twice.
+    Returns the matching paths and a note per link loop cut."""
+    pattern = pattern.replace(os.sep, "/")
+    root = _glob_root(pattern)
+    rest = pattern if root == "." and not pattern.startswith("./") else pattern[len(root):]
+    want = [p for p in rest.split("/") if p]
+    found, notes, seen = [], [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            notes.append(f"{folder} leads back to {real}, already searched; not searched again (a folder link loop?)")
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = os.path.relpath(folder, root)
+        base = [] if rel == "." else rel.replace(os.sep, "/").split("/")
+        found += [os.path.join(folder, f) for f in sorted(files)
+                  if not f.startswith(".") and _match_parts(want, base + [f])]
+    return found, notes
+
+
+def _glob_key(path: str, root: str, common: str) -> str:
+    """The key of a glob match: its path relative to the pattern's fixed folder, or (when the pattern's
+    ``..`` climbs out of that folder) relative to the folder all the pattern's matches share."""
+    key = os.path.relpath(os.path.normpath(path), os.path.normpath(root))
+    if key == ".." or key.startswith(".." + os.sep) or os.path.isabs(key):
+        key = os.path.relpath(os.path.normpath(path), common)
+    return key
+
+
 def find_images(inputs: list[str], *, recursive: bool = False) -> Discovery:
     """Expand files, folders and globs into images, in the order given (folders and globs sorted).
 
@@ -298,10 +345,20 @@ def find_images(inputs: list[str], *, recursive: bool = False) -> Discovery:
             found += [(f, os.path.relpath(f, item)) for f in files]
         elif glob.has_magic(item):
             root = _glob_root(item)
-            files = sorted(f for f in glob.glob(item, recursive=recursive) if os.path.isfile(f) and is_image_name(f))
+            if recursive and "**" in item:
+                matches, loops = _recursive_glob(item)
+                notes += loops
+            else:
+                matches = glob.glob(item)
+            files = sorted(f for f in matches if os.path.isfile(f) and is_image_name(f))
             if not files:
                 problems.append((item, f"{item}: pattern matches no image files"))
-            found += [(f, os.path.relpath(f, root)) for f in files]
+                continue
+            common = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
+            found += [(f, _glob_key(f, root, common)) for f in files]
+        elif os.path.exists(item):
+            problems.append((item, f"{item}: not a regular file or folder (a pipe, socket or device); "
+                                   "save it to a file first"))
         else:
             problems.append((item, f"{item}: no such file or folder"))
     sources, seen = [], {}

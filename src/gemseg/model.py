@@ -19,6 +19,7 @@ from .postprocess import DEFAULT_REDUCTION
 from .refiners import RefineSpec
 from .segment import DEFAULT_LOGIT_SCALE, Segmentation, clean_prompts
 from .segmenter import Segmenter
+from .templates import check_template, fill
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -78,7 +79,7 @@ class GEMModel(nn.Module):
     def variant(self, *, method: str | None = None, pos_embed: str | None = None, proxy=None,
                 precision: str | None = None, **gem_settings) -> "GEMModel":
         """A model sharing these weights with some settings changed: another ``method``, position-embedding
-        mode (``"bicubic-aa"``, ``"bicubic-scale"`` or ``"bilinear"``, see
+        mode (``"bicubic-aa"``, ``"bicubic-scale"``, ``"bicubic"`` or ``"bilinear"``, see
         :func:`~gemseg.backbones.base.resample_pos_embed`), ``precision`` or GEM settings
         (:class:`~gemseg.GEMConfig` fields, e.g. ``depth=4``). A method that needs a proxy keeps this
         model's unless ``proxy`` (a :class:`~gemseg.methods.ProxyAttention`) is given; one that needs
@@ -144,9 +145,8 @@ class GEMModel(nn.Module):
         if not templates:
             raise ValueError("templates is empty; pass None for the default 'a photo of a {}.'")
         for t in templates:
-            if "{}" not in t and "{label}" not in t:
-                raise ValueError(f"template {t!r} has no '{{}}' (or '{{label}}') where the prompt goes")
-        texts = [t.replace("{label}", "{}").format(p) for p in prompts for t in templates]
+            check_template(t)  # exactly one '{}' or '{label}'
+        texts = [fill(t, p) for p in prompts for t in templates]
         with self._autocast():
             emb = self.backbone.encode_text(texts).float()  # (P*T, D)
         emb = F.normalize(emb, dim=-1).reshape(len(prompts), len(templates), -1)

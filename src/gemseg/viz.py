@@ -139,12 +139,18 @@ def font_size_for(width: int, height: int) -> int:
 
 
 def fit_text(text: str, font, max_width: int) -> str:
-    """``text`` shortened with an ellipsis to fit ``max_width`` pixels."""
+    """``text`` shortened with an ellipsis to fit ``max_width`` pixels: the longest prefix that fits,
+    found by bisection (about log2(len) measurements, whatever the length)."""
     if text_box(text, font)[0] <= max_width:
         return text
-    while len(text) > 1 and text_box(text + "…", font)[0] > max_width:
-        text = text[:-1]
-    return text + "…"
+    lo, hi = 1, len(text) - 1  # text[:lo] + "…" is the fallback; text[:hi + 1] is known too wide
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if text_box(text[:mid] + "…", font)[0] <= max_width:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo] + "…"
 
 
 # --- figure parts -----------------------------------------------------------------------------------

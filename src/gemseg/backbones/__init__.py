@@ -7,11 +7,11 @@ one entry (or :func:`register_backend`).
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from dataclasses import dataclass
 from typing import Callable
 
+from ..files import read_json
 from .base import Backbone, Preprocess, ViTBlock, lazy_import, resample_pos_embed
 
 # Hugging Face CLIPModel checkpoints known to work (any other CLIPModel id or folder works too).
@@ -166,8 +166,10 @@ def resolve_backend(name: str, backend: str = "auto") -> str:
 
 
 def _folder_model_type(folder: str) -> str:
-    with open(os.path.join(folder, "config.json")) as f:
-        return str(json.load(f).get("model_type", ""))
+    cfg = read_json(os.path.join(folder, "config.json"), "model config")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"model config {folder}/config.json is not a JSON object")
+    return str(cfg.get("model_type", ""))
 
 
 def _hf_family(text: str) -> str:

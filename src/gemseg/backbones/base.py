@@ -18,8 +18,9 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 # How learned position embeddings are resampled to a grid other than the trained one (docs/evaluation.md):
 # "bicubic-aa": bicubic, antialiased, by target size (gem-torch; the default);
 # "bicubic-scale": bicubic, not antialiased, by scale factor (g + 0.1) / g0 per axis (SCLIP, ClearCLIP, NACLIP);
+# "bicubic": bicubic, not antialiased, by target size (MaskCLIP's resize_pos_embed);
 # "bilinear": bilinear, not antialiased, by target size (CLIP Surgery).
-POS_EMBED_MODES = ("bicubic-aa", "bicubic-scale", "bilinear")
+POS_EMBED_MODES = ("bicubic-aa", "bicubic-scale", "bicubic", "bilinear")
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,8 @@ def resample_pos_embed(pos: torch.Tensor, *, old_grid: tuple[int, int], new_grid
       (w + 0.1) / gw)``, so the output size is ``floor(g0 * (g + 0.1) / g0) = g`` while the sampling
       positions use that scale factor, not ``g / g0`` (``interpolate_pos_encoding`` of SCLIP, ClearCLIP
       and NACLIP; each axis with its own factor, so non-square grids are handled per axis).
+    - ``"bicubic"``: bicubic without antialiasing, to the target size (``resize_pos_embed`` of MaskCLIP's
+      ViT: ``F.interpolate(size=(h, w), mode="bicubic", align_corners=False)``, class token kept).
     - ``"bilinear"``: bilinear without antialiasing, to the target size (CLIP Surgery).
     """
     mode = check_pos_embed_mode(mode)
@@ -213,7 +216,7 @@ def resample_pos_embed(pos: torch.Tensor, *, old_grid: tuple[int, int], new_grid
         grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", align_corners=False)
         assert tuple(grid.shape[-2:]) == tuple(new_grid), "scale factor (g + 0.1) / g0 must give g rows"
     else:
-        grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic" if mode == "bicubic-aa" else "bilinear",
+        grid = F.interpolate(grid, size=tuple(new_grid), mode="bilinear" if mode == "bilinear" else "bicubic",
                              antialias=mode == "bicubic-aa", align_corners=False)
     grid = grid.permute(0, 2, 3, 1).reshape(-1, C).to(dtype)  # (h*w, C)
     return torch.cat([prefix, grid], dim=0)

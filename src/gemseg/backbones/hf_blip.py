@@ -16,7 +16,7 @@ from torch import nn
 from .base import Preprocess, ViTBlock, square_grid
 from .hf_common import (HFBackbone, check_embeddings, import_transformers, load_hf_config, read_preprocess,
                         resize_pos_grid)
-from .weights import weights_unavailable
+from .weights import UNREADABLE_WEIGHTS, unreadable_weights, weights_unavailable
 
 SUPPORTED = ("BlipForImageTextRetrieval", "BlipModel")
 
@@ -119,6 +119,8 @@ def create_hf_blip(name: str, *, device, cache_dir: str | None = None) -> HFBlip
     try:
         model = getattr(transformers, which).from_pretrained(name, cache_dir=cache_dir)
         tokenizer = transformers.AutoTokenizer.from_pretrained(name, cache_dir=cache_dir)
+    except UNREADABLE_WEIGHTS as e:
+        raise unreadable_weights(name, e) from e
     except (OSError, ValueError) as e:
         raise weights_unavailable(name, "hf", e) from e
     preprocess = read_preprocess(name, model.config.vision_config.image_size)

@@ -6,7 +6,7 @@ from torch import nn
 from .base import Preprocess, square_grid
 from .hf_common import (HFBackbone, HFQKVBlock, check_embeddings, check_qkv_layers, read_preprocess,
                         import_transformers)
-from .weights import weights_unavailable
+from .weights import UNREADABLE_WEIGHTS, unreadable_weights, weights_unavailable
 
 HFCLIPBlock = HFQKVBlock  # CLIP's layers have the q/k/v/out projection layout
 
@@ -70,6 +70,8 @@ def create_hf_clip(name: str, *, device, cache_dir: str | None = None) -> HFCLIP
     try:
         model = transformers.CLIPModel.from_pretrained(name, cache_dir=cache_dir)
         tokenizer = transformers.AutoTokenizer.from_pretrained(name, cache_dir=cache_dir)
+    except UNREADABLE_WEIGHTS as e:
+        raise unreadable_weights(name, e) from e
     except (OSError, ValueError) as e:
         if isinstance(e, ValueError) and "CLIP" in str(e) and "model type" in str(e):
             raise ValueError(f"{name} is not a CLIPModel checkpoint: {str(e).splitlines()[0]}") from e

@@ -6,13 +6,13 @@ and never from each other.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..files import read_json
 from .base import Backbone, Preprocess, ViTBlock, lazy_import
 from .weights import weights_unavailable
 
@@ -108,8 +108,9 @@ def read_preprocess(folder_or_id: str, image_size: int) -> Preprocess:
     defaults = Preprocess(image_size=(image_size, image_size))
     if not path:
         return defaults
-    with open(path) as f:
-        cfg = json.load(f)
+    cfg = read_json(path, "preprocessor config")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"preprocessor config {path} is not a JSON object")
     return Preprocess(mean=tuple(cfg.get("image_mean", defaults.mean)), std=tuple(cfg.get("image_std", defaults.std)),
                       image_size=defaults.image_size)
 

@@ -22,7 +22,7 @@ from torch import nn
 from .base import Preprocess, square_grid
 from .hf_common import (HFBackbone, HFQKVBlock, check_embeddings, check_qkv_layers, import_transformers,
                         load_hf_config, resize_pos_grid)
-from .weights import weights_unavailable
+from .weights import UNREADABLE_WEIGHTS, unreadable_weights, weights_unavailable
 
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 _PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
@@ -148,6 +148,8 @@ def create_hf_siglip(name: str, *, device, cache_dir: str | None = None) -> HFSi
         raise ImportError(f"{name} needs transformers.{classes[kind]}: pip install -U transformers")
     try:
         model = getattr(transformers, classes[kind]).from_pretrained(name, cache_dir=cache_dir)
+    except UNREADABLE_WEIGHTS as e:
+        raise unreadable_weights(name, e) from e
     except (OSError, ValueError) as e:
         raise weights_unavailable(name, "hf", e) from e
     try:

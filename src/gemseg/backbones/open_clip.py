@@ -6,7 +6,6 @@ own ``forward`` is called, so the blocks' tensor layout does not matter.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import torch
@@ -14,6 +13,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .base import Backbone, Preprocess, ViTBlock, lazy_import, square_grid
+from .model_config import read_open_clip_config
 from .weights import load_checkpoint_strict, weights_unavailable
 
 
@@ -168,14 +168,15 @@ def create_open_clip(name: str, *, pretrained: str | None, checkpoint: str | Non
     if pretrained and os.path.isfile(pretrained):  # open_clip also takes a file path as `pretrained`
         checkpoint, pretrained = pretrained, None
     if name.endswith(".json"):
-        if not os.path.isfile(name):
-            raise FileNotFoundError(f"open_clip model config {name} does not exist")
-        with open(name) as f:
-            cfg = json.load(f)
+        cfg = read_open_clip_config(name, open_clip)  # keys, types and memory checked before building
         if pretrained:
             raise ValueError(f"{name}: a model built from a config file takes --checkpoint PATH, "
                              f"not the pretrained tag {pretrained!r}")
-        model = open_clip.CLIP(**cfg)
+        try:
+            model = open_clip.CLIP(**cfg)
+        except (TypeError, ValueError, AssertionError, KeyError, RuntimeError) as e:  # a config is user data
+            raise ValueError(f"{name}: open_clip cannot build this config ({type(e).__name__}: "
+                             f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else '-'})") from e
         tokenizer = open_clip.SimpleTokenizer(context_length=cfg.get("text_cfg", {}).get("context_length", 77))
         display = os.path.splitext(os.path.basename(name))[0]
     else:

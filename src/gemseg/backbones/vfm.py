@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..files import read_json
 from .base import Preprocess
 
 KINDS = ("dino", "dinov2", "dinov2-reg", "mae", "sam")
@@ -224,10 +225,9 @@ def resolve_vfm(name: str) -> tuple[str, str]:
         folder = name.removeprefix("local-dir:")
         if not os.path.isfile(os.path.join(folder, "config.json")):
             raise ValueError(f"{folder} has no config.json; save the model with timm.models.save_for_hf()")
-        import json
-
-        with open(os.path.join(folder, "config.json")) as f:
-            cfg = json.load(f)
+        cfg = read_json(os.path.join(folder, "config.json"), "model config")
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{folder}/config.json is not a JSON object")
         tag = (cfg.get("pretrained_cfg") or {}).get("tag") or ""  # "dino", "mae", "sa1b": the family
         return "local-dir:" + folder, kind_of(f"{cfg.get('architecture', '')}.{tag}")
     timm_name = name.removeprefix("timm/").removeprefix("hf-hub:timm/")

@@ -52,6 +52,27 @@ def usage_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``gemseg ARGV``; Ctrl-C or SIGTERM at any point gives one line and exit code 130 / 143."""
+    try:
+        from .signals import sigterm_as_interrupt
+
+        with sigterm_as_interrupt():
+            return _main(argv)
+    except KeyboardInterrupt as e:
+        return _interrupted(e)
+
+
+def _interrupted(e: KeyboardInterrupt) -> int:
+    from .signals import describe, exit_code
+
+    try:
+        print(f"gemseg: {describe(e)}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # stderr closed or gone
+        pass
+    return exit_code(e)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

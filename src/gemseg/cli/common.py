@@ -133,7 +133,7 @@ def needs_proxy(method: str) -> bool:
 
 
 def build_model(args: argparse.Namespace):
-    """Create the model ``args`` describe (random weights quietly when --random-weights)."""
+    """Create the model ``args`` describe (random weights quietly when --random-weights, seeded with 0)."""
     import warnings
 
     import torch
@@ -142,6 +142,8 @@ def build_model(args: argparse.Namespace):
 
     if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    if args.random_weights:
+        torch.manual_seed(0)  # the same random model on every run and command: demos and tests repeat
     with warnings.catch_warnings():
         if args.random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")

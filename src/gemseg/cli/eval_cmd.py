@@ -120,7 +120,7 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
                    help="point labels: per-map min-max normalization or raw cosine")
     g.add_argument("--pos-embed", choices=POS_EMBED_MODES, default=S,
                    help="position-embedding resampling: bicubic-aa (gem-torch), bicubic-scale (SCLIP, ClearCLIP, "
-                        "NACLIP), bilinear (CLIP Surgery)")
+                        "NACLIP), bicubic (MaskCLIP), bilinear (CLIP Surgery)")
     g.add_argument("--point-classes", choices=POINT_CLASSES, default=S,
                    help="point labels: score the classes with a yes point in the image, or any yes/no point")
 
@@ -131,14 +131,20 @@ def protocol_overrides(args: argparse.Namespace) -> dict:
 
 
 def _show_preset(name: str) -> None:
-    from ..eval import describe, list_datasets, load_dataset_spec, resolve_protocol
+    from ..eval import describe, list_datasets, resolve_protocol
+    from ..eval.protocols import get_preset
 
-    protocol, _ = resolve_protocol(name)
-    print(f"preset {name}:\n{describe(protocol)}\n\nper-dataset values of this preset:")
+    protocol, source = resolve_protocol(name)
+    record = get_preset(name)
+    print(f"preset {name}:\n{describe(protocol, source)}\n\nper-dataset values of this preset:")
     for dataset in list_datasets():
-        spec = load_dataset_spec(dataset)
-        values = spec.presets.get(name, {})
-        print(f"  {dataset:<15} " + (", ".join(f"{k}={v}" for k, v in values.items()) or "-"))
+        values = record.per_dataset.get(dataset, {})
+        print(f"  {dataset:<15} " + ("; ".join(f"{k}={c.value!r} ({c.source})" for k, c in values.items()) or "-"))
+    print("\npublished (mIoU; * second-hand):")
+    for n in record.published:
+        print(f"  {n.dataset:<15} {n.miou:6.2f}{'*' if n.second_hand else ' '} {n.source}" + (f"; {n.note}" if n.note else ""))
+    for note in record.not_reproduced:
+        print(f"not reproduced: {note}")
 
 
 def _list_datasets() -> None:

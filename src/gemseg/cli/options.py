@@ -5,6 +5,7 @@ import argparse
 import os
 
 from ..io import DEFAULT_MAX_PIXELS
+from ..templates import check_template
 from ..viz import COLORMAPS
 from .common import needs_proxy
 from .report import CLIError
@@ -111,6 +112,8 @@ def read_templates(args: argparse.Namespace) -> list[str] | None:
         if not from_file:
             raise CLIError(f"templates file {args.templates} holds no templates")
         templates += from_file
+    for t in templates:
+        check_template(t, args.templates if t not in (args.template or []) else "--template")
     return templates or None
 
 

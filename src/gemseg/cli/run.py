@@ -8,16 +8,19 @@ not writable; printed by :func:`gemseg.cli.main`); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from ..io import ImageSource, LoadedImage, find_images, load_image
+from . import signals
 from .options import check_weights_args
-from .output import RECORD_FILE, Layout, write_json
+from .output import Layout
 from .report import CLIError, Reporter, one_line
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -42,6 +45,7 @@ class Summary:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path or input, reason)
     seconds: float = 0.0
     interrupted: bool = False
+    interrupt_code: int = EXIT_INTERRUPTED  # 130 for Ctrl-C, 143 for SIGTERM
 
     @property
     def failed(self) -> int:
@@ -49,7 +53,7 @@ class Summary:
 
     def exit_code(self) -> int:
         if self.interrupted:
-            return EXIT_INTERRUPTED
+            return self.interrupt_code
         return EXIT_FAILED if self.failures else EXIT_OK
 
     def to_dict(self) -> dict:
@@ -78,17 +82,6 @@ def infer_batch(infer: Callable[[list[Item]], list], batch: list[Item]) -> list:
         except Exception as e1:
             results.append(e1)
     return results
-
-
-def write_item(item: Item, result, write: Callable[[Item, object], dict], layout: Layout) -> None:
-    """``write(item, result)`` into the item's folder, then its ``record.json`` (last: it marks the image done)."""
-    t1 = time.perf_counter()
-    os.makedirs(item.folder, exist_ok=True)
-    record = write(item, result)
-    item.timing["write_s"] = time.perf_counter() - t1
-    item.timing["total_s"] = sum(item.timing[k] for k in ("load_s", "model_s", "write_s"))
-    record = {**common_record(item, layout), **record, "timing": {k: round(v, 4) for k, v in item.timing.items()}}
-    write_json(os.path.join(item.folder, RECORD_FILE), record)
 
 
 def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageSource],
@@ -124,7 +117,7 @@ def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageS
                 continue
             item.timing["model_s"] = per_image
             try:
-                write_item(item, result, write, layout)
+                replace_results(layout, item, result, write)
                 summary.done += 1
             except Exception as e:
                 fail(item.source.path, e)
@@ -151,11 +144,28 @@ def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageS
                 if len(pending) >= args.batch_size:
                     flush(bar)
             flush(bar)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-            report.error("interrupted; finished images are kept and skipped on the next run")
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (gemseg.cli.signals.Terminated)
+            summary.interrupted, summary.interrupt_code = True, signals.exit_code(e)
+            report.error(f"{signals.describe(e)}; finished images are kept and skipped on the next run")
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def replace_results(layout: Layout, item: Item, result, write: Callable[[Item, object], dict]) -> None:
+    """Write one image's results the one way both commands share (:meth:`Layout.commit`): ``write``
+    fills a staging folder inside the image's folder, then the files replace the old ones and the
+    record is written last. A failed or interrupted write leaves the old results as they were."""
+    t1 = time.perf_counter()
+    staging = layout.stage(item.folder)
+    try:
+        record = write(dataclasses.replace(item, folder=staging), result)
+        item.timing["write_s"] = time.perf_counter() - t1
+        item.timing["total_s"] = sum(item.timing[k] for k in ("load_s", "model_s", "write_s"))
+        record = {**common_record(item, layout), **record, "timing": {k: round(v, 4) for k, v in item.timing.items()}}
+        layout.commit(item.folder, staging, record)  # record.json last
+    finally:
+        if os.path.isdir(staging):  # a failed or interrupted write
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def common_record(item: Item, layout: Layout) -> dict:
@@ -186,11 +196,7 @@ def load_model(args: argparse.Namespace, report: Reporter):
     """The model ``args`` describe, checked against ``--size``, and whether its weights are random."""
     from .common import build_model
 
-    if args.random_weights:
-        import torch
-
-        torch.manual_seed(0)  # the same random model on every run: demos and tests repeat
-    model = build_model(args)
+    model = build_model(args)  # seeded when --random-weights
     if any(s < p for s, p in zip(args.size, model.patch_size)):
         raise CLIError(f"--size {args.size[0]}x{args.size[1]} is smaller than one "
                        f"{model.patch_size[0]}x{model.patch_size[1]} patch of {model.backbone.name}")
@@ -244,9 +250,9 @@ def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, R
                 "random_weights": random_weights, "backbone": type(model.backbone).__name__,
                 "patch_size": list(model.patch_size), "device": str(model.device)}
             task.setup(model)
-        except KeyboardInterrupt:
-            report.error("interrupted")
-            return EXIT_INTERRUPTED
+        except KeyboardInterrupt as e:
+            report.error(signals.describe(e))
+            return signals.exit_code(e)
         # bad arguments, missing files and unavailable weights propagate to gemseg.cli.main, which prints
         # them as one line and exits with EXIT_USAGE; anything else is a bug and keeps its traceback
         run_info = {"model": layout.model_info, "random_weights": random_weights, "started": started}

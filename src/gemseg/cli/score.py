@@ -47,11 +47,17 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError("give --dataset, or --num-classes for label maps that already hold class indices")
     ids = None
     if args.split:
-        with open(args.split) as f:
-            ids = [line.strip() for line in f if line.strip()]
+        from pathlib import Path
+
+        from ..eval.datasets import read_split
+
+        ids = read_split(Path(args.split))  # ids checked, a repeated id counted once (with a warning)
     result = score_folders(args.pred, args.gt, spec, ids=ids)
     print(result_markdown(result), end="")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        try:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+        except OSError as e:
+            raise ValueError(f"cannot write --json {args.json}: {e.strerror or e}") from e
     return 0

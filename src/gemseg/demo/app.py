@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import logic
+from . import checks, logic
 
 API_NAME = "run"  # the endpoint gradio_client calls: Client(url).predict(..., api_name="/run")
 TITLE = "gemseg: find anything you can name"
@@ -73,21 +73,21 @@ def build_app(model, *, settings: Settings = Settings()):
             with gr.Column():
                 image = _picture_input(gr)(label="picture", type="filepath", elem_id="image",
                                            sources=["upload", "clipboard", "webcam"])
-                prompts = gr.Textbox(label="prompts (comma-separated)", placeholder="cat, dog, remote control",
+                prompts = raw(gr.Textbox)(label="prompts (comma-separated)", placeholder="cat, dog, remote control",
                                      elem_id="prompts")
-                mode = gr.Radio([(v, k) for k, v in MODE_LABELS.items()], value="heatmaps", label="mode",
+                mode = raw(gr.Radio)([(v, k) for k, v in MODE_LABELS.items()], value="heatmaps", label="mode",
                                 elem_id="mode")
                 with gr.Accordion("segmentation background", open=False):
-                    background = gr.Textbox(value="auto", label="background rule: auto, none or prompts "
+                    background = raw(gr.Textbox)(value="auto", label="background rule: auto, none or prompts "
                                                                 "(comma-separated)", elem_id="background")
-                    threshold = gr.Slider(0, 1, value=DEFAULT_THRESHOLD, step=0.05, elem_id="threshold",
+                    threshold = raw(gr.Slider)(0, 1, value=DEFAULT_THRESHOLD, step=0.05, elem_id="threshold",
                                           label="threshold: pixels below this class probability become "
                                                 "background (0: off)")
                 with gr.Accordion("model settings (same weights)", open=False):
-                    method = gr.Dropdown(list_methods(), value=model.method, label="method", elem_id="method")
-                    depth = gr.Slider(0, max_depth, value=model.config.depth, step=1, elem_id="depth",
+                    method = raw(gr.Dropdown)(list_methods(), value=model.method, label="method", elem_id="method")
+                    depth = raw(gr.Slider)(0, max_depth, value=model.config.depth, step=1, elem_id="depth",
                                       label="GEM depth (the last depth-1 blocks get the GEM path)")
-                    iterations = gr.Slider(0, settings.limits.max_iterations, value=model.config.iterations,
+                    iterations = raw(gr.Slider)(0, settings.limits.max_iterations, value=model.config.iterations,
                                            step=1, label="GEM self-self iterations", elem_id="iterations")
                 button = gr.Button("Run", variant="primary", elem_id="run")
             with gr.Column():
@@ -115,23 +115,49 @@ def build_app(model, *, settings: Settings = Settings()):
 
 def _request_handler(gr, model, settings: Settings):
     """The page's event handler: one :func:`logic.run` request, its errors as one line in the page."""
+    from .. import list_methods
     from ..errors import one_line
 
+    max_depth = len(model.backbone.blocks) + 1
+
     def run(image, prompts, mode, background, threshold, method, depth, iterations):
-        try:
-            r = logic.run(model, image, prompts, mode, background=background, threshold=threshold,
-                          method=method, depth=depth, iterations=iterations, size=settings.size,
+        try:  # every value checked by gemseg.demo.checks: the inputs hand them over raw (see raw())
+            kw = checks.request(prompts, mode, background, threshold, method, depth, iterations,
+                                methods=list_methods(), max_depth=max_depth, limits=settings.limits)
+            r = logic.run(model, image, kw.pop("prompts"), kw.pop("mode"), **kw, size=settings.size,
                           limits=settings.limits)
         except logic.DemoError as e:
             raise gr.Error(str(e), print_exception=False) from e
         except Exception as e:  # a failure of the model must not stop the server: one line in the page
             print(f"gemseg demo: request failed: {one_line(e)}", file=sys.stderr, flush=True)
-            raise gr.Error(f"the model failed on this request: {one_line(e)}") from e
+            raise gr.Error(f"the model failed on this request: {one_line(e)}", print_exception=False) from e
         for note in r.warnings:
             gr.Warning(note)
         return r.heatmaps, r.segmentation, r.rows(), r.status()
 
     return run
+
+
+_RAW: dict = {}
+
+
+def raw(component):
+    """``component`` (a Gradio input class) handing its value over unchecked, as the API sent it:
+    :mod:`gemseg.demo.checks` checks it instead, with one line for the client and no traceback in the
+    server's log. The page draws it as ``component`` itself."""
+    if component not in _RAW:
+        name = component.__name__.lower()
+
+        class Raw(component):
+            def get_block_name(self) -> str:  # drawn by the frontend's own widget
+                return name
+
+            def preprocess(self, payload):
+                return payload
+
+        Raw.__name__ = Raw.__qualname__ = f"Raw{component.__name__}"
+        _RAW[component] = Raw
+    return _RAW[component]
 
 
 def _picture_input(gr):

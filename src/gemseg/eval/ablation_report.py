@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+from ..files import read_json
 from .ablation_plan import FACTORS, AblationDataset, Setting, factor_text
 from .plots import COLORS, bar_chart, line_chart
 from .report import main_metric, model_description, setting_text, software_versions
@@ -147,7 +148,7 @@ def load_ablation(path: str | os.PathLike) -> dict:
     """An ``ablation.json`` (or the folder holding it)."""
     path = Path(path)
     path = path / "ablation.json" if path.is_dir() else path
-    table = json.loads(path.read_text())
+    table = read_json(path, "ablation table")
     if not isinstance(table, dict) or "rows" not in table or "base" not in table:
         raise ValueError(f"{path} is not a gemseg ablation table")
     return table

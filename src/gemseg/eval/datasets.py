@@ -6,7 +6,6 @@ downloads anything: a dataset is read from its standard layout under a root fold
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
@@ -16,6 +15,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from ..files import read_json
+from ..templates import check_template
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DATASETS_DIR = DATA_DIR / "datasets"
@@ -55,7 +57,8 @@ class DatasetSpec:
     palette: tuple[tuple[int, int, int], ...] = ()  # RGB colour per class, for visualizations
     root: str | None = None  # the conventional root folder name (documentation only)
     num_images: int | None = None  # expected size of the split; a full run warns when it differs
-    presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-preset protocol overrides
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # a custom dataset's per-preset protocol
+    #                                     values (built-in datasets have none: their values live in the preset records)
     sources: tuple[str, ...] = ()  # where the data and the preset values come from
     points_csv: str | None = None  # points: the point-label CSV under the root
     classes_csv: str | None = None  # points: the class descriptions CSV (LabelName, DisplayName)
@@ -116,10 +119,9 @@ def load_dataset_spec(name_or_path: str | os.PathLike) -> DatasetSpec:
             raise ValueError(f"unknown dataset {str(name_or_path)!r}: give a metadata .json file or one of "
                              f"{', '.join(list_datasets())}")
         path = builtin
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON: {e}") from e
+    meta = read_json(path, "dataset metadata")
+    if not isinstance(meta, dict):
+        raise ValueError(f"dataset metadata {path} holds a JSON {type(meta).__name__}, not an object")
     return _spec_from_meta(meta, path)
 
 
@@ -168,7 +170,13 @@ def _spec_from_meta(meta: dict, path: Path) -> DatasetSpec:
 def read_class_file(path: str | os.PathLike) -> list[tuple[str, ...]]:
     """One class per line, comma-separated names (the first is the display name); ``#`` comments."""
     classes = []
-    for line in Path(path).read_text().splitlines():
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"class file {path} does not exist") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read class file {path}: {e}") from e
+    for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -190,11 +198,13 @@ def read_templates(name_or_path: str) -> list[str]:
         path = TEMPLATES_DIR / f"{name_or_path}.txt"
         if not path.is_file():
             raise ValueError(f"unknown templates {name_or_path!r}: give a file or one of {', '.join(list_templates())}")
-    templates = [t.strip() for t in path.read_text().splitlines() if t.strip() and not t.startswith("#")]
-    bad = [t for t in templates if "{}" not in t]
-    if not templates or bad:
-        raise ValueError(f"{path}: every template needs a '{{}}' where the class name goes" +
-                         (f" (not {bad[0]!r})" if bad else ""))
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read templates file {path}: {e}") from e
+    templates = [check_template(t.strip(), str(path)) for t in lines if t.strip() and not t.startswith("#")]
+    if not templates:
+        raise ValueError(f"{path}: no templates; write one a line with a '{{}}' where the class name goes")
     return templates
 
 
@@ -230,15 +240,62 @@ def ids_from_pattern(root: Path, pattern: str) -> list[str]:
     return sorted(ids)
 
 
+def check_id(image_id: str, where: str) -> str:
+    """``image_id`` if it names a file under the dataset root; one line naming ``where`` otherwise
+    (absolute ids, ``..`` or empty parts, backslashes: ids that could reach outside the root or, with
+    ``--save-preds``, outside the output folder)."""
+    parts = image_id.split("/")
+    if any(p in ("", ".", "..") for p in parts) or "\\" in image_id or "\0" in image_id \
+            or any(ord(c) < 32 for c in image_id):
+        raise ValueError(f"{where}: image id {image_id[:80]!r} is not a relative path inside the dataset "
+                         "(no '..', leading '/', empty parts, backslashes or control characters)")
+    return image_id
+
+
+def read_split(path: Path) -> list[str]:
+    """The ids listed in a split file, one a line, in order. An id listed twice is kept once, with one
+    warning (counting an image twice would weigh it double); every id is checked by :func:`check_id`."""
+    if path.is_dir():
+        raise ValueError(f"split file {path} is a folder; give the file listing the image ids")
+    if not path.is_file():
+        raise FileNotFoundError(f"split file {path} does not exist")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read split file {path}: {e}") from e
+    ids = [check_id(line.strip(), str(path)) for line in lines if line.strip()]
+    unique = list(dict.fromkeys(ids))
+    if len(unique) < len(ids):
+        repeated = next(i for i in unique if ids.count(i) > 1)
+        warnings.warn(f"{path}: {len(ids) - len(unique)} repeated ids (e.g. {repeated!r}) counted once",
+                      stacklevel=3)
+    return unique
+
+
+def _open_image(path: str | os.PathLike, what: str):
+    """``Image.open`` with the file fully decoded, or one line naming the file."""
+    try:
+        im = Image.open(path)
+        im.load()
+        return im
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{what} {path} does not exist") from e
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"{what} {path}: refused by PIL's decompression-bomb guard ({e})") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # not an image, truncated, corrupt chunks
+        raise ValueError(f"{what} {path} cannot be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                         ) from e
+
+
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
     """An image file as uint8 RGB [H, W, 3] (stored orientation; EXIF rotation is not applied)."""
-    with Image.open(path) as im:
+    with _open_image(path, "image") as im:
         return np.array(im.convert("RGB"))  # a writable copy
 
 
-def load_raw_label(path: str | os.PathLike) -> np.ndarray:
+def load_raw_label(path: str | os.PathLike, what: str = "label") -> np.ndarray:
     """A label PNG's raw values [H, W] (palette PNGs give indices, not colours)."""
-    with Image.open(path) as im:
+    with _open_image(path, what) as im:
         if im.mode in ("RGB", "RGBA"):
             raise ValueError(f"{path} is an {im.mode} colour image; labels must be single-channel or palette PNGs "
                              "of class values (see docs/evaluation.md for the conversions)")
@@ -256,10 +313,7 @@ class DenseDataset:
             raise FileNotFoundError(f"dataset root {self.root} does not exist" +
                                     (f" (conventionally a folder named {spec.root})" if spec.root else ""))
         if spec.split_file:
-            split = self.root / spec.split_file
-            if not split.is_file():
-                raise FileNotFoundError(f"split file {split} does not exist")
-            ids = [line.strip() for line in split.read_text().splitlines() if line.strip()]
+            ids = read_split(self.root / spec.split_file)
         else:
             ids = ids_from_pattern(self.root, spec.label_pattern)
         if not ids:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..model import min_max
-from .datasets import DatasetSpec, load_rgb
+from .datasets import DatasetSpec, check_id, load_rgb
 from .metrics import point_counts
 
 _REQUIRED = ("ImageId", "X", "Y", "Label", "EstimatedYesNo")
@@ -102,6 +102,8 @@ class PointsDataset:
         self.mids = mids
         self.classes = tuple((names.get(m, m),) for m in mids)  # one query per class: its display name
         image_ids = sorted(image_index)
+        for image_id in image_ids:
+            check_id(image_id, str(csv_path))
         order_of = np.empty(len(image_ids), dtype=np.int64)
         for new, image_id in enumerate(image_ids):
             order_of[image_index[image_id]] = new

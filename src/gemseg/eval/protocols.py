@@ -1,14 +1,15 @@
 """Evaluation protocols: every setting that changes a benchmark number, as named presets that can be
 printed in full and overridden one setting at a time.
 
-Resolution order: the preset's settings, then the dataset's own values for that preset (the
-``presets`` key of its metadata, e.g. SCLIP's logit scale 65 on VOC21), then explicit overrides.
-Where each preset's values come from: :data:`PRESET_NOTES` and docs/evaluation.md; the tables they
-reproduce: :data:`PRESET_INFO` and docs/reproduce.md.
+Resolution order: :class:`Protocol`'s defaults, the preset's settings, the preset's values for the dataset
+(e.g. SCLIP's logit scale 65 on VOC21), a custom dataset's own ``presets`` metadata, then explicit overrides.
+Each preset is one :class:`~gemseg.eval.preset.Preset` record (:mod:`gemseg.eval.presets`) holding its
+settings, per-dataset values and published numbers, each with its source; :func:`describe` prints them.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,6 +19,8 @@ from ..segment import LabelRule
 from ..segmenter import INTERPOLATIONS, MODES, InputRule
 from ..transforms import RESIZES
 from .datasets import DatasetSpec, read_class_file, read_templates
+from .preset import Preset
+from .presets import BUILTIN
 
 VOCABULARIES = ("names", "synonyms")
 POINT_NORMALIZATIONS = ("minmax", "none")
@@ -52,10 +55,12 @@ class Protocol:
     #                                      foreground pixels are dropped (SCLIP's area_thd)
     pamr_steps: int = 0  # PAMR refinement iterations on the scores (0: off)
     pamr_dilations: tuple[int, ...] = (8, 16)  # PAMR neighbourhood dilations, in pixels
+    mask_refine: bool = False  # CorrCLIP's map correction (refiner "masks") after the scores; needs --masks
     point_threshold: float = 0.5  # point labels: a point is predicted positive where the normalized score >= this
     point_normalize: str = "minmax"  # point labels: "minmax" per image and class, or "none" (raw cosine)
     pos_embed: str = "bicubic-aa"  # position-embedding resampling of the model (POS_EMBED_MODES): gem-torch's
-    #                                antialiased bicubic by size; "bicubic-scale" SCLIP's family; "bilinear"
+    #                                antialiased bicubic by size; "bicubic-scale" SCLIP's family; "bicubic"
+    #                                MaskCLIP's; "bilinear" CLIP Surgery's
     point_classes: str = "present"  # point labels: the classes scored in an image, those with a "yes" point
     #                                 ("present") or with any yes/no point ("annotated"); docs/evaluation.md
 
@@ -159,7 +164,8 @@ def segmenter_settings(spec: DatasetSpec, protocol: Protocol, *, classes: Sequen
                        active: Sequence[int] | None = None, crop_batch: int = 8) -> dict[str, Any]:
     """The keyword arguments of :class:`gemseg.Segmenter` under ``protocol`` on ``spec`` (plus its
     ``pos_embed``): the queries of each class (:func:`class_queries`, or ``classes``), only those of the
-    ``active`` classes if given; the label rule; the input rule; PAMR as the ``"pamr"`` refiner."""
+    ``active`` classes if given; the label rule; the input rule; PAMR as the ``"pamr"`` refiner, then the
+    map correction as the ``"masks"`` refiner."""
     per_class = class_queries(spec, protocol) if classes is None else [tuple(c) for c in classes]
     keep = set(range(len(per_class))) if active is None else set(active)
     queries, owner = [], []
@@ -180,144 +186,48 @@ def segmenter_settings(spec: DatasetSpec, protocol: Protocol, *, classes: Sequen
                             interpolation=p.interpolation, mode=p.mode, crop=p.crop, stride=p.stride,
                             crop_batch=crop_batch),
         "templates": read_templates(p.templates),
-        "refine": [("pamr", {"steps": p.pamr_steps, "dilations": p.pamr_dilations})] if p.pamr_steps else [],
+        "refine": ([("pamr", {"steps": p.pamr_steps, "dilations": p.pamr_dilations})] if p.pamr_steps else [])
+        + (["masks"] if p.mask_refine else []),
         "pos_embed": p.pos_embed,
     }
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Protocol)}
-_SLIDE_FAMILY = {"resize": "short_side", "max_long_side": 2048, "interpolation": "bilinear-cv2", "mode": "slide",
-                 "templates": "imagenet80", "vocabulary": "synonyms", "background_query": True,
-                 "prob_threshold": None, "area_threshold": None, "pos_embed": "bicubic-scale"}
+_SETTINGS = frozenset(_DEFAULTS) - {"preset"}
 
-# Each preset lists every setting, so that printing it shows the whole protocol. Per-dataset values live
-# in each dataset's metadata (``presets``), with their sources; PRESET_NOTES says where each value is from.
-PRESETS: dict[str, dict[str, Any]] = {
-    # GEM (Bousselham et al., CVPR 2024; github.com/WalBouss/GEM): 448x448 bicubic, one pass, one template,
-    # one query per foreground class; background where the top probability is below a threshold.
-    "gem": {**_DEFAULTS, "preset": "gem", "resize": "fixed", "size": 448, "interpolation": "bicubic",
-            "mode": "whole", "templates": "single", "vocabulary": "names", "background_query": False,
-            "logit_scale": 100.0, "prob_threshold": None, "area_threshold": None, "pamr_steps": 0,
-            "point_threshold": 0.5, "point_normalize": "minmax", "pos_embed": "bicubic-aa"},
-    # SCLIP (Wang et al., ECCV 2024; github.com/wangf3014/SCLIP configs/): short side 336 (mmseg Resize
-    # scale=(2048, 336)), 224 crops with stride 112, 80 templates, synonym files, logit scale 40.
-    "sclip": {**_DEFAULTS, **_SLIDE_FAMILY, "preset": "sclip", "size": 336, "crop": 224, "stride": 112,
-              "logit_scale": 40.0, "pamr_steps": 0},
-    # ClearCLIP (Lan et al., ECCV 2024; github.com/mc-lan/ClearCLIP configs/, clearclip_segmentor.py):
-    # short side 448, 448 crops with stride 224, logit scale 50.
-    "clearclip": {**_DEFAULTS, **_SLIDE_FAMILY, "preset": "clearclip", "size": 448, "crop": 448, "stride": 224,
-                  "logit_scale": 50.0, "pamr_steps": 0},
-    # NACLIP (Hajimiri et al., WACV 2025; github.com/sinahmr/NACLIP configs/, naclip.py): short side 336,
-    # 224 crops with stride 112, logit scale 40, PAMR 10 steps with dilations 8, 16 (main table).
-    "naclip": {**_DEFAULTS, **_SLIDE_FAMILY, "preset": "naclip", "size": 336, "crop": 224, "stride": 112,
-               "logit_scale": 40.0, "pamr_steps": 10, "pamr_dilations": (8, 16)},
-    # ProxyCLIP (Lan et al., ECCV 2024; github.com/mc-lan/ProxyCLIP): proxyclip_segmentor.py defaults
-    # slide_crop=336, slide_stride=112, logit_scale=40, prob_thd=0.0 (= no threshold) and the 80 ImageNet
-    # templates (openai_imagenet_template); configs/cfg_*.py: mmseg Resize scale=(2048, 336), keep_ratio.
-    # Per-dataset values: PRESET_DATASETS below. Use it with --method proxyclip.
-    "proxyclip": {**_DEFAULTS, **_SLIDE_FAMILY, "preset": "proxyclip", "size": 336, "crop": 336, "stride": 112,
-                  "logit_scale": 40.0, "pamr_steps": 0},
-}
+# name -> record; the built-in ones are registered below, one block each in gemseg/eval/presets.py
+PRESETS: dict[str, Preset] = {}
 
-_OURS = "our choice"
-_SCLIP_CFG = "SCLIP configs/cfg_*.py (as recorded earlier in gemseg; not re-read for the new presets)"
-_CLEAR_CFG = "ClearCLIP configs/cfg_*.py Resize(scale=(2048, 448))"
-_NA_CFG = "NACLIP configs/cfg_*.py Resize(scale=(2048, 336))"
-_SLIDE_NOTES = {"max_long_side": "mmseg Resize scale=(2048, size)", "interpolation": "mmseg Resize (cv2 bilinear)",
-                "templates": "prompts/imagenet_template.py (80)",
-                "background_query": "the background line of configs/cls_*.txt",
-                "pos_embed": "clip/model.py interpolate_pos_encoding, scale_factor (g + 0.1) / g0"}
-# where each preset's own value of a setting comes from (settings they do not use are left out)
-PRESET_NOTES: dict[str, dict[str, str]] = {
-    "gem": {"resize": "GEM gem/gem.py get_gem_img_transform: Resize((448, 448), BICUBIC)", "size": "gem/gem.py get_gem_img_transform",
-            "interpolation": "gem/gem.py get_gem_img_transform", "mode": "GEM README (one forward pass per image)", "templates": "gem-torch's prompt 'a photo of a {}.' (as recorded earlier in gemseg)",
-            "vocabulary": "GEM README (foreground class names)",
-            "background_query": "GEM README: no background prompt, threshold rule",
-            "logit_scale": f"{_OURS} (CLIP's learned scale 100; GEM's README softmaxes min-max maps)",
-            "prob_threshold": f"{_OURS} per dataset (README: chosen by a sweep; its 0.85 is for min-max maps)",
-            "area_threshold": _OURS, "pamr_steps": _OURS, "point_threshold": _OURS, "point_normalize": _OURS,
-            "pos_embed": "gem-torch (open_clip resize, bicubic antialiased)"},
-    "sclip": {**_SLIDE_NOTES, "vocabulary": "SCLIP configs/cls_*.txt (the *_sclip.txt synonym files)",
-              "resize": _SCLIP_CFG, "size": _SCLIP_CFG, "mode": _SCLIP_CFG,
-              "crop": _SCLIP_CFG, "stride": _SCLIP_CFG, "logit_scale": _SCLIP_CFG, "prob_threshold": _SCLIP_CFG,
-              "area_threshold": _SCLIP_CFG, "pamr_steps": "SCLIP main table: no PAMR"},
-    "clearclip": {**_SLIDE_NOTES, "vocabulary": "SCLIP's synonym files, assumed (ClearCLIP's cls_*.txt read for "
-                                                "VOC21 only, see the dataset's value)",
-                  "resize": _CLEAR_CFG, "size": _CLEAR_CFG,
-                  "mode": "clearclip_segmentor.py slide_crop=448",
-                  "crop": "clearclip_segmentor.py slide_crop=448",
-                  "stride": "clearclip_segmentor.py slide_stride=224",
-                  "logit_scale": "clearclip_segmentor.py logit_scale=50",
-                  "prob_threshold": "configs/cfg_*.py prob_thd (default 0.0)",
-                  "area_threshold": "ClearCLIP has no area rule", "pamr_steps": "ClearCLIP has no PAMR",
-                  "pos_embed": "open_clip/transformer.py interpolate_pos_encoding, scale_factor (g + 0.1) / g0"},
-    "naclip": {**_SLIDE_NOTES, "vocabulary": "SCLIP's synonym files, assumed (NACLIP's README: dataset configs "
-                                             "follow SCLIP; its cls_*.txt not read)",
-               "resize": _NA_CFG, "size": _NA_CFG, "mode": "naclip.py slide_crop=224",
-               "crop": "naclip.py slide_crop=224", "stride": "naclip.py slide_stride=112", "logit_scale": "naclip.py logit_scale=40",
-               "prob_threshold": "configs/cfg_*.py prob_thd (default 0.0)",
-               "area_threshold": "NACLIP has no area rule",
-               "pamr_steps": "naclip.py pamr_steps=10; README main results: test_all.sh ... pamr on",
-               "pamr_dilations": "naclip.py pamr_stride=(8, 16)"},
-    "proxyclip": {**_SLIDE_NOTES, "vocabulary": "SCLIP's synonym files, assumed (ProxyCLIP's cls_*.txt not read)",
-                  "resize": "ProxyCLIP configs/cfg_*.py Resize(scale=(2048, 336))", "size": "configs/cfg_*.py",
-                  "mode": "proxyclip_segmentor.py slide_crop=336", "crop": "proxyclip_segmentor.py slide_crop=336",
-                  "stride": "proxyclip_segmentor.py slide_stride=112",
-                  "logit_scale": "proxyclip_segmentor.py logit_scale=40",
-                  "prob_threshold": "proxyclip_segmentor.py prob_thd=0.0 (per dataset: PRESET_DATASETS)",
-                  "area_threshold": "ProxyCLIP has no area rule", "pamr_steps": "ProxyCLIP has no PAMR",
-                  "pos_embed": "assumed as ClearCLIP's (same authors' open_clip fork); not re-read"},
-}
 
-_EIGHT = ("voc21", "context60", "coco_object", "voc20", "cityscapes", "context59", "ade20k", "coco_stuff")
-# The table each preset reproduces: paper, model, method, datasets, published mIoU with its source
-# (None: not verified in the sources read for gemseg; fill in from the paper and cite it).
-PRESET_INFO: dict[str, dict[str, Any]] = {
-    "gem": {"paper": "GEM, Bousselham et al., CVPR 2024 (arXiv 2312.00878)", "method": "gem",
-            "model": "ViT-B/16", "pretrained": "openai", "datasets": ("voc21", "context60", "coco_object",
-                                                                      "voc20", "context59", "ade20k",
-                                                                      "openimages_v7"),
-            "source": "github.com/WalBouss/GEM (README, gem/gem.py)", "published": {}, "published_from": None},
-    "sclip": {"paper": "SCLIP, Wang et al., ECCV 2024 (arXiv 2312.01597)", "method": "sclip",
-              "model": "ViT-B/16", "pretrained": "openai", "datasets": _EIGHT,
-              "source": "github.com/wangf3014/SCLIP configs/",
-              "published": {"voc21": 59.63, "context60": 31.74, "coco_object": 33.52, "voc20": 81.54,
-                            "cityscapes": 32.34, "context59": 34.46, "ade20k": 16.45, "coco_stuff": 22.77},
-              "published_from": "SCLIP README, 'Results' (the repository's default setup)"},
-    "clearclip": {"paper": "ClearCLIP, Lan et al., ECCV 2024 (arXiv 2407.12442)", "method": "clearclip",
-                  "model": "ViT-B/16", "pretrained": "openai", "datasets": _EIGHT,
-                  "source": "github.com/mc-lan/ClearCLIP configs/, clearclip_segmentor.py", "published": {},
-                  "published_from": None},
-    "naclip": {"paper": "NACLIP, Hajimiri et al., WACV 2025 (arXiv 2404.08181)", "method": "naclip",
-               "model": "ViT-B/16", "pretrained": "openai", "datasets": _EIGHT,
-               "source": "github.com/sinahmr/NACLIP configs/, naclip.py",
-               "published": {"voc21": 64.07, "context60": 34.99, "coco_object": 36.19, "voc20": 83.03,
-                             "cityscapes": 38.27, "context59": 38.35, "ade20k": 19.05, "coco_stuff": 25.69},
-               "published_from": "NACLIP README, 'Results' (default setup, PAMR on)"},
-    "proxyclip": {"paper": "ProxyCLIP, Lan et al., ECCV 2024 (arXiv 2408.04883)", "method": "proxyclip",
-                  "model": "ViT-B/16", "pretrained": "openai", "datasets": _EIGHT,
-                  "source": "github.com/mc-lan/ProxyCLIP configs/, proxyclip_segmentor.py", "published": {},
-                  "published_from": None},
-}
+def register_preset(preset: Preset) -> Preset:
+    """Add ``preset`` to :data:`PRESETS` (``--preset NAME``) after checking that its settings and its
+    per-dataset values are valid :class:`Protocol` settings; returns it."""
+    if preset.name in PRESETS:
+        raise ValueError(f"a preset named {preset.name!r} exists already")
+    for where, values in (("settings", preset.values()),
+                          *((f"per_dataset[{d!r}]", preset.dataset_values(d)) for d in preset.per_dataset)):
+        unknown = sorted(set(values) - _SETTINGS)
+        if unknown:
+            raise ValueError(f"preset {preset.name}: unknown protocol settings {unknown} in {where}")
+    for dataset in (None, *preset.per_dataset):
+        Protocol(**{**_DEFAULTS, **preset.values(), **(preset.dataset_values(dataset) if dataset else {})})
+    PRESETS[preset.name] = preset
+    return preset
 
-# --- per-dataset values of presets whose source is not the dataset metadata --------------------------------
-# ProxyCLIP configs/cfg_<dataset>.py (commit 05c3c18): VOC21 prob_thd=0.2, Context60 prob_thd=0.15,
-# COCO-Object prob_thd=0.25 (all short side 336); ADE20K short side 448; Cityscapes short side 448 with
-# slide_crop=224, slide_stride=112; COCO-Stuff short side 336. VOC20 and Context59 have no config in the
-# repository: the preset's values apply.
-PRESET_DATASETS: dict[str, dict[str, dict[str, Any]]] = {
-    "proxyclip": {
-        "voc21": {"prob_threshold": 0.2},
-        "context60": {"prob_threshold": 0.15},
-        "coco_object": {"prob_threshold": 0.25},
-        "ade20k": {"size": 448},
-        "cityscapes": {"size": 448, "crop": 224, "stride": 112},
-    },
-}
+
+for _preset in BUILTIN:
+    register_preset(_preset)
 
 
 def list_presets() -> list[str]:
     return sorted(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    """The record of preset ``name`` (settings, per-dataset values, published numbers, sources)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(list_presets())}")
+    return PRESETS[name]
 
 
 def resolve_protocol(preset: str = "gem", spec: DatasetSpec | None = None,
@@ -326,59 +236,74 @@ def resolve_protocol(preset: str = "gem", spec: DatasetSpec | None = None,
 
     Args:
         preset: a name from :data:`PRESETS`.
-        spec: the dataset; its ``presets[preset]`` values apply on top of the preset.
+        spec: the dataset; the preset's values for it (and a custom dataset's ``presets[preset]``
+            metadata) apply on top of the preset.
         overrides: explicit settings (a key given with ``None`` sets ``None``, e.g. no threshold).
     Returns:
         ``(protocol, source)`` with ``source[setting]`` one of ``"preset <name>"``,
-        ``"dataset <name>"``, ``"override"``.
+        ``"dataset <name>"``, ``"override"`` (:func:`describe` adds each value's citation).
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(list_presets())}")
-    values = dict(PRESETS[preset])
+    record = get_preset(preset)
+    values = {**_DEFAULTS, **record.values(), "preset": preset}
     source = {k: f"preset {preset}" for k in values}
-    layers = [({**PRESET_DATASETS.get(preset, {}).get(spec.name, {}), **spec.presets.get(preset, {})},
-                f"dataset {spec.name}")] if spec is not None else []
+    layers = [({**record.dataset_values(spec.name), **spec.presets.get(preset, {})},
+               f"dataset {spec.name}")] if spec is not None else []
     layers.append((overrides, "override"))
     for layer, origin in layers:
-        unknown = sorted(set(layer) - set(values) - {"preset"})
+        unknown = sorted(set(layer) - _SETTINGS)
         if unknown:
-            raise ValueError(f"unknown protocol settings {unknown} ({origin}); valid: {sorted(values)}")
+            raise ValueError(f"unknown protocol settings {unknown} ({origin}); valid: {sorted(_SETTINGS)}")
         for key, value in layer.items():
             values[key] = tuple(value) if isinstance(value, list) else value
             source[key] = origin
     return Protocol(**values), source
 
 
+def _citation(preset: Preset | None, key: str, origin: str) -> str:
+    """``origin`` ("preset X", "dataset Y", "override") with the cited source of the value."""
+    if preset is None or origin == "override":
+        return origin
+    if origin.startswith("dataset "):
+        dataset = origin[len("dataset "):]
+        cited = preset.per_dataset.get(dataset, {}).get(key)
+        return f"{origin}: {cited.source}" if cited else f"{origin}: the dataset's metadata (presets)"
+    cited = preset.settings.get(key)
+    return f"{origin}: {cited.source}" if cited else f"{origin}: gemseg's default (not a setting of this protocol)"
+
+
 def describe(protocol: Protocol, source: dict[str, str] | None = None) -> str:
-    """Every setting of ``protocol``, one per line, with where it came from (for a preset's own value,
-    also the repository file or "our choice", from :data:`PRESET_NOTES`)."""
+    """Every setting of ``protocol``, one per line, with where it came from and, for a preset's value,
+    its citation (``owner/repo@commit:file:line``, a paper table, or "our choice")."""
     lines = []
-    notes = PRESET_NOTES.get(protocol.preset, {})
+    preset = PRESETS.get(protocol.preset)
     for key, value in protocol.to_dict().items():
         text = f"{key:<20} {value!r}" if value is None or isinstance(value, str) else f"{key:<20} {value}"
         if source and key in source and key != "preset":
-            origin = source[key]
-            if origin == f"preset {protocol.preset}" and key in notes:
-                origin = f"{origin}: {notes[key]}"
-            text = f"{text:<44} # {origin}"
+            text = f"{text:<44} # {_citation(preset, key, source[key])}"
         lines.append(text)
     return "\n".join(lines)
 
 
+def _published_cell(preset: Preset, dataset: str) -> str:
+    number = preset.published_for(dataset)
+    if number is None:
+        return dataset
+    return f"{dataset} ({number.miou:.2f}{'*' if number.second_hand else ''})"
+
+
 def preset_table() -> str:
-    """Every preset, the paper table it reproduces, its model and method, the datasets it covers and
-    its sources, one block per preset (``gemseg eval --list-presets``)."""
+    """Every preset, the paper table it reproduces, its model, method and proxy, the datasets it covers
+    with the published number (``*``: second-hand) and where the numbers come from, one block per
+    preset (``gemseg eval --list-presets``)."""
     blocks = []
     for name in list_presets():
-        info = PRESET_INFO.get(name)
-        if info is None:
-            blocks.append(f"{name}\n  (no reproduction table recorded)")
-            continue
-        covered = ", ".join(f"{d} ({info['published'][d]:.2f})" if d in info["published"] else d
-                            for d in info["datasets"])
-        blocks.append(f"{name:<10} {info['paper']}\n"
-                      f"  model      --model {info['model']} --pretrained {info['pretrained']} --method {info['method']}\n"
-                      f"  datasets   {covered}\n"
-                      f"  published  {info['published_from'] or 'not recorded (see docs/reproduce.md)'}\n"
-                      f"  settings   {info['source']}")
+        p = PRESETS[name]
+        flags = f"--model {p.model} --pretrained {p.pretrained} --method {p.method}"
+        flags += f" --proxy {p.proxy.value}" if p.proxy is not None else ""
+        sources = sorted({re.sub(r"(\.md):\d+", r"\1", n.source) for n in p.published})  # one line per file
+        blocks.append("\n".join([
+            f"{name:<10} {p.paper}", f"  model      {flags}",
+            f"  datasets   {', '.join(_published_cell(p, d) for d in p.datasets)}",
+            *(f"  published  {s}" for s in sources or ["none recorded (docs/reproduce.md)"]),
+            f"  settings   `gemseg eval --show-preset {name}` (each value with its source)"]))
     return "\n".join(blocks)

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import torch
 
+from ..files import read_json
+
 RESULT_VERSION = 1
 
 
@@ -141,7 +143,7 @@ def write_reports(out_dir: str | os.PathLike, result: dict) -> tuple[Path, Path]
 
 
 def load_result(path: str | os.PathLike) -> dict:
-    result = json.loads(Path(path).read_text())
+    result = read_json(path, "result file")
     if not isinstance(result, dict) or "metrics" not in result or "dataset" not in result:
         raise ValueError(f"{path} is not a gemseg evaluation result")
     return result

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from .counting import DenseCounter, PointsCounter
 from .datasets import DatasetSpec, DenseDataset
 from .distributed import Dist
+from .loading import load_items
 from .pointwise import PointsDataset
 from .protocols import Protocol
 from .report import RESULT_VERSION, device_description, model_description, software_versions, write_reports
@@ -32,21 +32,6 @@ def open_dataset(spec: DatasetSpec, root: str | os.PathLike, *, limit: int | Non
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     return (DenseDataset if spec.type == "dense" else PointsDataset)(spec, root, limit=limit)
-
-
-class _Items(Dataset):
-    def __init__(self, dataset, ids):
-        self.dataset, self.ids = dataset, ids
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        return (self.ids[i], *self.dataset.load(self.ids[i]))
-
-
-def _identity(item):
-    return item
 
 
 def _digest(obj) -> str:
@@ -106,23 +91,25 @@ def count_images(counter, dataset, ids: Sequence[str], settings: dict, *, out_di
     todo = [i for i in ids if i not in done]
     shard = dist.shard(todo)
     writer = state.writer(session, dist.rank)
-    loader = DataLoader(_Items(dataset, shard), batch_size=None, collate_fn=_identity, num_workers=num_workers)
     bar = None
     if progress and dist.is_main and shard:
         from tqdm import tqdm
 
         bar = tqdm(total=len(shard), unit="img", desc=f"{desc} rank 0/{dist.world_size}", dynamic_ncols=True)
     start = time.perf_counter()
+    items = load_items(dataset, shard, num_workers=num_workers)
     from ..masks import MaskError
 
     failed: list[tuple[str, str]] = []
     try:
-        for image_id, image, target in loader:
+        for image_id, image, target in items:
             try:
                 counts = counter.count(image_id, image, target)
             except MaskError as e:  # one image's masks are missing or bad: skip it, say so, keep going
                 failed.append((image_id, str(e)))
                 warnings.warn(f"{image_id}: skipped: {e}", stacklevel=2)
+                if bar is not None:
+                    bar.update(1)
                 continue
             writer.add(image_id, counts)
             if writer.unsaved >= save_every:
@@ -132,6 +119,7 @@ def count_images(counter, dataset, ids: Sequence[str], settings: dict, *, out_di
             if on_image is not None:
                 on_image(image_id)
     finally:
+        items.close()  # the loading workers stop here, however the loop ended (error, Ctrl-C, SIGTERM)
         writer.save()  # an interrupted session keeps every image it finished
         if bar is not None:
             bar.close()

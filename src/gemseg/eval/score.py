@@ -51,7 +51,7 @@ def score_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, spec: 
     cm = torch.zeros(spec.num_classes, spec.num_classes, dtype=torch.long)
     for i in ids:
         gt = spec.decode_label(load_raw_label(gt_dir / f"{i}{suffix}"), where=str(gt_dir / f"{i}{suffix}"))
-        pred = load_raw_label(pred_dir / f"{i}.png")
+        pred = load_raw_label(pred_dir / f"{i}.png", "prediction")
         if pred.shape != gt.shape:
             raise ValueError(f"{i}: prediction {pred.shape} and ground truth {gt.shape} sizes differ")
         cm += confusion_matrix(torch.from_numpy(pred.astype("int64")), torch.from_numpy(gt), spec.num_classes,

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from ..files import read_json
+
 _PART = re.compile(r"part-g(\d+)-r(\d+)\.pt\Z")
 
 
@@ -63,7 +65,10 @@ class RunState:
         settings = _normalized(settings)
         run_file = self.dir / "run.json"
         if run_file.exists():
-            previous = json.loads(run_file.read_text())
+            try:
+                previous = read_json(run_file, "run state")
+            except (OSError, ValueError) as e:
+                raise StateError(f"{e}; pass --restart to discard the state, or choose another --out") from e
             if previous != settings:
                 changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
                 raise StateError(f"{self.dir.parent} holds an evaluation with other settings ({', '.join(changed)} "
@@ -80,7 +85,7 @@ class RunState:
             if not m:
                 continue
             last = max(last, int(m.group(1)))
-            part = torch.load(path, weights_only=True)
+            part = _read_part(path)
             overlap = done.intersection(part["ids"])
             if overlap:
                 raise StateError(f"{path} repeats {len(overlap)} finished images; the state is inconsistent, "
@@ -92,6 +97,23 @@ class RunState:
 
     def writer(self, session: int, rank: int) -> "PartWriter":
         return PartWriter(self.dir / f"part-g{session:03d}-r{rank:03d}.pt")
+
+
+def _read_part(path: Path) -> dict:
+    """A part file's ``{"ids": [str], "counts": {str: tensor}}``; anything else (truncated, not a torch
+    file, a pickle that needs code to run, other content) raises :class:`StateError` naming the file."""
+    fix = "; pass --restart to discard the run state"
+    try:
+        part = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file; none of them is a bug of ours
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise StateError(f"run state file {path} cannot be read ({reason}){fix}") from e
+    ok = isinstance(part, dict) and isinstance(part.get("ids"), list) and isinstance(part.get("counts"), dict) \
+        and all(isinstance(i, str) for i in part["ids"]) \
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in part["counts"].items())
+    if not ok:
+        raise StateError(f"run state file {path} does not hold image ids and counts{fix}")
+    return part
 
 
 class PartWriter:

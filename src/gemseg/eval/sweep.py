@@ -42,8 +42,6 @@ def parse_sweep(items: Sequence[str]) -> dict[str, list]:
     Raises:
         ValueError: bad syntax, a repeated setting or value, or a setting that needs another model pass.
     """
-    from .protocols import PRESETS
-
     grid: dict[str, list] = {}
     for item in items:
         name, sep, text = item.partition("=")
@@ -52,7 +50,9 @@ def parse_sweep(items: Sequence[str]) -> dict[str, list]:
             raise ValueError(f"--sweep {item!r}: write SETTING=VALUES, e.g. prob_threshold=0:0.95:0.05 or "
                              "logit_scale=40,50,65")
         if name not in SWEEPABLE:
-            if name in PRESETS["gem"] or name in ("method", "depth", "iterations", "temperature", "projections"):
+            model_pass = {f.name for f in dataclasses.fields(Protocol)} | {"method", "depth", "iterations", "temperature",
+                                                                            "projections"}
+            if name in model_pass:
                 raise ValueError(f"--sweep {name}: {name} changes the model pass, so it cannot be swept from one "
                                  f"pass (only {', '.join(SWEEPABLE)} can); use `gemseg ablate` instead")
             raise ValueError(f"--sweep {name}: unknown setting; the sweepable settings are {', '.join(SWEEPABLE)}")
