@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import gemseg
 from gemseg.backbones import list_models, resolve_backend
 from gemseg.config import GEMConfig
-from gemseg.methods import METHODS
+from gemseg.methods import METHODS, get_method
 
 from conftest import HAS_SENTENCEPIECE, HAS_TRANSFORMERS, sentencepiece_tokenizer, write_tiny_blip, write_tiny_siglip
 
@@ -192,6 +192,12 @@ def test_siglip_with_its_sentencepiece_tokenizer(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # every method on every extra backbone
 # ---------------------------------------------------------------------------------------------
+# layer indices that a 4-block model has (the defaults are ViT-B/16's); SFP's SOM needs a class token
+TINY_SETTINGS = {"sc-clip": dict(pre_adjust=1, post_adjust=0, multi_start=0, multi_end=2, res_cls=0.3, lof_neighbors=5),
+                 "sfp": dict(cross_start=0, cross_end=3, ref_layer=2, aux_layer=0, outliers="l2"),
+                 **{f"{b}+resclip": dict(rcs_layers=(1, 2)) for b in ("sclip", "clearclip", "naclip", "clip")}}
+
+
 @pytest.mark.parametrize("kind", ["blip", "blipmodel", "siglip", "siglip2"])
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_runs_on_blip_and_siglip(tiny_extra, kind, method):
@@ -199,9 +205,11 @@ def test_every_method_runs_on_blip_and_siglip(tiny_extra, kind, method):
     from gemseg.methods import ProxyAttention
 
     proxy = ProxyAttention(tiny_vfm("dino")) if method == "proxyclip" else None  # dino patch 8: the same grid
-    model = gemseg.GEMModel(_load(tiny_extra[kind]).backbone, config=CFG, method=method, proxy=proxy)
+    model = gemseg.GEMModel(_load(tiny_extra[kind]).backbone, config=CFG, method=method, proxy=proxy,
+                            method_settings=TINY_SETTINGS.get(method))
     images = torch.randn(2, 3, 37, 45)  # padded to 40x48: a 5x6 grid
-    feats = model.encode_image(images)
+    text = model.encode_text(["a cat", "the sky"]) if "text" in get_method(method).needs else None  # ResCLIP
+    feats = model.encode_image(images, text=text)
     assert feats.shape == (2, model.backbone.embed_dim, 5, 6) and torch.isfinite(feats).all()
     sims = model.heatmaps(images, ["a cat", "the sky"])
     assert sims.shape == (2, 2, 37, 45) and torch.isfinite(sims).all()

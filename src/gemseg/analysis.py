@@ -283,7 +283,8 @@ def method_analysis(model, images: torch.Tensor, masks, text, *, methods: Sequen
     out = []
     clip_only = [m for m in list_methods() if "proxy" not in get_method(m).needs]  # same patch grid
     for name in methods if methods is not None else clip_only:
-        feats = model.variant(method=name).encode_image(images)
+        view = model.variant(method=name)
+        feats = view.encode_image(images, text=text if "text" in get_method(name).needs else None)  # ResCLIP: SFR
         out.append(Record((("method", name),), token_grouping(feats, labels, ignore_index=ignore_index),
                           vl_alignment(feats, labels, text, ignore_index=ignore_index)))
     return out

@@ -20,8 +20,8 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
                  temperature: float | None = _GEM.temperature, projections: Sequence[str] = _GEM.projections,
                  l2_normalize: bool = _GEM.l2_normalize, gem_mlp: bool = _GEM.gem_mlp,
                  method: str = "gem", pos_embed: str = "bicubic-aa", proxy=None,
-                 proxy_weights: str = "pretrained", proxy_settings=None, masks=None, mask_settings=None,
-                 mask_cache: str | None = None) -> GEMModel:
+                 proxy_weights: str = "pretrained", proxy_settings=None, method_settings=None, masks=None,
+                 mask_settings=None, mask_cache: str | None = None) -> GEMModel:
     """Build a GEM model.
 
     Args:
@@ -42,7 +42,8 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
         depth, iterations, temperature, projections, l2_normalize, gem_mlp: GEM settings, see
             :class:`gemseg.GEMConfig`.
         method: the dense method: ``"gem"`` (default), ``"clip"``, ``"maskclip"``, ``"maskclip-vproj"``, ``"vv"``,
-            ``"sclip"``, ``"clearclip"``, ``"naclip"``, ``"proxyclip"`` or one added with
+            ``"sclip"``, ``"clearclip"``, ``"naclip"``, ``"proxyclip"``, ``"sc-clip"``, ``"sfp"``, a base with a
+            plug-in (``"naclip+resclip"``, also on ``sclip``, ``clearclip``, ``clip``) or one added with
             :func:`gemseg.register_method` (docs/methods.md).
         pos_embed: how position embeddings are resampled to other grids: ``"bicubic-aa"`` (default,
             gem-torch), ``"bicubic-scale"`` (SCLIP/ClearCLIP/NACLIP), ``"bicubic"`` (MaskCLIP) or ``"bilinear"``
@@ -54,6 +55,10 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
         proxy_weights: its weights: ``"pretrained"`` (hub/cache), ``"random"`` or a checkpoint file.
         proxy_settings: :class:`gemseg.methods.ProxyCLIPConfig` or, for ``corrclip``,
             :class:`gemseg.methods.CorrCLIPConfig` (default: the official settings).
+        method_settings: the method's own settings, for methods that have them: a
+            :class:`gemseg.methods.SCCLIPConfig` (``sc-clip``), :class:`~gemseg.methods.SFPConfig` (``sfp``),
+            :class:`~gemseg.methods.ResCLIPConfig` (``<base>+resclip``) or a dict of its fields
+            (default: the official values).
         masks: where class-agnostic masks come from, for ``method="corrclip"`` and the ``"masks"`` refiner: a
             SAM / SAM 2 name (``"sam2-hiera-l"``, ``gemseg models --backend masks``), hub id or folder, a
             folder of mask files (``"files:FOLDER"``), or a source from :func:`gemseg.masks.create_mask_source`.
@@ -74,7 +79,8 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
     elif mask_settings is not None or mask_cache is not None:
         raise ValueError("mask_settings and mask_cache apply to masks given by name; pass masks='sam2-hiera-l'")
     return GEMModel(backbone, config=config, precision=precision, method=method, pos_embed=pos_embed,
-                    proxy=_proxy(method, proxy, proxy_weights, proxy_settings, device, cache_dir), masks=masks)
+                    proxy=_proxy(method, proxy, proxy_weights, proxy_settings, device, cache_dir),
+                    method_settings=method_settings, masks=masks)
 
 
 def _proxy(method, proxy, weights, settings, device, cache_dir):

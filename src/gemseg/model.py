@@ -16,7 +16,7 @@ from .backbones.base import Backbone, check_pos_embed_mode
 from .config import GEMConfig
 from .methods import get_method
 from .postprocess import DEFAULT_REDUCTION
-from .refiners import RefineSpec
+from .refiners import RefineSpec, get_refiner
 from .segment import DEFAULT_LOGIT_SCALE, Segmentation, clean_prompts
 from .segmenter import Segmenter
 from .templates import check_template, fill
@@ -39,7 +39,7 @@ class GEMModel(nn.Module):
 
     def __init__(self, backbone: Backbone, *, config: GEMConfig | None = None, precision: str = "fp32",
                  method: str = "gem", pos_embed: str = "bicubic-aa", proxy: nn.Module | None = None,
-                 masks=None):
+                 method_settings=None, masks=None):
         super().__init__()
         # a gemseg.masks source (image -> MaskSet) for the methods and refiners that need masks, or None
         self.mask_source = masks
@@ -53,6 +53,9 @@ class GEMModel(nn.Module):
             raise ValueError(f"method {method!r} " + ("needs a proxy VFM: create_model(..., proxy='dino-b8')"
                              if proxy is None else "takes no proxy; use method='proxyclip' or drop proxy"))
         self.proxy = proxy.eval() if proxy is not None else None
+        self.method_settings = _method_settings(self._tokens, method, method_settings)  # None: the method has none
+        if self.method_settings is not None and hasattr(self.method_settings, "check"):
+            self.method_settings.check(len(backbone.blocks))  # layer indices must fit: refused here, not per image
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.backbone = backbone.eval()
@@ -77,13 +80,16 @@ class GEMModel(nn.Module):
         return self.patch_size if self.proxy is None else self.proxy.pad_multiple(self.patch_size)
 
     def variant(self, *, method: str | None = None, pos_embed: str | None = None, proxy=None,
-                precision: str | None = None, **gem_settings) -> "GEMModel":
+                precision: str | None = None, method_settings=None, **gem_settings) -> "GEMModel":
         """A model sharing these weights with some settings changed: another ``method``, position-embedding
         mode (``"bicubic-aa"``, ``"bicubic-scale"``, ``"bicubic"`` or ``"bilinear"``, see
         :func:`~gemseg.backbones.base.resample_pos_embed`), ``precision`` or GEM settings
         (:class:`~gemseg.GEMConfig` fields, e.g. ``depth=4``). A method that needs a proxy keeps this
         model's unless ``proxy`` (a :class:`~gemseg.methods.ProxyAttention`) is given; one that needs
-        none drops it. Unchanged arguments keep this model's values.
+        none drops it. ``method_settings`` (a method's own settings, e.g. a
+        :class:`~gemseg.methods.ResCLIPConfig` or a dict of its fields): by default this model's when the
+        method has the same kind of settings (``naclip+resclip`` -> ``sclip+resclip``), else the method's
+        official ones. Unchanged arguments keep this model's values.
 
         Raises:
             ValueError: an unknown method or setting, a depth the backbone has no blocks for, or a
@@ -104,10 +110,12 @@ class GEMModel(nn.Module):
         if unknown:
             raise ValueError(f"unknown GEM setting(s) {', '.join(unknown)}; choose from "
                              f"{', '.join(f.name for f in dataclasses.fields(GEMConfig))}")
+        if method_settings is None and type(self.method_settings) is getattr(get_method(method), "settings_type", None):
+            method_settings = self.method_settings  # the same kind: kept (None for methods without settings)
         return GEMModel(self.backbone, config=dataclasses.replace(self.config, **gem_settings),
                         precision=self.precision if precision is None else precision, method=method,
                         pos_embed=self.pos_embed if pos_embed is None else pos_embed, proxy=proxy,
-                        masks=self.mask_source)
+                        method_settings=method_settings, masks=self.mask_source)
 
     def with_config(self, **changes) -> "GEMModel":
         """``variant(**changes)``: a model sharing these weights with some GEM settings changed."""
@@ -155,13 +163,15 @@ class GEMModel(nn.Module):
     # --- image --------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor, *, return_ori: bool = False,
-                     masks: torch.Tensor | None = None) -> torch.Tensor:
+                     text: torch.Tensor | None = None, masks: torch.Tensor | None = None) -> torch.Tensor:
         """Dense patch embeddings in the joint space, L2-normalized.
 
         Args:
             images: [B, 3, H, W]. Sizes that are not multiples of the patch size are zero-padded
                 (right and bottom, i.e. the mean colour) up to the next multiple.
             return_ori: the original (unmodified) path's tokens instead of GEM's.
+            text: the queries' embeddings [P, D] or [B, P, D], for methods that need them
+                (``needs`` has ``"text"``: ResCLIP's semantic feedback); :meth:`heatmaps` passes them.
             masks: methods that need masks (``corrclip``): mask label maps [B, H, W] (integers, 0: in no
                 mask; :mod:`gemseg.masks`); ``None``: made from ``images`` by :attr:`mask_source`.
         Returns:
@@ -170,7 +180,7 @@ class GEMModel(nn.Module):
         """
         images = self._check_images(images)
         padded = _pad_to_multiple(images, self._pad_multiple)
-        extra = {} if self.proxy is None else {"proxy": self.proxy}
+        extra = self._method_inputs(text)
         if "masks" in self._tokens.needs:
             extra["masks"] = self.masks_for(images, masks)
         with self._autocast(), self.backbone.resampling(self.pos_embed):
@@ -182,6 +192,17 @@ class GEMModel(nn.Module):
             prefix, (gh, gw) = 0, self.proxy.grid((Hp, Wp))
         tokens = (ori if return_ori else gem)[:, prefix:].float()  # (B, h*w, D)
         return F.normalize(tokens, dim=-1).transpose(1, 2).reshape(B, -1, gh, gw)
+
+    def _method_inputs(self, text: torch.Tensor | None) -> dict:
+        """The keyword inputs the method takes besides the images: its proxy, settings, text, refiner."""
+        extra = {} if self.proxy is None else {"proxy": self.proxy}
+        if self.method_settings is not None:
+            extra["settings"] = self.method_settings
+        if "text" in self._tokens.needs:
+            extra["text"] = text
+        if "refine" in self._tokens.needs:
+            extra["refine"] = get_refiner("pamr")  # (scores, *, image, model, steps, dilations) -> scores
+        return extra
 
     def forward(self, images: torch.Tensor, *, return_ori: bool = False) -> torch.Tensor:
         """Same as :meth:`encode_image`."""
@@ -237,7 +258,7 @@ class GEMModel(nn.Module):
         images = self._as_batch(images, size)
         B, _, H, W = images.shape if isinstance(images, torch.Tensor) and images.ndim == 4 else (None,) * 4
         text = self._text_for_batch(prompts, B, templates)  # (P, D) or (B, P, D)
-        feats = self.encode_image(images, return_ori=return_ori, masks=masks)  # (B, D, gh, gw)
+        feats = self.encode_image(images, return_ori=return_ori, text=text, masks=masks)  # (B, D, gh, gw)
         text = text.to(feats.device)
         if text.ndim == 2:
             sims = torch.einsum("bdhw,pd->bphw", feats, text)
@@ -333,6 +354,28 @@ class GEMModel(nn.Module):
             index = torch.tensor([position[p] for p in flat], device=emb.device)
             return emb[index].reshape(len(prompts), -1, self.backbone.embed_dim)  # (B, P, D)
         return self.encode_text(prompts, templates=templates)
+
+
+def _method_settings(method, name: str, settings):
+    """The method's settings dataclass from ``settings`` (None: its defaults; a dict: fields to change)."""
+    kind = getattr(method, "settings_type", None)
+    if kind is None:
+        if settings is not None:
+            raise ValueError(f"method {name!r} has no settings of its own; drop method_settings")
+        return None
+    if settings is None:
+        return kind()
+    if isinstance(settings, dict):
+        names = {f.name for f in dataclasses.fields(kind)}
+        unknown = sorted(set(settings) - names)
+        if unknown:
+            raise ValueError(f"method {name!r} has no setting(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(sorted(names))}")
+        return kind(**settings)
+    if not isinstance(settings, kind):
+        raise TypeError(f"method {name!r} takes a {kind.__name__} (or a dict of its fields) as method_settings, "
+                        f"got {type(settings).__name__}")
+    return settings
 
 
 def _pad_to_multiple(images: torch.Tensor, patch: tuple[int, int]) -> torch.Tensor:

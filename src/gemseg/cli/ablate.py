@@ -16,6 +16,10 @@ examples:
                 --grid iterations=0,1,2 temperature=adaptive,0.1 --limit 200
   torchrun --nproc_per_node=8 -m gemseg.cli ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --sweep all
   gemseg ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --sweep depth --show-plan
+  gemseg ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --preset resclip --method naclip+resclip \
+                --grid method=naclip+resclip,naclip,sclip+resclip,sclip      # what the plug-in adds per base
+  gemseg ablate --dataset voc21 --data-root data/VOCdevkit/VOC2012 --method naclip \
+                --grid method=naclip,naclip+resclip refine=none,pamr              # methods x plug-ins x post-processing
 
 sweeps (each varies one GEM setting of the base given by the GEM options):
   projections  q, k, v alone and the ensemble      temperature  adaptive, fixed 0.001 ... 100
@@ -48,7 +52,9 @@ def register(subparsers) -> None:
                    help="projections, temperature, iterations, depth, l2, mlp or all (repeat or comma-separate)")
     p.add_argument("--grid", nargs="+", action="extend", default=[], metavar="SETTING=V1,V2",
                    help="every combination of these values, e.g. iterations=0,1,2 temperature=adaptive,0.1 "
-                        "(settings: depth, iterations, temperature, projections, l2, mlp)")
+                        "(settings: depth, iterations, temperature, projections, l2, mlp; method=naclip,"
+                        "naclip+resclip varies the method, plug-ins included; refine=none,pamr the "
+                        "post-processing, any registered refiner)")
     p.add_argument("--out", help="output folder (default: gemseg-ablate/<datasets>-<preset>)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images of each dataset")
     p.add_argument("--restart", action="store_true", help="discard earlier results and states in --out")
@@ -104,7 +110,8 @@ def main(args: argparse.Namespace) -> int:
         from .common import build_model
 
         model = build_model(args)
-        settings = plan_settings(model.config, sweeps=args.sweep, grid=grid, num_blocks=len(model.backbone.blocks))
+        settings = plan_settings(model.config, sweeps=args.sweep, grid=grid, num_blocks=len(model.backbone.blocks),
+                                 method=model.method)
         if args.show_plan:
             if dist.is_main:
                 _print_plan(settings, datasets, out)

@@ -26,6 +26,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
     g.add_argument("--method", default="gem", choices=list_methods(),
                    help="training-free dense method (default: %(default)s); see docs/methods.md")
+    g.add_argument("--method-setting", action="append", default=[], metavar="NAME=VALUE",
+                   help="a setting of the method's own (sc-clip, sfp, <base>+resclip; repeat), e.g. "
+                        "use_sfr=off or rcs_weights=2.0,0.3; docs/methods.md lists them")
     g.add_argument("--proxy", default=None, metavar="VFM",
                    help="--method proxyclip: vision foundation model (default: dino-b8); "
                         "`gemseg models --backend vfm` lists them")
@@ -120,6 +123,7 @@ def model_kwargs(args: argparse.Namespace) -> dict:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return dict(pretrained=pretrained, checkpoint=args.checkpoint, backend=args.backend, device=device,
                 precision=args.precision, cache_dir=args.cache_dir, method=args.method, **gem_kwargs(args),
+                **method_settings_kwargs(args),
                 **({} if not needs_proxy(args.method) else dict(
                     proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights)),
                 **mask_kwargs(args))
@@ -130,6 +134,20 @@ def needs_proxy(method: str) -> bool:
     from ..methods import get_method
 
     return "proxy" in get_method(method).needs
+
+
+def method_settings_kwargs(args: argparse.Namespace) -> dict:
+    """``{"method_settings": {...}}`` from --method-setting, or nothing when none is given."""
+    items = getattr(args, "method_setting", None) or []
+    if not items:
+        return {}
+    from ..methods import get_method
+    from ..methods.settings import settings_from_text
+
+    kind = getattr(get_method(args.method), "settings_type", None)
+    if kind is None:
+        raise ValueError(f"--method-setting: method {args.method!r} has no settings of its own")
+    return {"method_settings": settings_from_text(kind, items)}
 
 
 def build_model(args: argparse.Namespace):

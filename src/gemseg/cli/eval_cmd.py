@@ -130,6 +130,19 @@ def protocol_overrides(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in _PROTOCOL_FLAGS if hasattr(args, k)}
 
 
+def with_preset_method_settings(model, args: argparse.Namespace, spec):
+    """``model`` with the method settings the preset gives for ``spec`` (``--method-setting`` wins), when the
+    model runs the preset's method (ResCLIP's per-dataset weights); otherwise ``model`` itself."""
+    from ..eval.protocols import get_preset
+    from .common import method_settings_kwargs
+
+    record = get_preset(args.preset)
+    values = record.method_values(spec.name) if record.method == model.method else {}
+    if not values:
+        return model
+    return model.variant(method_settings={**values, **method_settings_kwargs(args).get("method_settings", {})})
+
+
 def _show_preset(name: str) -> None:
     from ..eval import describe, list_datasets, resolve_protocol
     from ..eval.protocols import get_preset
@@ -140,6 +153,11 @@ def _show_preset(name: str) -> None:
     for dataset in list_datasets():
         values = record.per_dataset.get(dataset, {})
         print(f"  {dataset:<15} " + ("; ".join(f"{k}={c.value!r} ({c.source})" for k, c in values.items()) or "-"))
+    if record.method_settings or record.per_dataset_method:
+        print(f"\nmethod settings (with --method {record.method}; --method-setting overrides them):")
+        print("  " + ("; ".join(f"{k}={c.value!r} ({c.source})" for k, c in record.method_settings.items()) or "-"))
+        for dataset, values in record.per_dataset_method.items():
+            print(f"  {dataset:<15} " + "; ".join(f"{k}={c.value!r} ({c.source})" for k, c in values.items()))
     print("\npublished (mIoU; * second-hand):")
     for n in record.published:
         print(f"  {n.dataset:<15} {n.miou:6.2f}{'*' if n.second_hand else ' '} {n.source}" + (f"; {n.note}" if n.note else ""))
@@ -196,7 +214,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         from .common import build_model
 
-        model = build_model(args)
+        model = with_preset_method_settings(build_model(args), args, spec)
         result = evaluate(model, spec, args.data_root, protocol, protocol_source=source, dist=dist,
                           out_dir=out, limit=args.limit,
                           save_preds=args.save_preds, save_every=args.save_every, num_workers=args.workers,
@@ -237,7 +255,7 @@ def _sweep(args: argparse.Namespace, spec, protocol, source: dict, overrides: di
     try:
         from .common import build_model
 
-        model = build_model(args)
+        model = with_preset_method_settings(build_model(args), args, spec)
         table = run_sweep(model, spec, args.data_root, protocol, grid, out_dir=out, holdout=args.holdout,
                           limit=args.limit, protocol_source=source, dist=dist, save_every=args.save_every,
                           num_workers=args.workers, crop_batch=args.crop_batch, restart=args.restart,

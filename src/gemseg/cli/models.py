@@ -16,6 +16,7 @@ examples:
   gemseg models vit-b-16 --local     # what can run offline now
   gemseg models --backend hf --json
   gemseg models --backend vfm        # the proxies of --method proxyclip (--proxy NAME)
+  gemseg models --methods            # the --method names, plug-in compositions (naclip+resclip) included
   gemseg models --backend masks      # the SAM / SAM 2 mask generators (--masks NAME)
 """
 
@@ -33,6 +34,8 @@ def register(subparsers) -> None:
                    help="only this backend (vfm: the vision foundation models of --method proxyclip; masks: the "
                         "SAM / SAM 2 mask generators of --masks)")
     p.add_argument("--local", action="store_true", help="only models whose weights are available locally")
+    p.add_argument("--methods", action="store_true",
+                   help="list the dense methods of --method instead (with <base>+<plug-in> compositions)")
     p.add_argument("--json", action="store_true", help="print JSON (one list of objects) instead of a table")
     p.add_argument("--cache-dir", default=None, help="hub cache folder to look in (default: the libraries' own)")
     p.set_defaults(func=main)
@@ -122,7 +125,38 @@ def rows(backend: str | None = None, cache_dir: str | None = None) -> list[dict]
             + (mask_rows(cache_dir) if backend in (None, "masks") else []))
 
 
+def method_rows() -> list[dict]:
+    """Every --method name with the first line of its function's docstring and its own settings type."""
+    from ..methods import SUMMARIES, get_method, list_methods
+
+    out = []
+    for name in list_methods():
+        m = get_method(name)
+        base, _, plugin = name.rpartition("+")
+        doc = (getattr(m.fn, "__doc__", None) or "").strip().splitlines()
+        summary = (f"{base} {SUMMARIES[plugin]}" if plugin in SUMMARIES and base else
+                   SUMMARIES.get(name) or (doc[0] if doc else ""))
+        kind = getattr(m, "settings_type", None)
+        out.append({"method": name, "summary": summary, "settings": kind.__name__ if kind else None})
+    return out
+
+
+def _print_methods(as_json: bool) -> int:
+    table = method_rows()
+    if as_json:
+        json.dump(table, sys.stdout, indent=2)
+        print()
+        return 0
+    width = max(len(r["method"]) for r in table)
+    for r in table:
+        extra = f"  [--method-setting: {r['settings']}]" if r["settings"] else ""
+        print(f"{r['method'].ljust(width)}  {r['summary']}{extra}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.methods:
+        return _print_methods(args.json)
     table = rows(args.backend, args.cache_dir)
     if args.filter:
         needle = args.filter.lower().replace("/", "-")  # ViT-B/16 is open_clip's ViT-B-16

@@ -71,7 +71,7 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
     if not datasets or len(set(names)) != len(names):
         raise ValueError(f"give each dataset once (got {', '.join(names) or 'none'})")
     check_method(getattr(model, "method", "gem"), settings)
-    models = {s.slug: model.variant(**{f: getattr(s.config, f) for f in FACTORS}) for s in settings}
+    models = {s.slug: model.variant(method=s.method, **{f: getattr(s.config, f) for f in FACTORS}) for s in settings}
     out = Path(out_dir)
     text_cache: dict = {}  # one backbone: each dataset's vocabulary is encoded once for all settings
     results: dict[tuple[str, str], dict] = {}
@@ -89,7 +89,8 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
                 done = evaluate(models[s.slug], data.spec, data.root, data.protocol, out_dir=run_dir,
                                 limit=data.limit, protocol_source=data.protocol_source, dist=dist,
                                 save_every=save_every, num_workers=num_workers, crop_batch=crop_batch,
-                                restart=restart, progress=progress, on_image=hook, text_cache=text_cache)
+                                restart=restart, progress=progress, on_image=hook, text_cache=text_cache,
+                                refine=s.refine)
             results[data.spec.name, s.slug] = done
             table = ablation_table(model, datasets, settings, results, out_dir=out, sweeps=sweeps, grid=grid)
             if dist.is_main:  # after each setting, so that an interrupted ablation shows what it finished

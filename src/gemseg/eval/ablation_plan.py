@@ -19,7 +19,10 @@ from .report import setting_text
 FACTORS = ("depth", "iterations", "temperature", "projections", "l2_normalize", "gem_mlp")  # GEMConfig fields
 SWEEPS = {"projections": "projections", "temperature": "temperature", "iterations": "iterations",
           "depth": "depth", "l2": "l2_normalize", "mlp": "gem_mlp"}  # sweep name -> the GEMConfig field it varies
-_ALIASES = {**{f: f for f in FACTORS}, **SWEEPS, "iters": "iterations", "temp": "temperature", "proj": "projections"}
+METHOD = "method"  # the grid factor that varies the method itself, plug-ins included (naclip,naclip+resclip)
+REFINE = "refine"  # the grid factor that varies the post-processing: a registered refiner name or none
+_ALIASES = {**{f: f for f in FACTORS}, **SWEEPS, "iters": "iterations", "temp": "temperature", "proj": "projections",
+            METHOD: METHOD, "methods": METHOD, REFINE: REFINE, "refiner": REFINE}
 _ORDER = ("v", "k", "q")  # GEMConfig's projection order
 _TRUE, _FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 
@@ -73,6 +76,18 @@ def parse_value(factor: str, text: str):
     """One grid value from text: integers for depth and iterations; ``adaptive`` or a number > 0 for the
     (inverse) temperature; letters of ``qkv`` for projections (``v``, ``qk``, ``v+k+q``); on/off for
     ``l2_normalize`` and ``gem_mlp``."""
+    if factor == METHOD:
+        from ..methods import get_method
+
+        return get_method(text.strip()).name  # refuses unknown names and plug-ins on bases they do not take
+    if factor == REFINE:
+        from ..refiners import get_refiner
+
+        name = text.strip()
+        if name.lower() == "none":
+            return None
+        get_refiner(name)  # refuses unknown refiners, naming the registered ones
+        return name
     if factor not in FACTORS:
         raise ValueError(f"unknown GEM setting {factor!r}; choose from {', '.join(FACTORS)}")
     try:
@@ -93,7 +108,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list]:
         factor = _ALIASES.get(name.strip().lower().replace("-", "_"))
         if not sep or factor is None:
             raise ValueError(f"grid entry {item!r}: expected SETTING=V1,V2,... with SETTING one of "
-                             f"{', '.join(FACTORS)} (or l2, mlp, temp, iters, proj)")
+                             f"{', '.join(FACTORS)}, method, refine (or l2, mlp, temp, iters, proj)")
         if factor in grid:
             raise ValueError(f"grid entry {item!r}: {factor} is given twice")
         parsed = [parse_value(factor, v) for v in values.split(",") if v.strip()]
@@ -115,11 +130,14 @@ def factor_text(factor: str, value) -> str:
 
 @dataclass
 class Setting:
-    """One GEM configuration of an ablation, the sweeps that contain it and its changes from the base."""
+    """One GEM configuration (and method) of an ablation, the sweeps that contain it and its changes from
+    the base."""
 
     config: GEMConfig
-    changes: dict  # GEMConfig field -> value, the fields that differ from the base configuration
+    changes: dict  # GEMConfig field (or "method") -> value, what differs from the base
     sweeps: list[str]  # the named sweeps (or "grid") that include this setting
+    method: str | None = None  # the method of this setting; None: the base model's
+    refine: str | None = None  # the refiner run after the protocol's (a registered name); None: none
 
     @property
     def label(self) -> str:
@@ -131,8 +149,10 @@ class Setting:
         """The run folder's name, naming every GEM setting: ``d7-i1-tadaptive-pvkq-l2on-mlpoff``."""
         c = self.config
         t = "adaptive" if c.temperature is None else repr(float(c.temperature))
+        method = f"-m{self.method.replace('+', '_')}" if METHOD in self.changes else ""
+        refine = f"-r{self.refine}" if REFINE in self.changes else ""
         return (f"d{c.depth}-i{c.iterations}-t{t}-p{''.join(c.projections)}-l2{factor_text('', c.l2_normalize)}"
-                f"-mlp{factor_text('', c.gem_mlp)}")
+                f"-mlp{factor_text('', c.gem_mlp)}{method}{refine}")
 
 
 def _config(base: GEMConfig, changes: dict) -> GEMConfig:
@@ -143,36 +163,52 @@ def _config(base: GEMConfig, changes: dict) -> GEMConfig:
 
 
 def plan_settings(base: GEMConfig, *, sweeps: Sequence[str] = (), grid: dict[str, list] | None = None,
-                  num_blocks: int = 12) -> list[Setting]:
+                  num_blocks: int = 12, method: str | None = None) -> list[Setting]:
     """The distinct settings of named ``sweeps`` (each varies one field of ``base``; ``all`` is every
-    sweep) and of a ``grid`` (the product of its values, other fields from ``base``), in order of first
-    appearance (the base first); a configuration reached by several sweeps (the base, typically) is run
-    once."""
+    sweep) and of a ``grid`` (the product of its values, other fields from ``base``; its ``method``
+    values vary the method, ``method`` being the base's), in order of first appearance (the base first);
+    a configuration reached by several sweeps (the base, typically) is run once."""
     names = list(SWEEPS) if "all" in sweeps else list(dict.fromkeys(sweeps))
     unknown = [s for s in names if s not in SWEEPS]
     if unknown:
         raise ValueError(f"unknown sweep {unknown[0]!r}; choose from {', '.join(SWEEPS)}, all")
-    entries = [(_config(base, {SWEEPS[s]: v}), s) for s in names for v in sweep_values(SWEEPS[s], num_blocks)]
+    entries = [(_config(base, {SWEEPS[s]: v}), method, None, s) for s in names
+               for v in sweep_values(SWEEPS[s], num_blocks)]
     if grid:
         for combo in itertools.product(*grid.values()):
-            entries.append((_config(base, dict(zip(grid, combo))), "grid"))
+            changes = dict(zip(grid, combo))
+            entries.append((_config(base, {k: v for k, v in changes.items() if k not in (METHOD, REFINE)}),
+                            changes.get(METHOD, method), changes.get(REFINE), "grid"))
     if not entries:
         raise ValueError("nothing to ablate: give a sweep or a grid")
-    settings: dict[GEMConfig, Setting] = {}
-    for config, sweep in entries:
-        if config not in settings:
+    settings: dict[tuple, Setting] = {}
+    for config, m, r, sweep in entries:
+        if (config, m, r) not in settings:
             changes = {f: getattr(config, f) for f in FACTORS if getattr(config, f) != getattr(base, f)}
-            settings[config] = Setting(config, changes, [])
-        if sweep not in settings[config].sweeps:
-            settings[config].sweeps.append(sweep)
+            if m != method:
+                changes[METHOD] = m
+            if r is not None:
+                changes[REFINE] = r
+            settings[config, m, r] = Setting(config, changes, [], m, r)
+        if sweep not in settings[config, m, r].sweeps:
+            settings[config, m, r].sweeps.append(sweep)
     ordered = list(settings.values())
     return sorted(ordered, key=lambda s: bool(s.changes))  # the base first (a stable sort keeps the rest)
 
 def check_method(method: str, settings: Sequence[Setting]) -> None:
+    """Refuse GEM settings varied for a method that does not read them (each setting's own method)."""
+    by_method: dict[str, list[Setting]] = {}
+    for s in settings:
+        by_method.setdefault(s.method or method, []).append(s)
+    for name, group in by_method.items():
+        _check_one(name, group)
+
+
+def _check_one(method: str, settings: Sequence[Setting]) -> None:
     from ..methods import get_method
 
     uses = get_method(method).uses  # the settings the method declares it reads (None: not declared)
-    varied = sorted({f for s in settings for f in s.changes})
+    varied = sorted({f for s in settings for f in s.changes if f not in (METHOD, REFINE)})
     if uses is None or not varied:
         return
     if not uses:

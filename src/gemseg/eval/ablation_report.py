@@ -56,7 +56,9 @@ def ablation_table(model, datasets: Sequence[AblationDataset], settings: Sequenc
                 "images_per_s": (r.get("speed") or {}).get("images_per_s"),
                 "run": str(Path("runs") / folder_name(data.spec.name) / s.slug)}
         rows.append({"setting": s.label, "slug": s.slug, "sweeps": list(s.sweeps), "changes": dict(s.changes),
-                     "config": s.config.to_dict(), "results": cells})
+                     "method": s.method or getattr(model, "method", "gem"), "refine": s.refine,
+                     "config": s.config.to_dict(),
+                     "results": cells})
     description = model_description(model)
     return normalized({
         "version": ABLATION_VERSION,
@@ -166,6 +168,7 @@ def plot_series(table: dict, factor: str) -> dict | None:
             cell = row["results"].get(d["name"])
             if cell is not None and cell["value"] is not None:
                 rest = tuple((f, json.dumps(row["config"][f])) for f in FACTORS if f != factor)
+                rest += (("method", row.get("method")), ("refine", row.get("refine")))  # a line per method/refiner
                 groups.setdefault((d["name"], rest), []).append((_value(factor, row["config"][factor]), cell["value"]))
     plotted = {key: points for key, points in groups.items() if len({x for x, _ in points}) > 1}
     if not plotted:

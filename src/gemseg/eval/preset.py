@@ -58,13 +58,20 @@ class Preset:
     per_dataset: Mapping[str, Mapping[str, Cited]] = field(default_factory=dict)  # dataset -> field -> value
     published: tuple[Published, ...] = ()  # every published number read, first-hand or second-hand
     not_reproduced: tuple[str, ...] = ()  # what the official code does that gemseg does not
+    method_settings: Mapping[str, Cited] = field(default_factory=dict)  # the method's own settings (its
+    #                                   settings_type fields, e.g. ResCLIPConfig's), given to the model
+    per_dataset_method: Mapping[str, Mapping[str, Cited]] = field(default_factory=dict)  # dataset -> those
 
     def __post_init__(self):
         object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
         object.__setattr__(self, "per_dataset",
                            MappingProxyType({k: MappingProxyType(dict(v)) for k, v in self.per_dataset.items()}))
-        for where, values in (("settings", self.settings), *(
-                (f"per_dataset[{d!r}]", v) for d, v in self.per_dataset.items())):
+        object.__setattr__(self, "method_settings", MappingProxyType(dict(self.method_settings)))
+        object.__setattr__(self, "per_dataset_method", MappingProxyType(
+            {k: MappingProxyType(dict(v)) for k, v in self.per_dataset_method.items()}))
+        for where, values in (("settings", self.settings), ("method_settings", self.method_settings), *(
+                (f"per_dataset[{d!r}]", v) for d, v in self.per_dataset.items()), *(
+                (f"per_dataset_method[{d!r}]", v) for d, v in self.per_dataset_method.items())):
             bad = [k for k, v in values.items() if not isinstance(v, Cited)]
             if bad:
                 raise TypeError(f"preset {self.name}: {where} {bad} must be cite(value, source)")
@@ -79,6 +86,12 @@ class Preset:
     def dataset_values(self, dataset: str) -> dict[str, Any]:
         """The values that replace the preset's on ``dataset`` (empty if none)."""
         return {k: c.value for k, c in self.per_dataset.get(dataset, {}).items()}
+
+    def method_values(self, dataset: str | None = None) -> dict[str, Any]:
+        """The method's own settings of this preset (``method_settings``), the dataset's replacing them."""
+        values = {k: c.value for k, c in self.method_settings.items()}
+        values.update({k: c.value for k, c in self.per_dataset_method.get(dataset, {}).items()} if dataset else {})
+        return values
 
     def source_of(self, key: str, dataset: str | None = None) -> str | None:
         """The source of setting ``key``: the dataset's value if it has one, else the preset's."""

@@ -10,6 +10,7 @@ class names, published numbers).
 from __future__ import annotations
 
 from .preset import OUR_CHOICE, Preset, Published, cite
+from .presets_2025 import PRESETS_2025
 
 SCLIP = "wangf3014/SCLIP@b56bd3014b9e"
 CLEARCLIP = "mc-lan/ClearCLIP@ad68a404d55d"
@@ -342,4 +343,4 @@ CORRCLIP_PRESET = Preset(
 
 # the order of `gemseg eval --list-presets` is alphabetical; this tuple is the registry's content
 BUILTIN: tuple[Preset, ...] = (GEM_PRESET, SCLIP_PRESET, CLEARCLIP_PRESET, NACLIP_PRESET, PROXYCLIP_PRESET,
-                               MASKCLIP_PRESET, CORRCLIP_PRESET)
+                               MASKCLIP_PRESET, *PRESETS_2025, CORRCLIP_PRESET)

@@ -211,8 +211,26 @@ def register_preset(preset: Preset) -> Preset:
             raise ValueError(f"preset {preset.name}: unknown protocol settings {unknown} in {where}")
     for dataset in (None, *preset.per_dataset):
         Protocol(**{**_DEFAULTS, **preset.values(), **(preset.dataset_values(dataset) if dataset else {})})
+    _check_method_settings(preset)
     PRESETS[preset.name] = preset
     return preset
+
+
+def _check_method_settings(preset: Preset) -> None:
+    """A preset's method settings must be settings of its method, and build them on every dataset."""
+    if not preset.method_settings and not preset.per_dataset_method:
+        return
+    from ..methods import get_method
+
+    kind = getattr(get_method(preset.method), "settings_type", None)
+    if kind is None:
+        raise ValueError(f"preset {preset.name}: method {preset.method!r} has no settings of its own")
+    names = {f.name for f in dataclasses.fields(kind)}
+    for dataset in (None, *preset.per_dataset_method):
+        unknown = sorted(set(preset.method_values(dataset)) - names)
+        if unknown:
+            raise ValueError(f"preset {preset.name}: {kind.__name__} has no setting(s) {', '.join(unknown)}")
+        kind(**preset.method_values(dataset))
 
 
 for _preset in BUILTIN:

@@ -44,7 +44,9 @@ def model_description(model) -> dict:
     return {"name": backbone.name, "pretrained": backbone.pretrained, "backend": type(backbone).__name__,
             "method": getattr(model, "method", "gem"), "config": model.config.to_dict(),
             "precision": model.precision,
-            **({"proxy": model.proxy.describe()} if getattr(model, "proxy", None) is not None else {})}
+            **({"proxy": model.proxy.describe()} if getattr(model, "proxy", None) is not None else {}),
+            **({"method_settings": model.method_settings.to_dict()}
+               if getattr(model, "method_settings", None) is not None else {})}
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -69,7 +71,8 @@ def setting_text(value) -> str:
 def run_settings(result: dict) -> dict:
     """Every setting that identifies a run, flattened to dotted keys: ``dataset.*`` (name, root, limit,
     metadata file), ``model.*`` (backbone name, weights, backend, method, precision) with
-    ``model.config.*`` (each GEM setting), and ``protocol.*`` (each protocol setting)."""
+    ``model.config.*`` (each GEM setting), ``model.method_settings.*`` (the method's own, where it has
+    them), and ``protocol.*`` (each protocol setting)."""
     out = {}
     dataset = result.get("dataset") or {}
     for key in ("name", "root", "limit", "metadata"):
@@ -80,6 +83,8 @@ def run_settings(result: dict) -> dict:
         if key == "config" and isinstance(value, dict):  # a temperature of None is GEM's adaptive one
             out.update({f"model.config.{k}": "adaptive" if k == "temperature" and v is None else v
                         for k, v in value.items()})
+        elif key == "method_settings" and isinstance(value, dict):  # sc-clip, sfp, <base>+resclip
+            out.update({f"model.method_settings.{k}": v for k, v in value.items()})
         else:
             out[f"model.{key}"] = value
     out.update({f"protocol.{k}": v for k, v in (result.get("protocol") or {}).items()})
@@ -167,6 +172,10 @@ def compare_markdown(results: Sequence[dict], names: Sequence[str] | None = None
         values = [r["metrics"].get(key) for r in results]
         if any(v is not None for v in values):
             row(f"**{key}**" if key in ("mIoU", "p-mIoU") else key, values)
+    first = results[0]["metrics"].get("mIoU")
+    if len(results) > 1 and first is not None:  # what each run adds to the first (e.g. a plug-in on its base)
+        gains = [None if r["metrics"].get("mIoU") is None else r["metrics"]["mIoU"] - first for r in results]
+        row(f"mIoU − {names[0]}", gains)
     row("images", [r["dataset"]["num_images"] for r in results])
     row("images/s", [(r.get("speed") or {}).get("images_per_s") for r in results])
     flat = [run_settings(r) for r in results]

@@ -20,8 +20,18 @@ method's formula and paper.
 ``clearclip``         ClearCLIP: q-q attention, no residual, no MLP in the last block
 ``naclip``            NACLIP: k-k attention + Gaussian neighbourhood, no residual, no MLP
 ``proxyclip``         ProxyCLIP: proxy attention from a vision foundation model (needs ``proxy=``)
+``sc-clip``           SC-CLIP: anomaly-token repair, self-adjusting attention, multi-level fusion
+``sfp``               SFP: outlier mitigation, attention enhancement, multi-layer integration
+``<base>+resclip``    ResCLIP as a plug-in on ``sclip``, ``clearclip``, ``naclip`` or ``clip``: RCS
+                      and SFR change the base's last-block attention (needs the queries' text)
 ``corrclip``          CorrCLIP: attention rebuilt from class-agnostic masks and DINO (needs ``proxy=``, masks)
 ====================  =======================================================================
+
+A method may carry ``settings_type`` (a frozen dataclass of its own settings: :class:`SCCLIPConfig`,
+:class:`SFPConfig`, :class:`ResCLIPConfig`), which :class:`~gemseg.GEMModel` fills from
+``method_settings=`` and passes as ``settings=``; :attr:`Method.needs` ``"text"`` means the model passes
+the queries' embeddings as ``text=``, ``"refine"`` its PAMR refiner as ``refine=``. A plug-in is spelled ``<base>+<plug-in>`` and is
+parsed here into one registered :class:`Method` (:data:`PLUGINS`).
 """
 from __future__ import annotations
 
@@ -37,9 +47,14 @@ from .baselines import (NACLIP_STD, clearclip_tokens, clip_tokens, maskclip_toke
 
 from .corrclip import CorrCLIPConfig, CorrCLIPProxy, corrclip_tokens
 from .proxyclip import ProxyAttention, ProxyCLIPConfig, proxyclip_tokens
+from .resclip import RESCLIP_BASES, ResCLIPConfig, resclip_plugin, resclip_tokens
+from .scclip import SCCLIPConfig, scclip_tokens
+from .sfp import SFPConfig, sfp_tokens
 
 _SETTINGS = tuple(f.name for f in dataclasses.fields(GEMConfig))
-NEEDS = ("proxy", "masks")  # what a method can declare it needs (Method.needs)
+NEEDS = ("proxy", "text", "refine", "masks")  # what a method can declare it needs (Method.needs): a
+#                                      ProxyAttention, the queries' text embeddings [Q, D], the model's PAMR
+#                                      refiner, mask label maps [B, H, W] (masks=)
 _DEFAULTS = GEMConfig()
 
 
@@ -105,11 +120,48 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("naclip", naclip_tokens),
     Method("proxyclip", proxyclip_tokens, needs=("proxy",)),
     Method("corrclip", corrclip_tokens, needs=("proxy", "masks")),
+    Method("sc-clip", scclip_tokens),
+    Method("sfp", sfp_tokens),
 )}
+
+# one line per built-in method, for `gemseg models --methods` (the table above in short)
+SUMMARIES = {"gem": "GEM: self-self attention path in the last depth-1 blocks (GEMConfig settings)",
+             "clip": "raw CLIP patch tokens", "maskclip": "MaskCLIP as released (value path, residual, MLP)",
+             "maskclip-vproj": "MaskCLIP as ClearCLIP re-implements it (value path, output projection)",
+             "vv": "CLIP Surgery-style value-value attention path", "sclip": "SCLIP: q-q + k-k attention",
+             "clearclip": "ClearCLIP: q-q attention, no residual, no MLP",
+             "naclip": "NACLIP: k-k attention + Gaussian neighbourhood, no residual, no MLP",
+             "proxyclip": "ProxyCLIP: attention from a vision foundation model (--proxy)",
+             "sc-clip": "SC-CLIP: anomaly-token repair, self-adjusting attention, multi-level fusion",
+             "sfp": "SFP: outlier mitigation, attention enhancement, multi-layer integration",
+             "resclip": "with the ResCLIP plug-in: RCS and SFR on the base's last-block attention"}
+
+# plug-ins: name -> (the bases it composes with, base name -> token function of "<base>+<name>", its needs)
+PLUGINS: dict[str, tuple[tuple[str, ...], Callable, tuple[str, ...]]] = {
+    "resclip": (tuple(RESCLIP_BASES), resclip_plugin, ("text", "refine"))}
+
+
+def _compose(name: str) -> Method:
+    """The registered :class:`Method` of ``"<base>+<plug-in>"``, built and registered on first use."""
+    base, _, plugin = name.rpartition("+")
+    if plugin not in PLUGINS:
+        raise ValueError(f"unknown plug-in {plugin!r} in method {name!r}; choose from {', '.join(PLUGINS)}")
+    bases, build, needs = PLUGINS[plugin]
+    if base not in bases:
+        raise ValueError(f"{plugin} composes with {', '.join(bases)}, not {base!r} (method {name!r})")
+    METHODS[name] = Method(name, build(base), needs=needs)
+    return METHODS[name]
+
+
+for _plugin, (_bases, _, _) in PLUGINS.items():  # every composition is registered, whatever imports first
+    for _base in _bases:
+        _compose(f"{_base}+{_plugin}")
 
 
 def get_method(name: str) -> Method:
     """The method registered as ``name`` (callable like its function; ``.fn``, ``.uses``)."""
+    if isinstance(name, str) and name not in METHODS and "+" in name:
+        return _compose(name)
     try:
         return METHODS[name]
     except (KeyError, TypeError):
@@ -117,8 +169,9 @@ def get_method(name: str) -> Method:
 
 
 def list_methods() -> list[str]:
-    """Names of the registered methods, built-in first."""
-    return list(METHODS)
+    """Names of the registered methods, built-in first, then every ``<base>+<plug-in>`` composition."""
+    composed = [f"{b}+{p}" for p, (bases, _, _) in PLUGINS.items() for b in bases]
+    return list(dict.fromkeys([*METHODS, *composed]))
 
 
 def register_method(name: str, fn: Callable, *, uses: tuple[str, ...] | None = None,
@@ -139,5 +192,7 @@ def register_method(name: str, fn: Callable, *, uses: tuple[str, ...] | None = N
 
 __all__ = ["Method", "METHODS", "NEEDS", "get_method", "list_methods", "register_method", "gem_tokens", "clip_tokens",
            "maskclip_tokens", "maskclip_vproj_tokens", "vv_tokens", "sclip_tokens", "clearclip_tokens", "naclip_tokens",
-           "neighbourhood_bias", "NACLIP_STD", "proxyclip_tokens", "ProxyAttention", "ProxyCLIPConfig",
+           "neighbourhood_bias", "NACLIP_STD", "proxyclip_tokens", "ProxyAttention", "ProxyCLIPConfig", "PLUGINS", "SUMMARIES",
+           "scclip_tokens", "SCCLIPConfig", "sfp_tokens", "SFPConfig", "resclip_tokens", "ResCLIPConfig",
+           "RESCLIP_BASES",
            "corrclip_tokens", "CorrCLIPProxy", "CorrCLIPConfig"]
