@@ -210,3 +210,16 @@ def test_segment_random_weights_are_seeded(tmp_path, capsys, tiny_model_files):
         assert r.code == 0, r.err
         labels.append((out / "a.png" / "labels.png").read_bytes())
     assert labels[0] == labels[1]
+
+
+def test_an_escaping_key_fails_that_image_only(tmp_path, capsys, tiny_model_files, monkeypatch):
+    import gemseg.cli.run as run
+    from gemseg.io import ImageSource
+
+    good, bad = write_image(tmp_path / "good.png"), write_image(tmp_path / "bad.png", seed=1)
+    found = find_images([good, bad])
+    found.sources[1] = ImageSource(bad, "../escaped.png")  # defence in depth behind find_images
+    monkeypatch.setattr(run, "find_images", lambda *a, **k: found)
+    r = run_cli(capsys, "segment", good, bad, "-c", "cat", "-o", tmp_path / "out", *model_args(tiny_model_files))
+    assert r.code == 1 and "would leave the output folder" in r.err
+    assert not (tmp_path / "escaped.png").exists() and "good.png/record.json" in tree(tmp_path / "out")

@@ -144,3 +144,39 @@ def test_loading_workers_end_with_their_parent(tmp_path, sig):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip_torch not installed")
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupting_eval_is_one_line_and_keeps_the_state(tmp_path, tiny_model_files, sig, code):
+    import eval_data
+
+    root = eval_data.write_voc(tmp_path / "VOC2012", n=30)
+    cfg, ckpt = tiny_model_files["open_clip"]
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "gemseg_launch", "eval", "--dataset", "voc21", "--data-root",
+                             str(root), "--model", cfg, "--checkpoint", ckpt, "--depth", "3", "--device", "cpu",
+                             "--size", "48", "--templates", "single", "--workers", "2", "--save-every", "1",
+                             "--no-progress", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ENV)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 90
+        while not list((out / "state").glob("part-*.pt")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the first images are counted and saved: the run is in its loop
+        workers = _children(proc.pid)
+        proc.send_signal(sig)
+        rc, err = _finish(proc)
+        assert rc == code, f"exit code {rc}: {err}"
+        assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("gemseg: "), err
+        deadline = time.monotonic() + 15
+        while _alive(workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _alive(workers) == []
+        assert list((out / "state").glob("part-*.pt"))  # what was counted is kept for the next run
+    finally:
+        for p in _alive(workers):
+            os.kill(p, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

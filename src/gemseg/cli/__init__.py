@@ -54,17 +54,20 @@ def usage_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     """Run ``gemseg ARGV``; Ctrl-C or SIGTERM at any point gives one line and exit code 130 / 143."""
     try:
-        from .signals import sigterm_as_interrupt
+        from . import signals
 
-        with sigterm_as_interrupt():
-            return _main(argv)
+        with signals.sigterm_as_interrupt():
+            code = _main(argv)
+            signals.check()  # a Ctrl-C that a library swallowed still ends the command as interrupted
+            return code
     except KeyboardInterrupt as e:
         return _interrupted(e)
 
 
 def _interrupted(e: KeyboardInterrupt) -> int:
-    from .signals import describe, exit_code
+    from .signals import describe, exit_code, handled
 
+    handled()
     try:
         print(f"gemseg: {describe(e)}", file=sys.stderr, flush=True)
     except (OSError, ValueError):  # stderr closed or gone

@@ -3,7 +3,7 @@ batches and write each image, with a progress bar, a summary and an exit code.
 
 Exit codes: 0 every image done or skipped; 1 some input or image failed (the others were still
 processed); 2 nothing was run (bad arguments, no images, model or weights unavailable, output folder
-not writable; printed by :func:`gemseg.cli.main`); 130 interrupted.
+not writable; printed by :func:`gemseg.cli.main`); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
 """
 from __future__ import annotations
 
@@ -126,13 +126,14 @@ def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageS
     with report.progress(len(sources), desc=layout.command) as bar:
         try:
             for source in sources:
-                folder = layout.image_dir(source.key)
-                if not args.overwrite and layout.is_done(source.key):
-                    summary.skipped += 1
-                    bar.update(1)
-                    continue
-                t0 = time.perf_counter()
+                signals.check()  # a Ctrl-C swallowed while the model loaded (a library's bare except)
                 try:
+                    folder = layout.image_dir(source.key)  # a key that would leave DIR is refused
+                    if not args.overwrite and layout.is_done(source.key):
+                        summary.skipped += 1
+                        bar.update(1)
+                        continue
+                    t0 = time.perf_counter()
                     loaded = load_image(source.path, **opts)
                 except Exception as e:
                     fail(source.path, e)
@@ -146,6 +147,7 @@ def run_images(args: argparse.Namespace, *, layout: Layout, sources: list[ImageS
             flush(bar)
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (gemseg.cli.signals.Terminated)
             summary.interrupted, summary.interrupt_code = True, signals.exit_code(e)
+            signals.handled()
             report.error(f"{signals.describe(e)}; finished images are kept and skipped on the next run")
     summary.seconds = time.perf_counter() - start
     return summary
@@ -251,6 +253,7 @@ def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, R
                 "patch_size": list(model.patch_size), "device": str(model.device)}
             task.setup(model)
         except KeyboardInterrupt as e:
+            signals.handled()
             report.error(signals.describe(e))
             return signals.exit_code(e)
         # bad arguments, missing files and unavailable weights propagate to gemseg.cli.main, which prints
