@@ -6,7 +6,7 @@
 #   scripts/reproduce.sh TABLE [extra `gemseg eval` flags, e.g. --device cuda --limit 20]
 #
 # TABLE: gem, sclip, clearclip, naclip, proxyclip, maskclip, sc-clip, sfp, resclip, resclip-sclip,
-#   resclip-clearclip or corrclip (`gemseg eval --list-presets`). Environment:
+#   resclip-clearclip, trident or corrclip (`gemseg eval --list-presets`). Environment:
 #   GEMSEG_DATA        folder holding each dataset under its conventional name (`gemseg eval --list-datasets`,
 #                      column "root"), e.g. $GEMSEG_DATA/VOCdevkit/VOC2012 (default: data)
 #   GEMSEG_OUT         where the runs go (default: runs/reproduce-TABLE); rerunning resumes them
@@ -20,7 +20,7 @@ set -u
 
 table="${1:-}"
 if [[ -z "$table" || "$table" == -* ]]; then
-    echo "usage: scripts/reproduce.sh TABLE [gemseg eval flags]  (TABLE: gem, sclip, clearclip, naclip, proxyclip, maskclip, sc-clip, sfp, resclip, resclip-sclip, resclip-clearclip, corrclip)" >&2
+    echo "usage: scripts/reproduce.sh TABLE [gemseg eval flags]  (TABLE: gem, sclip, clearclip, naclip, proxyclip, maskclip, sc-clip, sfp, resclip, resclip-sclip, resclip-clearclip, trident, corrclip)" >&2
     exit 2
 fi
 shift

@@ -205,12 +205,18 @@ def test_every_method_runs_on_blip_and_siglip(tiny_extra, kind, method):
     from gemseg.methods import ProxyAttention
 
     proxy = ProxyAttention(tiny_vfm("dino")) if method == "proxyclip" else None  # dino patch 8: the same grid
+    if method == "trident":  # DINO + a tiny SAM; its tokens lie on SAM's grid
+        from gemseg.methods.trident import TridentConfig, TridentProxy
+        from test_trident import tiny_sam
+
+        proxy = TridentProxy(tiny_vfm("dino"), tiny_sam(), TridentConfig(crop=32, stride=16))
     model = gemseg.GEMModel(_load(tiny_extra[kind]).backbone, config=CFG, method=method, proxy=proxy,
                             method_settings=TINY_SETTINGS.get(method))
     images = torch.randn(2, 3, 37, 45)  # padded to 40x48: a 5x6 grid
     text = model.encode_text(["a cat", "the sky"]) if "text" in get_method(method).needs else None  # ResCLIP
     feats = model.encode_image(images, text=text)
-    assert feats.shape == (2, model.backbone.embed_dim, 5, 6) and torch.isfinite(feats).all()
+    grid = proxy.grid((37, 45)) if method == "trident" else (5, 6)
+    assert feats.shape == (2, model.backbone.embed_dim, *grid) and torch.isfinite(feats).all()
     sims = model.heatmaps(images, ["a cat", "the sky"])
     assert sims.shape == (2, 2, 37, 45) and torch.isfinite(sims).all()
     if method == "clip":

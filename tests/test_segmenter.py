@@ -302,11 +302,12 @@ def test_methods_declare_what_they_need():
     from gemseg.methods import get_method, list_methods, register_method, METHODS
 
     assert get_method("proxyclip").needs == ("proxy",)
+    assert get_method("trident").needs == ("proxy",)  # a TridentProxy: DINO + SAM
     assert get_method("corrclip").needs == ("proxy", "masks")
     plugged = [m for m in list_methods() if m.endswith("+resclip")]  # ResCLIP's feedback: the queries and PAMR
     assert plugged and all(get_method(m).needs == ("text", "refine") for m in plugged)
     assert all(get_method(m).needs == () for m in list_methods()
-               if m not in ("proxyclip", "corrclip") and m not in plugged)
+               if m not in ("proxyclip", "trident", "corrclip") and m not in plugged)
     with pytest.raises(ValueError, match="unknown requirement"):
         register_method("x", lambda *a, **k: None, needs=("nothing-known",))
     assert "x" not in METHODS

@@ -92,6 +92,9 @@ def _proxy(method, proxy, weights, settings, device, cache_dir):
         if proxy is not None or settings is not None:
             warnings.warn(f"method {method!r} uses no proxy VFM; proxy/proxy_settings are ignored", stacklevel=3)
         return None
+    make = getattr(get_method(method), "make_proxy", None)  # a method with its own kind of proxy (trident)
+    if make is not None:
+        return make(proxy, settings, weights=weights, device=device, cache_dir=cache_dir)
     if not isinstance(proxy, VisionBackbone):
         from .methods.proxyclip import DEFAULT_PROXY
 

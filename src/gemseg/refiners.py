@@ -18,8 +18,9 @@ refiner gets is by keyword (:func:`refine_scores`): today ``image`` and ``model`
 (per-image class-agnostic masks, a proxy's patch features) reaches only the refiners whose signature
 names it or takes ``**context``, so a refiner written today keeps working. Where the predictor has masks
 it passes ``masks=`` (mask label maps [B, H, W] at the scores' size) and ``labels=`` (scores -> its labels);
-a refiner with ``needs_masks = True`` makes it get them. ``"pamr"`` and ``"masks"`` (CorrCLIP's map
-correction) are registered here; others add theirs with :func:`register_refiner`.
+a refiner with ``needs_masks = True`` makes it get them. ``"pamr"``, ``"sam-prompts"`` (Trident's
+SAM-prompt refinement, :mod:`gemseg.sam_refine`) and ``"masks"`` (CorrCLIP's map correction) are
+registered here; others add theirs with :func:`register_refiner`.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .pamr import pamr as _pamr_algorithm
+from .sam_refine import sam_prompt_refiner
 
 Refiner = Callable[..., torch.Tensor]
 RefineSpec = Union[str, Refiner, tuple, Sequence[Union[str, Refiner, tuple]], None]
@@ -118,6 +120,7 @@ def pamr_refiner(scores: torch.Tensor, *, image: torch.Tensor, model=None, steps
 
 
 register_refiner("pamr", pamr_refiner)
+register_refiner("sam-prompts", sam_prompt_refiner)  # Trident's SAM-prompt refinement (gemseg.sam_refine)
 
 
 def masks_refiner(scores: torch.Tensor, *, image: torch.Tensor, model=None, masks: torch.Tensor,

@@ -30,10 +30,11 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                    help="a setting of the method's own (sc-clip, sfp, <base>+resclip; repeat), e.g. "
                         "use_sfr=off or rcs_weights=2.0,0.3; docs/methods.md lists them")
     g.add_argument("--proxy", default=None, metavar="VFM",
-                   help="--method proxyclip: vision foundation model (default: dino-b8); "
+                   help="--method proxyclip / trident: vision foundation model (default: dino-b8 / dino-b16; "
+                        "trident also loads SAM ViT-B, facebook/sam-vit-base); "
                         "`gemseg models --backend vfm` lists them")
     g.add_argument("--proxy-weights", default="pretrained", metavar="WEIGHTS",
-                   help="the proxy's weights: pretrained (hub cache), random, or a checkpoint file "
+                   help="the proxy's weights: pretrained (hub cache), random (trident: SAM too), or a checkpoint file "
                         "(default: %(default)s)")
     add_mask_args(g)
     add_gem_args(parser.add_argument_group("GEM"))

@@ -4,7 +4,7 @@ Every value cites the line it was read from at the newest commit of the official
 commits below; audited 2026-12-04), so the next audit is a diff. To add a preset, write one more
 ``Preset(...)`` block and add it to :data:`BUILTIN`. Repositories read: SCLIP (no licence file), ClearCLIP
 (S-Lab License 1.0), NACLIP (LICENSE), ProxyCLIP (README names the S-Lab License 1.0; no licence file),
-GEM (LICENSE), MaskCLIP (Apache-2.0, an mmsegmentation fork), CorrCLIP (no licence file for CorrCLIPv1). Only facts are taken from them (values,
+GEM (LICENSE), MaskCLIP (Apache-2.0, an mmsegmentation fork), Trident (Apache-2.0), CorrCLIP (no licence file for CorrCLIPv1). Only facts are taken from them (values,
 class names, published numbers).
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ NACLIP = "sinahmr/NACLIP@0cac3a651f75"
 PROXYCLIP = "mc-lan/ProxyCLIP@e7b767fbc58e"
 GEM = "WalBouss/GEM@5fa677ca1dcf"
 MASKCLIP = "chongzhou96/MaskCLIP@245d31f809be"
+TRIDENT = "YuHengsss/Trident@a93b346d1b1d"
 CORRCLIP = "zdk258/CorrCLIP@103bc18213e6"
 # second-hand tables (images in the READMEs of later papers)
 CLEARCLIP_TABLE2 = f"{CLEARCLIP}:assets/results.png (README.md:93; ClearCLIP appendix Table 2, ViT-Base)"
@@ -287,6 +288,78 @@ MASKCLIP_PRESET = Preset(
     ),
 )
 
+_TRIDENT_SIZE = {"voc21": (448, 16), "context60": (576, 16), "coco_object": (448, 16), "voc20": (336, 17),
+                 "cityscapes": (688, 18), "context59": (576, 15), "ade20k": (576, 16), "coco_stuff": (448, 15)}
+_TRIDENT_CFG = {"voc21": "cfg_voc21", "context60": "cfg_context60", "coco_object": "cfg_coco_object",
+                "voc20": "cfg_voc20", "cityscapes": "cfg_city_scapes", "context59": "cfg_context59",
+                "ade20k": "cfg_ade20k", "coco_stuff": "cfg_coco_stuff164k"}
+
+# Trident's per-dataset method settings (gemseg.methods.trident.TridentConfig fields, and the "sam-prompts"
+# refiner's coarse_thresh): values a Protocol cannot hold, cited here for `proxy_settings=` / `refine=`
+TRIDENT_METHOD_SETTINGS = {
+    "voc21": {"coarse_thresh": cite(0.2, f"{TRIDENT}:configs/cfg_voc21.py:7")},
+    "context60": {"coarse_thresh": cite(0.15, f"{TRIDENT}:configs/cfg_context60.py:7")},
+    "coco_object": {"coarse_thresh": cite(0.25, f"{TRIDENT}:configs/cfg_coco_object.py:6")},
+    "voc20": {"coarse_thresh": cite(0.2, f"{TRIDENT}:configs/cfg_voc20.py:6"),
+              "stride": cite(112, f"{TRIDENT}:configs/cfg_voc20.py:7 slide_stride=112"),
+              "cos_fac": cite(0.0, f"{TRIDENT}:configs/cfg_voc20.py:8")},
+    "cityscapes": {"coarse_thresh": cite(0.10, f"{TRIDENT}:configs/cfg_city_scapes.py:9"),
+                   "cos_fac": cite(3.0, f"{TRIDENT}:configs/cfg_city_scapes.py:7"),
+                   "refine_neg_cos": cite(False, f"{TRIDENT}:configs/cfg_city_scapes.py:8"),
+                   "split_halves": cite(True, f"{TRIDENT}:configs/cfg_city_scapes.py:6 dataset_type -> trident.py:141")},
+    "context59": {"coarse_thresh": cite(0.15, f"{TRIDENT}:configs/cfg_context59.py:6")},
+    "ade20k": {"coarse_thresh": cite(0.05, f"{TRIDENT}:configs/cfg_ade20k.py:7"),
+               "refine_neg_cos": cite(False, f"{TRIDENT}:configs/cfg_ade20k.py:6")},
+    "coco_stuff": {"coarse_thresh": cite(0.05, f"{TRIDENT}:configs/cfg_coco_stuff164k.py:6")},
+}
+
+TRIDENT_PRESET = Preset(
+    name="trident", paper="Trident, Shi, Dong, Xu, ICCV 2025 (arXiv 2411.09219)", method="trident",
+    datasets=EIGHT,
+    proxy=cite("dino-b16", f"{TRIDENT}:trident.py:48 torch.hub.load('facebookresearch/dino:main', 'dino_vitb16') "
+                           "(whatever vfm_model says); SAM: configs/base_config.py:16 sam_model_type='vit_b'"),
+    settings={
+        **_mmseg_resize(TRIDENT, "configs/cfg_voc21.py:16", 448),
+        "mode": cite("whole", f"{TRIDENT}:trident.py:160 the method cuts its own windows (get_windowed_imgs): "
+                              "TridentConfig crop 336 / stride 224"),
+        "templates": cite("imagenet80", f"{TRIDENT}:trident.py:66 openai_imagenet_template"),
+        "vocabulary": cite("synonyms", f"{TRIDENT}:trident.py:338 configs/cls_*.txt split on '; ' (every file equal "
+                                       "to ProxyCLIP's, compared)"),
+        "background_query": cite(True, f"{TRIDENT}:configs/cls_voc21.txt:1 (the background class is a query)"),
+        "logit_scale": cite(40.0, f"{TRIDENT}:trident.py:30 logit_scale=40"),
+        "prob_threshold": cite(None, f"{TRIDENT}:trident.py:30 prob_thd=0.0"),
+        "area_threshold": cite(None, f"{TRIDENT}:trident.py:260-294 postprocess_result has no area rule"),
+        "pamr_steps": cite(0, f"{TRIDENT}:trident.py:31 pamr_steps=0"),
+        "pos_embed": cite("bicubic-scale", f"{TRIDENT}:open_clip/transformer.py:537-551 interpolate_pos_encoding "
+                                           "(w0 + 0.1, scale_factor, bicubic)"),
+    },
+    per_dataset={
+        **{d: {"size": cite(size, f"{TRIDENT}:configs/{_TRIDENT_CFG[d]}.py:{line} Resize(scale=(2048, {size}))")}
+           for d, (size, line) in _TRIDENT_SIZE.items() if size != 448},
+        "voc21": {"vocabulary": cite("voc21_proxyclip.txt", f"{TRIDENT}:configs/cfg_voc21.py:5 cls_voc21.txt"),
+                  "prob_threshold": cite(0.2, f"{TRIDENT}:configs/cfg_voc21.py:6")},
+        "voc20": {"size": cite(336, f"{TRIDENT}:configs/cfg_voc20.py:17 Resize(scale=(2048, 336))"),
+                  "vocabulary": cite("voc20_clearclip.txt", f"{TRIDENT}:configs/cfg_voc20.py:5 cls_voc20.txt")},
+        "context60": {"size": cite(576, f"{TRIDENT}:configs/cfg_context60.py:16 Resize(scale=(2048, 576))"),
+                      "prob_threshold": cite(0.15, f"{TRIDENT}:configs/cfg_context60.py:6")},
+        "coco_object": {"vocabulary": cite("coco_object_proxyclip.txt",
+                                           f"{TRIDENT}:configs/cfg_coco_object.py:5 cls_coco_object.txt"),
+                        "prob_threshold": cite(0.25, f"{TRIDENT}:configs/cfg_coco_object.py:7")},
+    },
+    published=_numbers(TRIDENT_TABLE1, {"voc21": 67.1, "context60": 38.6, "coco_object": 41.1, "voc20": 84.5,
+                                        "cityscapes": 42.9, "context59": 42.2, "ade20k": 21.9, "coco_stuff": 28.3},
+                       note="CLIP ViT-B/16 row, with the SAM-prompt refinement (dist_test.sh:3 --sam_refine)"),
+    not_reproduced=(
+        f"the SAM-prompt refinement ({TRIDENT}:dist_test.sh:3 --sam_refine, seg_utils/utils.py:92) is the refiner "
+        "'sam-prompts', which a protocol cannot name yet (only PAMR): pass refine=('sam-prompts', {'coarse_thresh': "
+        "...}) from the library; the published numbers include it",
+        "the per-dataset method settings (TRIDENT_METHOD_SETTINGS: cos_fac, refine_neg_cos, stride, split_halves, "
+        "coarse_thresh) are not protocol settings: pass proxy_settings=TridentConfig(...)",
+        f"fp16 CLIP, DINO and SAM encoder ({TRIDENT}:trident.py:42, :49, :87); gemseg runs fp32",
+        "SAM sees the network input with its sides rounded up to 16, not the original file (trident.py:135-140)",
+    ),
+)
+
 _CC = f"{CORRCLIP}:CorrCLIPv1"
 CORRCLIP_TABLE = f"{_CC}/README.md:128 (the table's ViT-B row with SAM2_32 masks)"
 
@@ -343,4 +416,4 @@ CORRCLIP_PRESET = Preset(
 
 # the order of `gemseg eval --list-presets` is alphabetical; this tuple is the registry's content
 BUILTIN: tuple[Preset, ...] = (GEM_PRESET, SCLIP_PRESET, CLEARCLIP_PRESET, NACLIP_PRESET, PROXYCLIP_PRESET,
-                               MASKCLIP_PRESET, *PRESETS_2025, CORRCLIP_PRESET)
+                               MASKCLIP_PRESET, TRIDENT_PRESET, *PRESETS_2025, CORRCLIP_PRESET)

@@ -20,6 +20,8 @@ method's formula and paper.
 ``clearclip``         ClearCLIP: q-q attention, no residual, no MLP in the last block
 ``naclip``            NACLIP: k-k attention + Gaussian neighbourhood, no residual, no MLP
 ``proxyclip``         ProxyCLIP: proxy attention from a vision foundation model (needs ``proxy=``)
+``trident``           Trident: windows of CLIP + DINO spliced, aggregated with SAM's attention (``proxy=``
+                      a :class:`~gemseg.methods.trident.TridentProxy`)
 ``sc-clip``           SC-CLIP: anomaly-token repair, self-adjusting attention, multi-level fusion
 ``sfp``               SFP: outlier mitigation, attention enhancement, multi-layer integration
 ``<base>+resclip``    ResCLIP as a plug-in on ``sclip``, ``clearclip``, ``naclip`` or ``clip``: RCS
@@ -47,6 +49,7 @@ from .baselines import (NACLIP_STD, clearclip_tokens, clip_tokens, maskclip_toke
 
 from .corrclip import CorrCLIPConfig, CorrCLIPProxy, corrclip_tokens
 from .proxyclip import ProxyAttention, ProxyCLIPConfig, proxyclip_tokens
+from .trident import trident_tokens
 from .resclip import RESCLIP_BASES, ResCLIPConfig, resclip_plugin, resclip_tokens
 from .scclip import SCCLIPConfig, scclip_tokens
 from .sfp import SFPConfig, sfp_tokens
@@ -119,6 +122,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("clearclip", clearclip_tokens),
     Method("naclip", naclip_tokens),
     Method("proxyclip", proxyclip_tokens, needs=("proxy",)),
+    Method("trident", trident_tokens, needs=("proxy",)),
     Method("corrclip", corrclip_tokens, needs=("proxy", "masks")),
     Method("sc-clip", scclip_tokens),
     Method("sfp", sfp_tokens),
@@ -132,6 +136,7 @@ SUMMARIES = {"gem": "GEM: self-self attention path in the last depth-1 blocks (G
              "clearclip": "ClearCLIP: q-q attention, no residual, no MLP",
              "naclip": "NACLIP: k-k attention + Gaussian neighbourhood, no residual, no MLP",
              "proxyclip": "ProxyCLIP: attention from a vision foundation model (--proxy)",
+             "trident": "Trident: CLIP + DINO windows spliced, aggregated with SAM's encoder attention",
              "sc-clip": "SC-CLIP: anomaly-token repair, self-adjusting attention, multi-level fusion",
              "sfp": "SFP: outlier mitigation, attention enhancement, multi-layer integration",
              "resclip": "with the ResCLIP plug-in: RCS and SFR on the base's last-block attention"}
