@@ -6,11 +6,13 @@
 #   scripts/reproduce.sh TABLE [extra `gemseg eval` flags, e.g. --device cuda --limit 20]
 #
 # TABLE: gem, sclip, clearclip, naclip, proxyclip, maskclip, sc-clip, sfp, resclip, resclip-sclip,
-#   resclip-clearclip, trident, cass, lposs or lposs+ (`gemseg eval --list-presets`). Environment:
+#   resclip-clearclip, trident, corrclip, cass, lposs or lposs+ (`gemseg eval --list-presets`). Environment:
 #   GEMSEG_DATA        folder holding each dataset under its conventional name (`gemseg eval --list-datasets`,
 #                      column "root"), e.g. $GEMSEG_DATA/VOCdevkit/VOC2012 (default: data)
 #   GEMSEG_OUT         where the runs go (default: runs/reproduce-TABLE); rerunning resumes them
 #   GEMSEG_PYTHON      the Python that has gemseg installed (default: python)
+#   GEMSEG_MASKS       corrclip: CorrCLIP's published region masks, one folder per dataset family as
+#                      published (voc, context, city, ade, coco; default: data/region_masks)
 #   GEMSEG_MODEL, GEMSEG_PRETRAINED, GEMSEG_CHECKPOINT
 #                      override the table's model (default ViT-B/16, openai); a checkpoint is a local file
 # Exit status: 0 when every dataset ran, 1 when something was missing or failed, 2 on bad usage.
@@ -18,7 +20,7 @@ set -u
 
 table="${1:-}"
 if [[ -z "$table" || "$table" == -* ]]; then
-    echo "usage: scripts/reproduce.sh TABLE [gemseg eval flags]  (TABLE: gem, sclip, clearclip, naclip, proxyclip, maskclip, sc-clip, sfp, resclip, resclip-sclip, resclip-clearclip, trident, cass, lposs, lposs+)" >&2
+    echo "usage: scripts/reproduce.sh TABLE [gemseg eval flags]  (TABLE: gem, sclip, clearclip, naclip, proxyclip, maskclip, sc-clip, sfp, resclip, resclip-sclip, resclip-clearclip, trident, corrclip, cass, lposs, lposs+)" >&2
     exit 2
 fi
 shift
@@ -79,8 +81,13 @@ while IFS=$'\t' read -r name root method _ _ _ published settings; do
     [[ "$weights_ok" == 1 ]] || continue
     settings_args=()
     [[ "$settings" != "-" ]] && settings_args=(--proxy-settings "$settings")
+    mask_args=()
+    if [[ "$method" == corrclip ]]; then  # CorrCLIP's published masks: data/region_masks/{voc,context,city,ade,coco}
+        case "$name" in voc*) sub=voc ;; context*) sub=context ;; cityscapes) sub=city ;; ade*) sub=ade ;; *) sub=coco ;; esac
+        mask_args=(--masks "files:${GEMSEG_MASKS:-data/region_masks}/$sub")
+    fi
     if "$py" -m gemseg.cli eval --dataset "$name" --data-root "$root_dir" --preset "$table" --method "$method" \
-            "${proxy_args[@]}" "${settings_args[@]}" "${model_args[@]}" --out "$out/$name" --no-progress "$@"; then
+            "${proxy_args[@]}" "${mask_args[@]}" "${settings_args[@]}" "${model_args[@]}" --out "$out/$name" --no-progress "$@"; then
         ours="$("$py" -c "import json, sys; m = json.load(open(sys.argv[1]))['metrics']; \
 v = m.get('mIoU', m.get('p-mIoU')); print('-' if v is None else f'{v:.2f}')" "$out/$name/result.json")"
         results+=("$name"$'\t'"$ours"$'\t'"$published")

@@ -73,3 +73,15 @@ def test_nothing_matches(capsys, tmp_path):
     assert r.code == 1 and r.out == "" and "no models match" in r.err
     r = run_cli(capsys, "models", "--local", "--json", "--cache-dir", tmp_path)
     assert r.code == 1 and r.out.strip() == "[]"
+
+
+def test_mask_generators_have_their_own_group(capsys, tmp_path):
+    root = tmp_path / "hub"
+    _fake_cache(root, "facebook/sam2-hiera-large", "model.safetensors")
+    r = run_cli(capsys, "models", "--backend", "masks", "--json", "--cache-dir", root)
+    rows = {row["model"]: row for row in json.loads(r.out)}
+    assert r.code == 0 and {"sam-vit-b", "sam-vit-h", "sam2-hiera-t", "sam2.1-hiera-l"} <= set(rows)
+    assert rows["sam2-hiera-l"]["local"] and not rows["sam-vit-b"]["local"]
+    assert {row["backend"] for row in rows.values()} == {"masks"}
+    r = run_cli(capsys, "models", "--cache-dir", root)
+    assert "Mask generators (--masks MODEL" in r.out and "sam2.1-hiera-b+" in r.out

@@ -259,8 +259,8 @@ def test_a_new_preset_is_one_record_and_resolves_like_the_built_in_ones():
 
 def test_every_preset_builds_on_every_dataset_it_names():
     assert set(PRESETS) == {"gem", "sclip", "clearclip", "naclip", "proxyclip", "maskclip", "sc-clip", "sfp",
-                            "resclip", "resclip-sclip", "resclip-clearclip", "trident", "cass", "lposs",
-                            "lposs+"}
+                            "resclip", "resclip-sclip", "resclip-clearclip", "trident", "corrclip", "cass",
+                            "lposs", "lposs+"}
     for name, record in PRESETS.items():
         for dataset in record.datasets:
             spec = load_dataset_spec(dataset)

@@ -303,9 +303,10 @@ def test_methods_declare_what_they_need():
 
     proxied = ("proxyclip", "cass", "trident")  # the methods that hold a second vision model (trident: DINO + SAM)
     assert all(get_method(m).needs == ("proxy",) for m in proxied)
+    assert get_method("corrclip").needs == ("proxy", "masks")
     plugged = [m for m in list_methods() if m.endswith("+resclip")]  # ResCLIP's feedback: the queries and PAMR
     assert plugged and all(get_method(m).needs == ("text", "refine") for m in plugged)
-    assert all(get_method(m).needs == () for m in list_methods() if m not in proxied and m not in plugged)
+    assert all(get_method(m).needs == () for m in list_methods() if m not in proxied + ("corrclip",) and m not in plugged)
     with pytest.raises(ValueError, match="unknown requirement"):
         register_method("x", lambda *a, **k: None, needs=("nothing-known",))
     assert "x" not in METHODS

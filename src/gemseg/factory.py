@@ -20,7 +20,8 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
                  temperature: float | None = _GEM.temperature, projections: Sequence[str] = _GEM.projections,
                  l2_normalize: bool = _GEM.l2_normalize, gem_mlp: bool = _GEM.gem_mlp,
                  method: str = "gem", pos_embed: str = "bicubic-aa", proxy=None,
-                 proxy_weights: str = "pretrained", proxy_settings=None, method_settings=None) -> GEMModel:
+                 proxy_weights: str = "pretrained", proxy_settings=None, method_settings=None, masks=None,
+                 mask_settings=None, mask_cache: str | None = None) -> GEMModel:
     """Build a GEM model.
 
     Args:
@@ -48,16 +49,21 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
             gem-torch), ``"bicubic-scale"`` (SCLIP/ClearCLIP/NACLIP), ``"bicubic"`` (MaskCLIP) or ``"bilinear"``
             (CLIP Surgery); see
             :func:`gemseg.backbones.base.resample_pos_embed`.
-        proxy: ``method="proxyclip"`` / ``"cass"`` only: the vision foundation model, a name from ``gemseg
-            models`` (``"dinov2-b14"``; default ``"dino-b8"``, both official defaults), a timm name or
-            folder, or a :class:`~gemseg.backbones.vfm.VisionBackbone`.
+        proxy: ``method="proxyclip"`` / ``"cass"`` / ``"corrclip"`` only: the vision foundation model, a name
+            from ``gemseg models`` (``"dinov2-b14"``; default ``"dino-b8"``, the official defaults), a timm
+            name or folder, or a :class:`~gemseg.backbones.vfm.VisionBackbone`.
         proxy_weights: its weights: ``"pretrained"`` (hub/cache), ``"random"`` or a checkpoint file.
-        proxy_settings: :class:`gemseg.methods.ProxyCLIPConfig` / :class:`gemseg.methods.CASSConfig`
-            (default: the official values).
+        proxy_settings: :class:`gemseg.methods.ProxyCLIPConfig` / :class:`gemseg.methods.CASSConfig` /
+            :class:`gemseg.methods.CorrCLIPConfig` (default: the official values).
         method_settings: the method's own settings, for methods that have them: a
             :class:`gemseg.methods.SCCLIPConfig` (``sc-clip``), :class:`~gemseg.methods.SFPConfig` (``sfp``),
             :class:`~gemseg.methods.ResCLIPConfig` (``<base>+resclip``) or a dict of its fields
             (default: the official values).
+        masks: where class-agnostic masks come from, for ``method="corrclip"`` and the ``"masks"`` refiner: a
+            SAM / SAM 2 name (``"sam2-hiera-l"``, ``gemseg models --backend masks``), hub id or folder, a
+            folder of mask files (``"files:FOLDER"``), or a source from :func:`gemseg.masks.create_mask_source`.
+        mask_settings: the generator's :class:`gemseg.masks.AMGConfig` (default: the official defaults).
+        mask_cache: a folder where generated masks are kept by image content and settings.
     """
     config = GEMConfig(depth=depth, iterations=iterations, temperature=temperature,
                        projections=tuple(projections), l2_normalize=l2_normalize, gem_mlp=gem_mlp)
@@ -66,9 +72,15 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
     if backbone.pretrained is None:
         warnings.warn(f"{model}: no pretrained weights given; the model has random weights "
                       "(pass pretrained= or checkpoint=)", stacklevel=2)
+    if isinstance(masks, str):
+        from .masks import create_mask_source
+
+        masks = create_mask_source(masks, device=device, settings=mask_settings, cache=mask_cache, cache_dir=cache_dir)
+    elif mask_settings is not None or mask_cache is not None:
+        raise ValueError("mask_settings and mask_cache apply to masks given by name; pass masks='sam2-hiera-l'")
     return GEMModel(backbone, config=config, precision=precision, method=method, pos_embed=pos_embed,
                     proxy=_proxy(method, proxy, proxy_weights, proxy_settings, device, cache_dir),
-                    method_settings=method_settings)
+                    method_settings=method_settings, masks=masks)
 
 
 def _proxy(method, proxy, weights, settings, device, cache_dir):

@@ -39,8 +39,10 @@ class GEMModel(nn.Module):
 
     def __init__(self, backbone: Backbone, *, config: GEMConfig | None = None, precision: str = "fp32",
                  method: str = "gem", pos_embed: str = "bicubic-aa", proxy: nn.Module | None = None,
-                 method_settings=None):
+                 method_settings=None, masks=None):
         super().__init__()
+        # a gemseg.masks source (image -> MaskSet) for the methods and refiners that need masks, or None
+        self.mask_source = masks
         self.pos_embed = check_pos_embed_mode(pos_embed)  # position-embedding resampling, see POS_EMBED_MODES
         if pos_embed != "bicubic-aa" and type(backbone).embed is not Backbone.embed:
             warnings.warn(f"{type(backbone).__name__} resamples its position embeddings its own way; "
@@ -102,6 +104,9 @@ class GEMModel(nn.Module):
         if proxy is not None and not needs_proxy:
             raise ValueError(f"method {method!r} takes no proxy; drop proxy= or pick a method that uses one")
         proxy = (proxy if proxy is not None else self.proxy) if needs_proxy else None
+        kind = getattr(get_method(method), "proxy_type", None)  # ProxyAttention, CASSProxy, CorrCLIPProxy: the VFM's holder
+        if proxy is not None and kind is not None and not isinstance(proxy, kind):
+            proxy = kind(proxy.vfm)  # another method's holder of the same VFM, with this method's default settings
         if needs_proxy and proxy is None:
             raise ValueError(f"method {method!r} needs a proxy vision model: create_model(..., method={method!r}, "
                              "proxy='dino-b8'), or pass proxy=")
@@ -114,7 +119,7 @@ class GEMModel(nn.Module):
         return GEMModel(self.backbone, config=dataclasses.replace(self.config, **gem_settings),
                         precision=self.precision if precision is None else precision, method=method,
                         pos_embed=self.pos_embed if pos_embed is None else pos_embed, proxy=proxy,
-                        method_settings=method_settings)
+                        method_settings=method_settings, masks=self.mask_source)
 
     def with_config(self, **changes) -> "GEMModel":
         """``variant(**changes)``: a model sharing these weights with some GEM settings changed."""
@@ -162,7 +167,7 @@ class GEMModel(nn.Module):
     # --- image --------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor, *, return_ori: bool = False,
-                     text: torch.Tensor | None = None) -> torch.Tensor:
+                     text: torch.Tensor | None = None, masks: torch.Tensor | None = None) -> torch.Tensor:
         """Dense patch embeddings in the joint space, L2-normalized.
 
         Args:
@@ -171,24 +176,28 @@ class GEMModel(nn.Module):
             return_ori: the original (unmodified) path's tokens instead of GEM's.
             text: the queries' embeddings [P, D] or [B, P, D], for methods that need them
                 (``needs`` has ``"text"``: ResCLIP's semantic feedback); :meth:`heatmaps` passes them.
+            masks: methods that need masks (``corrclip``): mask label maps [B, H, W] (integers, 0: in no
+                mask; :mod:`gemseg.masks`); ``None``: made from ``images`` by :attr:`mask_source`.
         Returns:
             [B, D, ceil(H / ph), ceil(W / pw)]; ``proxyclip``: [B, D, h, w] on its VFM's grid
             (``self.proxy.grid``), unless ``return_ori``.
         """
-        return self._encode(images, return_ori=return_ori, text=text)[0]
+        return self._encode(images, return_ori=return_ori, text=text, masks=masks)[0]
 
-    def _encode(self, images: torch.Tensor, *, return_ori: bool,
-                text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, images: torch.Tensor, *, return_ori: bool, text: torch.Tensor | None = None,
+                masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`encode_image`, and the L2-normalized prefix tokens [B, p, D] (class token) beside it."""
         images = self._check_images(images)
         padded = _pad_to_multiple(images, self._pad_multiple)
         extra = self._method_inputs(text)
+        if "masks" in self._tokens.needs:
+            extra["masks"] = self.masks_for(images, masks)
         with self._autocast(), self.backbone.resampling(self.pos_embed):
             gem, ori = self._tokens(self.backbone, padded, self.config, return_ori=return_ori, **extra)
         B, _, Hp, Wp = padded.shape
         gh, gw = Hp // self.patch_size[0], Wp // self.patch_size[1]
         prefix = self.backbone.num_prefix_tokens
-        if self._on_proxy_grid and not return_ori:  # ProxyCLIP's tokens lie on the VFM's grid
+        if self._on_proxy_grid and not return_ori:  # ProxyCLIP's and CorrCLIP's tokens lie on the VFM's grid
             prefix, (gh, gw) = 0, self.proxy.grid((Hp, Wp))
         tokens = F.normalize((ori if return_ori else gem).float(), dim=-1)
         feats = tokens[:, prefix:].transpose(1, 2).reshape(B, -1, gh, gw)  # (B, D, h, w)
@@ -213,9 +222,36 @@ class GEMModel(nn.Module):
         """Same as :meth:`encode_image`."""
         return self.encode_image(images, return_ori=return_ori)
 
+    @property
+    def needs_masks(self) -> bool:
+        """Whether this model's method takes class-agnostic masks (``corrclip``; :attr:`mask_source`)."""
+        return "masks" in self._tokens.needs
+
+    def masks_for(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Mask label maps [B, H, W] long for normalized ``images`` [B, 3, H, W]: ``masks`` checked, or made
+        by :attr:`mask_source` from the images themselves (denormalized to uint8 RGB)."""
+        B, _, H, W = images.shape
+        if masks is None:
+            if self.mask_source is None:
+                raise ValueError(f"method {self.method!r} needs masks: create_model(..., masks='sam2-hiera-l') "
+                                 "(--masks), or pass masks= label maps [B, H, W]")
+            from .masks import label_maps
+            from .transforms import denormalize
+
+            p = self.backbone.preprocess
+            pixels = denormalize(images, mean=p.mean, std=p.std)  # (B, H, W, 3) uint8
+            masks = label_maps(self.mask_source, list(pixels))
+        if not isinstance(masks, torch.Tensor) or masks.ndim != 3 or masks.is_floating_point() \
+                or tuple(masks.shape) != (B, H, W):
+            got = f"{masks.dtype} {list(masks.shape)}" if isinstance(masks, torch.Tensor) else type(masks).__name__
+            raise ValueError(f"masks must be integer label maps [{B}, {H}, {W}] (one per image, at the input "
+                             f"size; gemseg.masks.resize_label_map), got {got}")
+        return masks.to(images.device)
+
     @torch.no_grad()
     def heatmaps(self, images: Images, prompts: Prompts, *, templates: Sequence[str] | None = None,
-                 normalize: bool = False, return_ori: bool = False, size: Size = 448) -> torch.Tensor:
+                 normalize: bool = False, return_ori: bool = False, size: Size = 448,
+                 masks: torch.Tensor | None = None) -> torch.Tensor:
         """Cosine similarity between every pixel and every prompt.
 
         Args:
@@ -228,6 +264,7 @@ class GEMModel(nn.Module):
             normalize: min-max normalize each map to [0, 1] (a constant map becomes 0).
             return_ori: use the original path instead of GEM's.
             size: input size of PIL/array images: ``448``, ``(H, W)`` or ``None`` (their own size).
+            masks: mask label maps [B, H, W] for methods that need masks (see :meth:`encode_image`).
         Returns:
             [B, P, H, W] cosine similarities in [-1, 1] (or [0, 1] with ``normalize``), patch
             similarities upsampled bilinearly to the input size.
@@ -235,7 +272,7 @@ class GEMModel(nn.Module):
         images = self._as_batch(images, size)
         B, _, H, W = images.shape if isinstance(images, torch.Tensor) and images.ndim == 4 else (None,) * 4
         text = self._text_for_batch(prompts, B, templates)  # (P, D) or (B, P, D)
-        feats, prefix = self._encode(images, return_ori=return_ori, text=text)  # (B, D, gh, gw), (B, p, D)
+        feats, prefix = self._encode(images, return_ori=return_ori, text=text, masks=masks)  # (B, D, gh, gw), (B, p, D)
         text = text.to(feats.device)
         scores = getattr(self._tokens, "scores", None)  # CASS: its object-presence prior
         if scores is not None and not return_ori:

@@ -16,9 +16,11 @@ A refiner is a function
 them); settings are bound with ``functools.partial`` or given as ``(name, {settings})``. The context a
 refiner gets is by keyword (:func:`refine_scores`): today ``image`` and ``model``; context added later
 (per-image class-agnostic masks, a proxy's patch features) reaches only the refiners whose signature
-names it or takes ``**context``, so a refiner written today keeps working. ``"pamr"``, ``"sam-prompts"``
-(Trident's SAM-prompt refinement, :mod:`gemseg.sam_refine`), ``"lposs"`` and ``"lposs+"``
-(:class:`gemseg.lposs.LPOSSRefiner`) are registered here; others add theirs with
+names it or takes ``**context``, so a refiner written today keeps working. Where the predictor has masks
+it passes ``masks=`` (mask label maps [B, H, W] at the scores' size) and ``labels=`` (scores -> its labels);
+a refiner with ``needs_masks = True`` makes it get them. ``"pamr"``, ``"sam-prompts"`` (Trident's
+SAM-prompt refinement, :mod:`gemseg.sam_refine`), ``"lposs"`` / ``"lposs+"`` (:class:`gemseg.lposs.LPOSSRefiner`)
+and ``"masks"`` (CorrCLIP's map correction) are registered here; others add theirs with
 :func:`register_refiner`.
 """
 from __future__ import annotations
@@ -125,4 +127,21 @@ register_refiner("sam-prompts", sam_prompt_refiner)  # Trident's SAM-prompt refi
 register_refiner("lposs", LPOSSRefiner())
 register_refiner("lposs+", LPOSSRefiner(pixel=True))
 
-__all__ = ["register_refiner", "get_refiner", "list_refiners", "resolve_refiners", "refine_scores", "pamr_refiner"]
+
+def masks_refiner(scores: torch.Tensor, *, image: torch.Tensor, model=None, masks: torch.Tensor,
+                  labels=None) -> torch.Tensor:
+    """CorrCLIP's map correction (:func:`gemseg.methods.corrclip.correct_scores`) for any method: every
+    mask of ``masks`` [B, H, W] (label maps at the scores' size, from the model's mask source; the
+    smallest id, pixels in no mask, is left alone) takes its most frequent label, by carrying the scores of
+    one of that label's pixels. ``labels``: the predictor's scores -> labels [B, H, W] (default: argmax)."""
+    from .methods.corrclip import correct_scores
+
+    current = labels(scores) if labels is not None else scores.argmax(dim=1)
+    return correct_scores(scores, current.to(scores.device), masks.to(scores.device))
+
+
+masks_refiner.needs_masks = True  # the Segmenter passes masks= and labels=
+register_refiner("masks", masks_refiner)
+
+__all__ = ["register_refiner", "get_refiner", "list_refiners", "resolve_refiners", "refine_scores", "pamr_refiner",
+           "masks_refiner"]

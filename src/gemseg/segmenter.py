@@ -188,16 +188,40 @@ class Segmenter:
             x = preprocess(items, size=sizes[0], mean=pre.mean, std=pre.std, interpolation=interpolation)
         return x.to(self.model.device)
 
-    @torch.no_grad()
-    def query_maps(self, x: torch.Tensor, rows: Sequence[int] | None = None) -> torch.Tensor:
-        """Network input [B, 3, h, w] -> cosines [B, Q, h, w] float32 of every pixel with every query (or
-        the queries ``rows``), whole image or sliding windows."""
-        text = self.text if rows is None else self.text[torch.as_tensor(list(rows), dtype=torch.long)]
-        if self.inputs.mode == "whole":
-            return self.model.heatmaps(x, text).float()
-        return self._slide(x, text)
+    @property
+    def needs_masks(self) -> bool:
+        """Whether the model's method or a refiner needs class-agnostic masks (:meth:`masks`)."""
+        return self.model.needs_masks or any(_wants_masks(fn) for _, fn in self.refiners)
 
-    def _slide(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def masks(self, images, x: torch.Tensor, paths: Sequence[str] | None = None) -> torch.Tensor | None:
+        """Mask label maps [B, h, w] at the network input ``x`` [B, 3, h, w] when :attr:`needs_masks`
+        (else ``None``): from the model's mask source, once per image at the image's own size (PIL images
+        / uint8 arrays; ``paths`` name their files for mask files), or from ``x`` itself for a tensor."""
+        if not self.needs_masks:
+            return None
+        if self.model.mask_source is None:
+            raise ValueError("masks are needed (method corrclip or refiner 'masks'): create_model(..., "
+                             "masks='sam2-hiera-l') (--masks SOURCE)")
+        if isinstance(images, torch.Tensor):
+            return self.model.masks_for(x)
+        from .masks import label_maps
+
+        items = [images] if not isinstance(images, (list, tuple)) else list(images)
+        return label_maps(self.model.mask_source, items, paths=paths, size=tuple(x.shape[-2:])).to(x.device)
+
+    @torch.no_grad()
+    def query_maps(self, x: torch.Tensor, rows: Sequence[int] | None = None,
+                   masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Network input [B, 3, h, w] -> cosines [B, Q, h, w] float32 of every pixel with every query (or
+        the queries ``rows``), whole image or sliding windows; ``masks`` [B, h, w] (:meth:`masks`) go
+        with the input to a method that needs them, cropped with each window."""
+        text = self.text if rows is None else self.text[torch.as_tensor(list(rows), dtype=torch.long)]
+        extra = {"masks": masks} if masks is not None and self.model.needs_masks else {}
+        if self.inputs.mode == "whole":
+            return self.model.heatmaps(x, text, **extra).float()
+        return self._slide(x, text, extra.get("masks"))
+
+    def _slide(self, x: torch.Tensor, text: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 4:
             raise ValueError(f"images must have shape [B, 3, H, W], got {list(x.shape)}")
         B, _, H, W = x.shape
@@ -208,22 +232,35 @@ class Segmenter:
         for i in range(0, len(windows), per):
             chunk = windows[i: i + per]
             crops = torch.cat([x[..., y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])  # (len(chunk) * B, 3, ch, cw)
-            sims = self.model.heatmaps(crops, text).reshape(len(chunk), B, text.shape[0], *crops.shape[-2:])
+            extra = {} if masks is None else {"masks": torch.cat([masks[..., y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])}
+            sims = self.model.heatmaps(crops, text, **extra).reshape(len(chunk), B, text.shape[0], *crops.shape[-2:])
             for (y1, y2, x1, x2), s in zip(chunk, sims):
                 total[:, :, y1:y2, x1:x2] += s
                 count[..., y1:y2, x1:x2] += 1
         return total / count
 
-    def at_size(self, maps: torch.Tensor, x: torch.Tensor, out_size: Sequence[int] | None = None) -> torch.Tensor:
+    def at_size(self, maps: torch.Tensor, x: torch.Tensor, out_size: Sequence[int] | None = None,
+                masks: torch.Tensor | None = None) -> torch.Tensor:
         """Query maps [B, Q, h, w] -> scores [B, Q, H, W] at ``out_size = (H, W)`` (bilinear; default: as
         they are), then the refiners, which see the network input ``x`` [B, 3, h, w]."""
         scores = maps.float() if out_size is None else resize_maps(maps.float(), tuple(out_size))
-        return refine_scores(scores, self.refiners, image=x, model=self.model)
+        context = {}
+        if masks is not None:  # e.g. for "masks": the label maps at the output size and this predictor's labels
+            from .masks import resize_label_map
 
-    def scores(self, images, *, out_size: Sequence[int] | None = None, rows: Sequence[int] | None = None) -> torch.Tensor:
-        """Images -> query scores [B, Q, H, W] at ``out_size`` (default: the network input size), refined."""
+            context = {"masks": resize_label_map(masks, tuple(scores.shape[-2:])).to(scores.device),
+                       "labels": lambda s: self.labels(s)[0]}
+        elif any(_wants_masks(fn) for _, fn in self.refiners):
+            raise ValueError("the refiner needs masks: create_model(..., masks='sam2-hiera-l') (--masks)")
+        return refine_scores(scores, self.refiners, image=x, model=self.model, **context)
+
+    def scores(self, images, *, out_size: Sequence[int] | None = None, rows: Sequence[int] | None = None,
+               paths: Sequence[str] | None = None) -> torch.Tensor:
+        """Images -> query scores [B, Q, H, W] at ``out_size`` (default: the network input size), refined;
+        ``paths``: the images' files, where masks are read from files (:meth:`masks`)."""
         x = self.prepare(images)
-        return self.at_size(self.query_maps(x, rows), x, out_size)
+        masks = self.masks(images, x, paths)
+        return self.at_size(self.query_maps(x, rows, masks), x, out_size, masks)
 
     # --- scores -> labels ----------------------------------------------------------------------------
     def _check_scores(self, scores: torch.Tensor) -> None:
@@ -251,10 +288,11 @@ class Segmenter:
         return Segmentation(labels, probs, label_scores(scores, self.query_to_class, K), confidence, self.names,
                             self.background, rule.reduction)
 
-    def predict(self, images, *, out_size: Sequence[int] | None = None) -> Segmentation:
+    def predict(self, images, *, out_size: Sequence[int] | None = None,
+                paths: Sequence[str] | None = None) -> Segmentation:
         """Images (PIL, uint8 arrays or a normalized [B, 3, h, w] tensor) -> a
         :class:`~gemseg.segment.Segmentation` at ``out_size = (H, W)`` (default: the network input size)."""
-        return self.segmentation(self.scores(images, out_size=out_size))
+        return self.segmentation(self.scores(images, out_size=out_size, paths=paths))
 
     def class_scores(self, images, classes: Sequence[int], *, out_size: Sequence[int] | None = None) -> torch.Tensor:
         """Scores of some labels only: [B, len(classes), H, W], each the max over its queries' cosines."""
@@ -274,6 +312,14 @@ def _listed(refine: RefineSpec) -> list:
     if refine is None:
         return []
     return [refine] if isinstance(refine, (str, tuple)) or callable(refine) else list(refine)
+
+
+def _wants_masks(fn) -> bool:
+    """Whether a refiner takes masks (it says so with ``needs_masks = True``, e.g. ``"masks"``)."""
+    import functools
+
+    base = fn.func if isinstance(fn, functools.partial) else fn
+    return bool(getattr(base, "needs_masks", False))
 
 
 def _hw(image) -> tuple[int, int]:

@@ -179,6 +179,20 @@ class VisionBackbone(nn.Module):
         q, k, v = qkv.reshape(B, N, 3, heads, C3 // 3 // heads).permute(2, 0, 3, 1, 4)  # each (B, heads, N, d)
         return q, k, v
 
+    def qk_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Own-normalized input ``x`` [B, 3, H, W] -> ``q + k`` of the last block's attention (its qkv
+        projection of the normed tokens entering it), patch tokens only, [B, width, h, w]: CorrCLIP's
+        proxy features (zdk258/CorrCLIP@103bc18213e6:CorrCLIPv1/corrclip_segmentor.py:109-110)."""
+        t = self._embed(x)
+        blocks = list(self.model.blocks)
+        for blk in blocks[:-1]:
+            t = blk(t)
+        last = blocks[-1]
+        q, k, _ = last.attn.qkv(last.norm1(t)).chunk(3, dim=-1)  # timm's layout: [q | k | v], heads inside
+        t = (q + k)[:, self.num_prefix_tokens:]  # (B, h*w, C)
+        h, w = x.shape[-2] // self.patch_size[0], x.shape[-1] // self.patch_size[1]
+        return t.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """Own-normalized input [B, 3, H, W] -> the tokens entering the first block [B, prefix + h * w, C]."""
         if self.kind == "sam":

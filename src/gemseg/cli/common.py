@@ -42,6 +42,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--proxy-settings", default=None, metavar="K=V,...",
                    help="the proxy method's settings (ProxyCLIPConfig, CASSConfig fields), e.g. "
                         "global_semantics_weight=0.1,mean_vector_weight=0.03 (default: the official values)")
+    add_mask_args(g)
     add_gem_args(parser.add_argument_group("GEM"))
 
 
@@ -83,6 +84,28 @@ def add_refine_arg(group) -> None:
                        help="refine the scores before labelling; repeatable, run in the order given "
                             f"(registered: {', '.join(list_refiners())}; pamr: 10 steps, dilations 8,16; lposs, lposs+: "
                             "LPOSS label propagation with DINO ViT-B/16, docs/methods.md)")
+
+
+def add_mask_args(group) -> None:
+    """--masks SOURCE and --mask-cache DIR: class-agnostic masks (gemseg.masks) for --method corrclip and
+    --refine masks."""
+    group.add_argument("--masks", default=None, metavar="SOURCE",
+                       help="class-agnostic masks for --method corrclip and --refine masks: a SAM / SAM 2 "
+                            "generator (sam-vit-b, sam2-hiera-l, ...; `gemseg models --backend masks`), a hub id "
+                            "or model folder, or files:FOLDER of <image stem>.npz label maps")
+    group.add_argument("--mask-cache", default=None, metavar="DIR",
+                       help="keep generated masks in DIR by image content and generator settings, so that "
+                            "no image's masks are generated twice")
+
+
+def mask_kwargs(args: argparse.Namespace) -> dict:
+    """create_model's mask arguments from --masks / --mask-cache."""
+    masks, cache = getattr(args, "masks", None), getattr(args, "mask_cache", None)
+    if masks is None:
+        if cache is not None:
+            raise ValueError("--mask-cache needs --masks SOURCE (a SAM / SAM 2 generator)")
+        return {}
+    return {"masks": masks, **({"mask_cache": cache} if cache is not None else {})}
 
 
 def _gem_options():
@@ -141,7 +164,8 @@ def model_kwargs(args: argparse.Namespace) -> dict:
                 **method_settings_kwargs(args),
                 **({} if not needs_proxy(args.method) else dict(
                     proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights,
-                    proxy_settings=proxy_settings(args.method, getattr(args, "proxy_settings", None)))))
+                    proxy_settings=proxy_settings(args.method, getattr(args, "proxy_settings", None)))),
+                **mask_kwargs(args))
 
 
 def needs_proxy(method: str) -> bool:
@@ -231,7 +255,8 @@ def build_model(args: argparse.Namespace):
         if args.random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")
         if getattr(args, "proxy", None) is not None and not needs_proxy(args.method):
-            warnings.warn(f"--proxy is only used by methods that need a proxy (proxyclip); ignored for {args.method}")
+            warnings.warn(f"--proxy is only used by methods that need a proxy (proxyclip, corrclip); "
+                          f"ignored for {args.method}")
         try:
             return create_model(args.model, **model_kwargs(args))
         except WeightsUnavailableError as e:

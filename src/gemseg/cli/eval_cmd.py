@@ -238,8 +238,11 @@ def main(args: argparse.Namespace) -> int:
         metric = "p-mIoU" if spec.type == "points" else "mIoU"
         value = result["metrics"][metric]
         shown = f"{value:.2f}" if value is not None else "none"
-        print(f"{spec.name} {args.preset}: {metric} {shown} over {result['dataset']['num_images']} images -> "
-              f"{out}/result.json")
+        failed = result["speed"].get("failed_images", 0)
+        print(f"{spec.name} {args.preset}: {metric} {shown} over {result['dataset']['num_images'] - failed} images"
+              + (f" ({failed} skipped for their masks, listed in result.json; a rerun retries them)" if failed else "")
+              + f" -> {out}/result.json")
+        return 1 if failed else 0
     return 0
 
 

@@ -19,6 +19,7 @@ examples:
   gemseg models --backend hf --json
   gemseg models --backend vfm        # the proxies of --method proxyclip/cass (--proxy NAME)
   gemseg models --methods            # the --method names, plug-in compositions (naclip+resclip) included
+  gemseg models --backend masks      # the SAM / SAM 2 mask generators (--masks NAME)
 """
 
 
@@ -31,8 +32,9 @@ def register(subparsers) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("filter", nargs="?", default=None, metavar="TEXT",
                    help="only rows whose model or tag contains TEXT (case-insensitive)")
-    p.add_argument("--backend", choices=("open_clip", "hf", "vfm"), default=None,
-                   help="only this backend (vfm: the vision foundation models of --method proxyclip and cass)")
+    p.add_argument("--backend", choices=("open_clip", "hf", "vfm", "masks"), default=None,
+                   help="only this backend (vfm: the vision foundation models of --method proxyclip and cass; masks: "
+                        "the SAM / SAM 2 mask generators of --masks)")
     p.add_argument("--local", action="store_true", help="only models whose weights are available locally")
     p.add_argument("--methods", action="store_true",
                    help="list the dense methods of --method instead (with <base>+<plug-in> compositions)")
@@ -116,6 +118,15 @@ def hf_local_path(repo_id: str, cache_dir: str | None = None) -> str | None:
                      cache_dir)
 
 
+def mask_rows(cache_dir: str | None = None) -> list[dict]:
+    """The SAM / SAM 2 mask generators (``--masks NAME``), with their weights' place in the hub cache."""
+    from ..masks import list_mask_models
+
+    return [{"backend": "masks", "model": e.name, "pretrained": e.hub_id, "kind": e.family,
+             "local": (path := hf_local_path(e.hub_id, cache_dir)) is not None, "path": path}
+            for e in list_mask_models()]
+
+
 def rows(backend: str | None = None, cache_dir: str | None = None) -> list[dict]:
     from ..backbones import BACKENDS
 
@@ -136,7 +147,7 @@ def rows(backend: str | None = None, cache_dir: str | None = None) -> list[dict]
         names = ["model.safetensors", "pytorch_model.bin"]
         out += [{"backend": "vfm", **r, "local": (path := cached_file("timm/" + r["pretrained"], names, cache_dir))
                  is not None, "path": path} for r in table["vfm"]]
-    return out
+    return out + (mask_rows(cache_dir) if backend in (None, "masks") else [])
 
 
 def method_rows() -> list[dict]:
@@ -187,16 +198,23 @@ def main(args: argparse.Namespace) -> int:
     head = ("BACKEND", "MODEL", "PRETRAINED", "LOCAL")
     cells = [(r["backend"], r["model"], r["pretrained"] or "-", "yes" if r["local"] else "-") for r in table]
     widths = [max(len(c[i]) for c in cells + [head]) for i in range(4)]
-    clip, vfm = [c for c in cells if c[0] != "vfm"], [c for c in cells if c[0] == "vfm"]
-    for c in [head] + clip + ([("", "", "", "")] if clip and vfm else []):
+    clip = [c for c in cells if c[0] not in ("vfm", "masks")]
+    groups = [("vfm", "Vision foundation models without text (--method proxyclip --proxy MODEL; PRETRAINED is timm's):"),
+              ("masks", "Mask generators (--masks MODEL; PRETRAINED is the Hugging Face id):")]
+    for c in [head] + clip:
         print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
-    if vfm:  # their own group
-        print("Vision foundation models without text (--method proxyclip|cass --proxy MODEL; PRETRAINED is timm's):")
-        for c in vfm:
-            print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+    for kind, title in groups:  # each in its own group
+        group = [c for c in cells if c[0] == kind]
+        if group:
+            if clip or kind != groups[0][0]:
+                print()
+            print(title)
+            for c in group:
+                print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
     local = sum(r["local"] for r in table)
     print(f"\n{len(table)} model(s), {local} available locally. Use open_clip rows as "
-          "--model MODEL --pretrained PRETRAINED, Hugging Face rows as --model MODEL, vfm rows as --proxy MODEL.\n"
+          "--model MODEL --pretrained PRETRAINED, Hugging Face rows as --model MODEL, vfm rows as --proxy MODEL, "
+          "masks rows as --masks MODEL.\n"
           "Weights that are not local are downloaded on first use when online; offline, put them in the "
           "hub cache (HF_HOME) or pass --checkpoint PATH / a local model folder.", file=sys.stderr)
     return 0

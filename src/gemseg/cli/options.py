@@ -148,4 +148,5 @@ def model_settings(args: argparse.Namespace, templates: list[str] | None) -> dic
             "grid": args.grid, "save_raw": args.save_raw, "font": args.font,
             **({"proxy": args.proxy, "proxy_weights": args.proxy_weights,
                 "proxy_settings": getattr(args, "proxy_settings", None)}
-               if needs_proxy(getattr(args, "method", "gem")) else {})}
+               if needs_proxy(getattr(args, "method", "gem")) else {}),
+            **({"masks": args.masks} if getattr(args, "masks", None) else {})}

@@ -315,4 +315,11 @@ def _run_all(args, task: Task, layout: Layout, sources: list[ImageSource], run_i
 def similarity_maps(model, items: list[Item], text, size: tuple[int, int]) -> list:
     """Cosine similarity of each image with each query: a list of [Q, H, W] float tensors on the CPU at
     the model's input ``size`` (H, W); ``text`` is [Q, D] from ``model.encode_text``, computed once per run."""
-    return list(model.heatmaps([it.loaded.image for it in items], text, size=size).float().cpu())  # B x (Q, H, W)
+    images = [it.loaded.image for it in items]
+    extra = {}
+    if model.needs_masks and model.mask_source is not None:  # corrclip: each image's
+        from ..masks import label_maps  # masks, made once at its own size (mask files are found by its path)
+
+        extra["masks"] = label_maps(model.mask_source, images, paths=[it.source.path for it in items], size=size)
+    return list(model.heatmaps(images, text, size=size, **extra).float().cpu())  # B x (Q, H, W)
+

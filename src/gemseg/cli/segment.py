@@ -121,15 +121,20 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
                                               reduction=args.reduction, refine=args.refine)  # text encoded once
 
     def infer(items: list[Item]) -> list:
-        """Per image: (query maps [Q, h, w] at the model input size, network input [3, h, w]), on the CPU."""
+        """Per image: (query maps [Q, h, w] at the model input size, network input [3, h, w], mask label map
+        [h, w] or None), on the CPU; masks are made once per image (mask files found by its path)."""
         seg = state["seg"]
-        x = seg.prepare([it.loaded.image for it in items])
-        return list(zip(seg.query_maps(x).cpu(), x.cpu()))
+        images = [it.loaded.image for it in items]
+        x = seg.prepare(images)
+        masks = seg.masks(images, x, [it.source.path for it in items])
+        per = [None] * len(items) if masks is None else list(masks.cpu())
+        return list(zip(seg.query_maps(x, masks=masks).cpu(), x.cpu(), per))
 
     def segment(result, size: tuple[int, int]):
-        """(query maps, network input) of one image -> its Segmentation at ``size`` = (width, height)."""
-        seg, (maps, x) = state["seg"], result
-        return seg.segmentation(seg.at_size(maps[None], x[None], (size[1], size[0])))
+        """(query maps, network input, masks) of one image -> its Segmentation at ``size`` = (width, height)."""
+        seg, (maps, x, masks) = state["seg"], result
+        return seg.segmentation(seg.at_size(maps[None], x[None], (size[1], size[0]),
+                                            masks=None if masks is None else masks[None]))
 
     def write(item: Item, sims) -> dict:
         size = output_size(*item.loaded.image.size, args.max_side)

@@ -124,6 +124,9 @@ def model_for(model, *, method: str | None = None, depth: int | None = None, ite
     if "proxy" in fn.needs and not isinstance(model.proxy, fn.proxy_type):  # none, or another method's kind
         raise DemoError(f"method {method!r} needs a proxy vision model: start the server with "
                         f"--method {method} --proxy NAME")
+    if "masks" in get_method(method).needs and model.mask_source is None:
+        raise DemoError(f"method {method!r} needs class-agnostic masks: start the server with "
+                        f"--method {method} --proxy NAME --masks SOURCE (e.g. sam-vit-b)")
     try:
         return model.variant(method=method, **changes)  # a proxy-free method drops the model's proxy
     except ValueError as e:  # e.g. a depth the backbone has no blocks for

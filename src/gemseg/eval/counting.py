@@ -38,7 +38,8 @@ class DenseCounter:
 
     def count(self, image_id: str, image: np.ndarray, target: np.ndarray) -> dict[str, torch.Tensor]:
         """uint8 RGB [H, W, 3] and its label map [h, w] -> this image's counts."""
-        pred = self.seg.labels(self.seg.scores(image, out_size=target.shape))[0][0]  # (h, w)
+        # masks (corrclip, refiner "masks") are found by the image's id: mask files are named <id stem>.npz
+        pred = self.seg.labels(self.seg.scores(image, out_size=target.shape, paths=[image_id]))[0][0]  # (h, w)
         cm = confusion_matrix(pred, torch.from_numpy(target).to(pred.device), self.spec.num_classes,
                               ignore_index=self.spec.ignore_index)
         if image_id in self.save_preds and self.out_dir is not None:

@@ -4,7 +4,7 @@ Every value cites the line it was read from at the newest commit of the official
 commits below; audited 2026-12-04), so the next audit is a diff. To add a preset, write one more
 ``Preset(...)`` block and add it to :data:`BUILTIN`. Repositories read: SCLIP (no licence file), ClearCLIP
 (S-Lab License 1.0), NACLIP (LICENSE), ProxyCLIP (README names the S-Lab License 1.0; no licence file),
-GEM (LICENSE), MaskCLIP (Apache-2.0, an mmsegmentation fork), Trident (Apache-2.0). Only facts are taken from them (values,
+GEM (LICENSE), MaskCLIP (Apache-2.0, an mmsegmentation fork), Trident (Apache-2.0), CorrCLIP (no licence file for CorrCLIPv1). Only facts are taken from them (values,
 class names, published numbers).
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ PROXYCLIP = "mc-lan/ProxyCLIP@e7b767fbc58e"
 GEM = "WalBouss/GEM@5fa677ca1dcf"
 MASKCLIP = "chongzhou96/MaskCLIP@245d31f809be"
 TRIDENT = "YuHengsss/Trident@a93b346d1b1d"
+CORRCLIP = "zdk258/CorrCLIP@103bc18213e6"
 # second-hand tables (images in the READMEs of later papers)
 CLEARCLIP_TABLE2 = f"{CLEARCLIP}:assets/results.png (README.md:93; ClearCLIP appendix Table 2, ViT-Base)"
 RESCLIP_TABLE = "yvhangyang/ResCLIP@0e085f7f52f0:figs/main_results_w.png (README.md:34; ResCLIP, arXiv 2411.15851)"
@@ -360,7 +361,61 @@ TRIDENT_PRESET = Preset(
     ),
 )
 
+_CC = f"{CORRCLIP}:CorrCLIPv1"
+CORRCLIP_TABLE = f"{_CC}/README.md:128 (the table's ViT-B row with SAM2_32 masks)"
+
+CORRCLIP_PRESET = Preset(
+    name="corrclip", paper="CorrCLIP, Zhang, Liu & Tang, ICCV 2025 (arXiv 2411.10086)", method="corrclip",
+    datasets=("voc21", "voc20", "context59", "context60", "cityscapes", "ade20k", "coco_stuff", "coco_object"),
+    model="ViT-B-16-quickgelu", pretrained="metaclip_fullcc",
+    proxy=cite("dino-b8", f"{_CC}/configs/base_config.py:6 dino_type='dino_vitb8'"),
+    settings={
+        **_mmseg_resize(CORRCLIP, "CorrCLIPv1/configs/cfg_voc21.py:16 (every cfg_*.py but ADE20K, Cityscapes)", 336),
+        "mode": cite("slide", f"{_CC}/corrclip_segmentor.py:196 forward_slide"),
+        "crop": cite(336, f"{_CC}/corrclip_segmentor.py:47 slide_crop=336"),
+        "stride": cite(112, f"{_CC}/corrclip_segmentor.py:47 slide_stride=112"),
+        "templates": cite("imagenet80", f"{_CC}/corrclip_segmentor.py:244 openai_imagenet_template (80 templates)"),
+        "vocabulary": cite("synonyms", f"{_CC}/corrclip_segmentor.py:389-400 get_cls_idx, configs/cls_*.txt split "
+                                       "on '; ' (gemseg's <dataset>_corrclip.txt, per dataset below)"),
+        "background_query": cite(True, f"{_CC}/configs/cls_voc21.txt:1 (the background class is a query)"),
+        "logit_scale": cite(40.0, f"{_CC}/corrclip_segmentor.py:47 logit_scale=40"),
+        "prob_threshold": cite(None, f"{_CC}/corrclip_segmentor.py:47 prob_thd=0.0"),
+        "area_threshold": cite(None, f"{_CC}/corrclip_segmentor.py:200-233 postprocess_result has no area rule"),
+        "pamr_steps": cite(0, f"{_CC}/corrclip_segmentor.py has no PAMR"),
+        "mask_refine": cite(True, f"{_CC}/corrclip_segmentor.py:216-222 Map Correction (refiner 'masks')"),
+        "pos_embed": cite("bicubic-scale", f"{_CC}/open_clip/transformer.py:637-655 interpolate_pos_encoding "
+                                           "(w0 + 0.1, scale_factor, bicubic)"),
+    },
+    per_dataset={
+        "voc21": {"vocabulary": cite("voc21_corrclip.txt", f"{_CC}/configs/cfg_voc21.py:5 cls_voc21.txt"),
+                  "prob_threshold": cite(0.2, f"{_CC}/configs/cfg_voc21.py:7")},
+        "voc20": {"vocabulary": cite("voc20_corrclip.txt", f"{_CC}/configs/cfg_voc20.py:5 cls_voc20.txt")},
+        "context59": {"vocabulary": cite("context59_corrclip.txt", f"{_CC}/configs/cfg_context59.py:5 cls_context59.txt")},
+        "context60": {"vocabulary": cite("context60_corrclip.txt", f"{_CC}/configs/cfg_context60.py:5 cls_context60.txt"),
+                      "prob_threshold": cite(0.15, f"{_CC}/configs/cfg_context60.py:7")},
+        "cityscapes": {"vocabulary": cite("cityscapes_corrclip.txt",
+                                          f"{_CC}/configs/cfg_city_scapes.py:5 cls_city_scapes.txt"),
+                       "size": cite(448, f"{_CC}/configs/cfg_city_scapes.py:17 Resize(scale=(2048, 448))"),
+                       "crop": cite(224, f"{_CC}/configs/cfg_city_scapes.py:8 slide_crop=224"),
+                       "stride": cite(112, f"{_CC}/configs/cfg_city_scapes.py:7 slide_stride=112")},
+        "ade20k": {"vocabulary": cite("ade20k_corrclip.txt", f"{_CC}/configs/cfg_ade20k.py:5 cls_ade20k.txt"),
+                   "size": cite(448, f"{_CC}/configs/cfg_ade20k.py:15 Resize(scale=(2048, 448))")},
+        "coco_stuff": {"vocabulary": cite("coco_stuff_corrclip.txt",
+                                          f"{_CC}/configs/cfg_coco_stuff164k.py:5 cls_coco_stuff.txt")},
+        "coco_object": {"vocabulary": cite("coco_object_corrclip.txt",
+                                           f"{_CC}/configs/cfg_coco_object.py:5 cls_coco_object.txt"),
+                        "prob_threshold": cite(0.25, f"{_CC}/configs/cfg_coco_object.py:7")},
+    },
+    published=_numbers(CORRCLIP_TABLE, {"voc21": 74.8, "voc20": 88.8, "context59": 48.8, "context60": 44.2,
+                                        "cityscapes": 49.4, "ade20k": 26.9, "coco_stuff": 31.6, "coco_object": 43.7},
+                       note="with the published SAM 2 masks (--masks files:data/region_masks/<dataset>); "
+                            "SAM2_8 masks generated at run time: README.md:129, average 50.4"),
+    not_reproduced=(f"fp16 CLIP, DINO and SAM 2 ({_CC}/corrclip_segmentor.py:56, :66, :265)",
+                    "crops zero-padded to a multiple of 56, centred, masks padded with 10000 "
+                    "(corrclip_segmentor.py:156-160); gemseg pads right/bottom and the padding is a region of its own"),
+)
+
 # the order of `gemseg eval --list-presets` is alphabetical; this tuple is the registry's content
 BUILTIN: tuple[Preset, ...] = (GEM_PRESET, SCLIP_PRESET, CLEARCLIP_PRESET, NACLIP_PRESET, PROXYCLIP_PRESET,
-                               MASKCLIP_PRESET, TRIDENT_PRESET, *PRESETS_2025,
+                               MASKCLIP_PRESET, TRIDENT_PRESET, *PRESETS_2025, CORRCLIP_PRESET,
                                *PROPAGATION_PRESETS)

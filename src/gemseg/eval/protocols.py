@@ -57,6 +57,7 @@ class Protocol:
     pamr_steps: int = 0  # PAMR refinement iterations on the scores (0: off)
     pamr_dilations: tuple[int, ...] = (8, 16)  # PAMR neighbourhood dilations, in pixels
     refine: tuple[str, ...] = ()  # refiners after PAMR (gemseg.refiners names; the lposs presets: ("lposs",))
+    mask_refine: bool = False  # CorrCLIP's map correction (refiner "masks") after the scores; needs --masks
     point_threshold: float = 0.5  # point labels: a point is predicted positive where the normalized score >= this
     point_normalize: str = "minmax"  # point labels: "minmax" per image and class, or "none" (raw cosine)
     pos_embed: str = "bicubic-aa"  # position-embedding resampling of the model (POS_EMBED_MODES): gem-torch's
@@ -171,7 +172,7 @@ def segmenter_settings(spec: DatasetSpec, protocol: Protocol, *, classes: Sequen
     """The keyword arguments of :class:`gemseg.Segmenter` under ``protocol`` on ``spec`` (plus its
     ``pos_embed``): the queries of each class (:func:`class_queries`, or ``classes``), only those of the
     ``active`` classes if given; the label rule; the input rule; PAMR as the ``"pamr"`` refiner, then the
-    protocol's ``refine``."""
+    protocol's ``refine``, then the map correction as the ``"masks"`` refiner."""
     per_class = class_queries(spec, protocol) if classes is None else [tuple(c) for c in classes]
     keep = set(range(len(per_class))) if active is None else set(active)
     queries, owner = [], []
@@ -193,7 +194,7 @@ def segmenter_settings(spec: DatasetSpec, protocol: Protocol, *, classes: Sequen
                             crop_batch=crop_batch),
         "templates": read_templates(p.templates),
         "refine": ([("pamr", {"steps": p.pamr_steps, "dilations": p.pamr_dilations})] if p.pamr_steps else [])
-        + list(p.refine),
+        + list(p.refine) + (["masks"] if p.mask_refine else []),
         "pos_embed": p.pos_embed,
     }
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ class Counts:
     images: int  # images counted in this session, all ranks together
     resumed: int  # images counted by earlier sessions
     seconds: float  # this session's counting time (the slowest rank)
+    failed: tuple[tuple[str, str], ...] = ()  # (image id, reason) skipped for bad masks (this rank's)
+    num_failed: int = 0  # images skipped, all ranks together (a later run retries them)
 
 
 def _prepare_state(state: RunState, settings: dict, dist: Dist, restart: bool):
@@ -95,9 +98,20 @@ def count_images(counter, dataset, ids: Sequence[str], settings: dict, *, out_di
         bar = tqdm(total=len(shard), unit="img", desc=f"{desc} rank 0/{dist.world_size}", dynamic_ncols=True)
     start = time.perf_counter()
     items = load_items(dataset, shard, num_workers=num_workers)
+    from ..masks import MaskError
+
+    failed: list[tuple[str, str]] = []
     try:
         for image_id, image, target in items:
-            writer.add(image_id, counter.count(image_id, image, target))
+            try:
+                counts = counter.count(image_id, image, target)
+            except MaskError as e:  # one image's masks are missing or bad: skip it, say so, keep going
+                failed.append((image_id, str(e)))
+                warnings.warn(f"{image_id}: skipped: {e}", stacklevel=2)
+                if bar is not None:
+                    bar.update(1)
+                continue
+            writer.add(image_id, counts)
             if writer.unsaved >= save_every:
                 writer.save()
             if bar is not None:
@@ -118,9 +132,11 @@ def count_images(counter, dataset, ids: Sequence[str], settings: dict, *, out_di
             mine = mine + prior[key]
         totals[key] = dist.sum(mine)
     counted = int(dist.sum(torch.tensor([len(writer.ids)]))[0]) + len(done)
-    if counted != len(ids):
+    num_failed = int(dist.sum(torch.tensor([len(failed)]))[0])
+    if counted + num_failed != len(ids):
         raise StateError(f"counted {counted} images of {len(ids)}; the run state in {out_dir} is inconsistent")
-    return Counts(totals=totals, images=len(todo), resumed=len(done), seconds=dist.max(seconds))
+    return Counts(totals=totals, images=len(todo) - num_failed, resumed=len(done), seconds=dist.max(seconds),
+                  failed=tuple(failed), num_failed=num_failed)
 
 
 def run_settings(spec: DatasetSpec, root: str | os.PathLike, protocol: Protocol, model, class_names,
@@ -186,6 +202,7 @@ def evaluate(model, spec: DatasetSpec, root: str | os.PathLike, protocol: Protoc
         "model": model_description(model),
         "metrics": counter.metrics(counts.totals),
         "speed": _kept_speed(out_dir, counts) or speed_description(counts, dist, model),
+        **({"failed": [{"image": i, "reason": r} for i, r in counts.failed]} if counts.num_failed else {}),
         "software": software_versions(),
     }
     if spec.type != "dense":
@@ -221,4 +238,4 @@ def speed_description(counts: Counts, dist: Dist, model) -> dict:
     return {"images": images, "seconds": round(seconds, 3),
             "images_per_s": round(images / seconds, 3) if images and seconds > 0 else None,
             "world_size": dist.world_size, "device": device_description(model.device),
-            "resumed_images": counts.resumed}
+            "resumed_images": counts.resumed, "failed_images": counts.num_failed}

@@ -169,7 +169,7 @@ class SweepCounter:
     def count(self, image_id: str, image: np.ndarray, target: np.ndarray) -> dict[str, torch.Tensor]:
         """uint8 RGB [H, W, 3] and its label map [h, w] -> ``{"confusion": [K, C, C]}`` (and ``"select"``)."""
         C, K = self.spec.num_classes, len(self.combos)
-        scores = self.seg.scores(image, out_size=target.shape)  # (1, Q, h, w): the one model pass
+        scores = self.seg.scores(image, out_size=target.shape, paths=[image_id])  # (1, Q, h, w): one model pass
         gt = torch.from_numpy(np.ascontiguousarray(target)).to(scores.device).long().flatten()
         keep = gt != self.spec.ignore_index
         gt = gt[keep]

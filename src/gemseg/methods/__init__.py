@@ -4,11 +4,13 @@
 Each maps ``(backbone, images [B, 3, H, W], config, *, return_ori=False)`` to ``(tokens [B, N, D],
 original tokens [B, N, D] or None)`` after the final norm and projection, so that all of them share the
 preprocessing, the text encoding and the evaluation of :class:`~gemseg.GEMModel`. A method declares
-what else it needs in :attr:`Method.needs`: ``"proxy"`` (``proxyclip``, ``cass``) means it also takes
-``proxy=``, an instance of the function's ``proxy_type`` (:class:`ProxyAttention`, :class:`CASSProxy`;
-``create_model`` builds it around ``default_proxy``); callers ask ``"proxy" in get_method(name).needs``,
-never the method's name. A function with ``on_proxy_grid = True`` (``proxyclip``) returns tokens on the
-proxy's grid, one with a ``scores`` attribute (``cass``) scores the text itself. ``docs/methods.md`` gives each
+what else it needs in :attr:`Method.needs`: ``"proxy"`` (``proxyclip``, ``cass``, ``corrclip``) means it also
+takes ``proxy=``, an instance of the function's ``proxy_type`` (:class:`ProxyAttention`, :class:`CASSProxy`,
+:class:`CorrCLIPProxy`; ``create_model`` builds it around ``default_proxy``); callers ask
+``"proxy" in get_method(name).needs``, never the method's name; ``"masks"`` (``corrclip``) that it takes
+``masks=`` label maps [B, H, W] from the model's mask source (:mod:`gemseg.masks`). A function with
+``on_proxy_grid = True`` (``proxyclip``, ``corrclip``) returns tokens on the proxy's grid, one with a
+``scores`` attribute (``cass``) scores the text itself. ``docs/methods.md`` gives each
 method's formula and paper.
 
 ====================  =======================================================================
@@ -29,6 +31,7 @@ method's formula and paper.
                       and SFR change the base's last-block attention (needs the queries' text)
 ``cass``              CASS: a DINO's spectral graph distilled into the last attention (needs ``proxy=``),
                       and its object-presence prior on the text side
+``corrclip``          CorrCLIP: attention rebuilt from class-agnostic masks and DINO (needs ``proxy=``, masks)
 ====================  =======================================================================
 
 A method may carry ``settings_type`` (a frozen dataclass of its own settings: :class:`SCCLIPConfig`,
@@ -50,6 +53,7 @@ from .baselines import (NACLIP_STD, clearclip_tokens, clip_tokens, maskclip_toke
                         naclip_tokens, neighbourhood_bias, sclip_tokens, vv_tokens)
 
 from .cass import CASSConfig, CASSProxy, cass_tokens
+from .corrclip import CorrCLIPConfig, CorrCLIPProxy, corrclip_tokens
 from .proxyclip import ProxyAttention, ProxyCLIPConfig, proxyclip_tokens
 from .trident import trident_tokens
 from .resclip import RESCLIP_BASES, ResCLIPConfig, resclip_plugin, resclip_tokens
@@ -57,8 +61,9 @@ from .scclip import SCCLIPConfig, scclip_tokens
 from .sfp import SFPConfig, sfp_tokens
 
 _SETTINGS = tuple(f.name for f in dataclasses.fields(GEMConfig))
-NEEDS = ("proxy", "text", "refine")  # what a method can declare it needs (Method.needs): a ProxyAttention,
-#                                      the queries' text embeddings [Q, D], the model's PAMR refiner
+NEEDS = ("proxy", "text", "refine", "masks")  # what a method can declare it needs (Method.needs): a
+#                                      ProxyAttention, the queries' text embeddings [Q, D], the model's PAMR
+#                                      refiner, mask label maps [B, H, W] (masks=)
 _DEFAULTS = GEMConfig()
 
 
@@ -75,7 +80,8 @@ class Method:
     name: str  # the name it is registered under
     fn: Callable  # (backbone, images, config, *, return_ori) -> (tokens, original tokens or None)
     uses: tuple[str, ...] | None = ()  # GEMConfig fields fn reads; None: unknown
-    needs: tuple[str, ...] = ()  # what fn needs besides the backbone: "proxy" (a ProxyAttention, passed as proxy=)
+    needs: tuple[str, ...] = ()  # what fn needs besides the backbone: "proxy" (a ProxyAttention, passed as
+    #                               proxy=), "masks" (mask label maps [B, H, W], passed as masks=)
 
     def __post_init__(self):
         if not callable(self.fn):
@@ -123,6 +129,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("naclip", naclip_tokens),
     Method("proxyclip", proxyclip_tokens, needs=("proxy",)),
     Method("trident", trident_tokens, needs=("proxy",)),
+    Method("corrclip", corrclip_tokens, needs=("proxy", "masks")),
     Method("sc-clip", scclip_tokens),
     Method("sfp", sfp_tokens),
     Method("cass", cass_tokens, needs=("proxy",)),
@@ -140,6 +147,7 @@ SUMMARIES = {"gem": "GEM: self-self attention path in the last depth-1 blocks (G
              "sc-clip": "SC-CLIP: anomaly-token repair, self-adjusting attention, multi-level fusion",
              "sfp": "SFP: outlier mitigation, attention enhancement, multi-layer integration",
              "resclip": "with the ResCLIP plug-in: RCS and SFR on the base's last-block attention",
+             "corrclip": "CorrCLIP: attention rebuilt from class-agnostic masks and DINO (--proxy, --masks)",
              "cass": "CASS: a DINO graph distilled into the last attention, object-presence prior (--proxy)"}
 
 # plug-ins: name -> (the bases it composes with, base name -> token function of "<base>+<name>", its needs)
@@ -200,4 +208,5 @@ __all__ = ["Method", "METHODS", "NEEDS", "get_method", "list_methods", "register
            "maskclip_tokens", "maskclip_vproj_tokens", "vv_tokens", "sclip_tokens", "clearclip_tokens", "naclip_tokens",
            "neighbourhood_bias", "NACLIP_STD", "proxyclip_tokens", "ProxyAttention", "ProxyCLIPConfig", "PLUGINS", "SUMMARIES",
            "scclip_tokens", "SCCLIPConfig", "sfp_tokens", "SFPConfig", "resclip_tokens", "ResCLIPConfig",
-           "RESCLIP_BASES", "cass_tokens", "CASSConfig", "CASSProxy"]
+           "RESCLIP_BASES", "cass_tokens", "CASSConfig", "CASSProxy",
+           "corrclip_tokens", "CorrCLIPProxy", "CorrCLIPConfig"]

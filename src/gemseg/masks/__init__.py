@@ -1,0 +1,49 @@
+"""Class-agnostic masks: one small interface, ``source(image, path=None) -> MaskSet`` (masks [M, H, W] bool,
+scores [M]), with three sources: SAM / SAM 2 / 2.1 automatic mask generation (:class:`MaskGenerator`,
+the official generator's algorithm in :mod:`.amg` on ``transformers`` models, :mod:`.sam`), label maps
+read from files (:class:`FileMasks`, CorrCLIP's published format), and a disk cache in front of a
+generator (:class:`CachedMasks`). :func:`create_mask_source` builds any of them from one string.
+"""
+from __future__ import annotations
+
+import os
+
+from .amg import AMGConfig, generate_masks
+from .base import MaskError, MaskSet, resize_label_map
+from .sam import MASK_MODELS, MaskModelEntry, SamPrompter, load_prompter, resolve_mask_model
+from .sources import CachedMasks, FileMasks, MaskGenerator, label_maps
+
+
+def list_mask_models() -> list[MaskModelEntry]:
+    """The SAM-family checkpoints known by short name (any ``transformers`` SAM / SAM 2 id or folder works)."""
+    return list(MASK_MODELS.values())
+
+
+def create_mask_source(spec: str, *, device="cpu", settings: AMGConfig | None = None,
+                       cache: str | os.PathLike | None = None, cache_dir: str | None = None):
+    """A mask source from one string.
+
+    Args:
+        spec: a generator (a short name of :data:`MASK_MODELS` such as ``"sam-vit-b"`` or
+            ``"sam2-hiera-l"``, a Hugging Face id, or a folder saved with ``save_pretrained()``), or a
+            folder of label maps (``files:FOLDER``, or any folder without ``config.json``).
+        settings: the generator's :class:`AMGConfig` (default: the official defaults).
+        cache: a folder where generated masks are kept by image content and settings (files are not cached).
+        cache_dir: the Hugging Face hub cache to load checkpoints from.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise TypeError("a mask source must be a non-empty string: a SAM name, hub id or folder")
+    folder = spec.removeprefix("files:")
+    if spec.startswith("files:") or (os.path.isdir(spec) and not os.path.isfile(os.path.join(spec, "config.json"))):
+        if settings is not None:
+            raise ValueError("generator settings do not apply to masks read from files; drop them")
+        return FileMasks(folder)
+    settings = settings or AMGConfig()
+    prompter = load_prompter(spec, device=device, cache_dir=cache_dir, dynamic_multimask=settings.dynamic_multimask)
+    source = MaskGenerator(prompter, settings)
+    return CachedMasks(source, cache) if cache is not None else source
+
+
+__all__ = ["MaskSet", "MaskError", "AMGConfig", "MaskGenerator", "FileMasks", "CachedMasks", "SamPrompter", "MASK_MODELS",
+           "MaskModelEntry", "create_mask_source", "list_mask_models", "load_prompter", "generate_masks",
+           "resolve_mask_model", "resize_label_map", "label_maps"]
