@@ -69,6 +69,8 @@ def _table_cache() -> str:
         open_clip_version = "none"
     here = os.path.dirname(backbones.__file__)
     stats = [os.stat(os.path.join(here, f)) for f in ("__init__.py", "open_clip.py", "vfm.py")]
+    stats += [os.stat(os.path.join(os.path.dirname(here), "masks", f)) for f in sorted(os.listdir(
+        os.path.join(os.path.dirname(here), "masks"))) if f.endswith(".py")]  # the mask generators' list
     key = hashlib.sha1(repr([(st.st_size, st.st_mtime_ns) for st in stats]).encode()).hexdigest()[:12]
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(root, "gemseg", f"models-{__version__}-open_clip-{open_clip_version}-{key}.json")
@@ -78,8 +80,11 @@ def _draw_up_tables() -> dict:
     from ..backbones import list_models
     from ..backbones.vfm import list_vfms
 
+    from ..masks import list_mask_models
+
     table: dict = {"open_clip": [], "vfm": [{"model": e.name, "pretrained": e.timm_name, "kind": e.kind}
-                                           for e in list_vfms()]}
+                                           for e in list_vfms()],
+                   "masks": [{"model": e.name, "pretrained": e.hub_id, "kind": e.family} for e in list_mask_models()]}
     entries = list_models("open_clip")  # empty without open_clip_torch
     if entries:
         import open_clip
@@ -119,12 +124,10 @@ def hf_local_path(repo_id: str, cache_dir: str | None = None) -> str | None:
 
 
 def mask_rows(cache_dir: str | None = None) -> list[dict]:
-    """The SAM / SAM 2 mask generators (``--masks NAME``), with their weights' place in the hub cache."""
-    from ..masks import list_mask_models
-
-    return [{"backend": "masks", "model": e.name, "pretrained": e.hub_id, "kind": e.family,
-             "local": (path := hf_local_path(e.hub_id, cache_dir)) is not None, "path": path}
-            for e in list_mask_models()]
+    """The SAM / SAM 2 mask generators (``--masks NAME``), with their weights' place in the hub cache
+    (the list itself from the cache file of :func:`tables`)."""
+    return [{"backend": "masks", **r, "local": (path := hf_local_path(r["pretrained"], cache_dir)) is not None,
+             "path": path} for r in tables().get("masks", [])]
 
 
 def rows(backend: str | None = None, cache_dir: str | None = None) -> list[dict]:
