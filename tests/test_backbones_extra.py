@@ -204,7 +204,10 @@ def test_every_method_runs_on_blip_and_siglip(tiny_extra, kind, method):
     from conftest import tiny_vfm
     from gemseg.methods import ProxyAttention
 
-    proxy = ProxyAttention(tiny_vfm("dino")) if method == "proxyclip" else None  # dino patch 8: the same grid
+    fn = get_method(method)
+    # a proxy holder around a tiny DINO (patch 8: the same grid) for the methods that need one
+    dino = tiny_vfm("dino", embed_dim=64, num_heads=4) if method == "cass" else tiny_vfm("dino")  # CASS: CLIP's heads
+    proxy = fn.proxy_type(dino) if "proxy" in fn.needs and method != "trident" else None
     if method == "trident":  # DINO + a tiny SAM; its tokens lie on SAM's grid
         from gemseg.methods.trident import TridentConfig, TridentProxy
         from test_trident import tiny_sam
@@ -214,10 +217,18 @@ def test_every_method_runs_on_blip_and_siglip(tiny_extra, kind, method):
                             method_settings=TINY_SETTINGS.get(method))
     images = torch.randn(2, 3, 37, 45)  # padded to 40x48: a 5x6 grid
     text = model.encode_text(["a cat", "the sky"]) if "text" in get_method(method).needs else None  # ResCLIP
-    feats = model.encode_image(images, text=text)
+    masks = None
+    if "masks" in fn.needs:  # CorrCLIP: two class-agnostic regions and the rest
+        masks = torch.zeros(2, 37, 45, dtype=torch.long)
+        masks[:, :20, :20], masks[:, 20:, 25:] = 1, 2
+    if method == "corrclip" and kind.startswith("siglip"):  # its mask class tokens copy CLIP's class token
+        with pytest.raises(ValueError, match="class-token ViT"):
+            model.encode_image(images, masks=masks)
+        return
+    feats = model.encode_image(images, text=text, masks=masks)
     grid = proxy.grid((37, 45)) if method == "trident" else (5, 6)
     assert feats.shape == (2, model.backbone.embed_dim, *grid) and torch.isfinite(feats).all()
-    sims = model.heatmaps(images, ["a cat", "the sky"])
+    sims = model.heatmaps(images, ["a cat", "the sky"], masks=masks)
     assert sims.shape == (2, 2, 37, 45) and torch.isfinite(sims).all()
     if method == "clip":
         gem0 = gemseg.GEMModel(model.backbone, config=GEMConfig(depth=0))

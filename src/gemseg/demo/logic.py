@@ -121,7 +121,7 @@ def model_for(model, *, method: str | None = None, depth: int | None = None, ite
     from ..methods import get_method
 
     fn = get_method(method)
-    if "proxy" in fn.needs and not isinstance(model.proxy, fn.proxy_type):  # none, or another method's kind
+    if "proxy" in fn.needs and model.proxy is None:  # another method's holder of a VFM is re-held by variant()
         raise DemoError(f"method {method!r} needs a proxy vision model: start the server with "
                         f"--method {method} --proxy NAME")
     if "masks" in get_method(method).needs and model.mask_source is None:
@@ -129,7 +129,7 @@ def model_for(model, *, method: str | None = None, depth: int | None = None, ite
                         f"--method {method} --proxy NAME --masks SOURCE (e.g. sam-vit-b)")
     try:
         return model.variant(method=method, **changes)  # a proxy-free method drops the model's proxy
-    except ValueError as e:  # e.g. a depth the backbone has no blocks for
+    except (ValueError, TypeError) as e:  # e.g. a depth the backbone has no blocks for, or a proxy of another kind
         raise DemoError(str(e).splitlines()[0]) from e
 
 
