@@ -111,7 +111,7 @@ def sam_prompt_refiner(scores: torch.Tensor, *, image: torch.Tensor, model=None,
     """Refiner ``"sam-prompts"``: scores [B, Q, H, W] -> scores whose argmax follows SAM's masks (see the
     module docstring). SAM is ``sam`` or, for ``method="trident"``, the model's own (``model.proxy.sam``).
     Defaults (YuHengsss/Trident@a93b346d1b1d): ``logit_scale`` trident.py:30, ``coarse_thresh``
-    configs/base_config.py:18 (per dataset: gemseg.eval.presets.TRIDENT_METHOD_SETTINGS), ``minimal_area`` :19,
+    configs/base_config.py:18 (per dataset: gemseg.eval.presets_masks.TRIDENT_METHOD_SETTINGS), ``minimal_area`` :19,
     ``iou_thresh`` :17, ``mask_coeff`` trident.py:33 ``sam_mask_coff``; ``margin`` is ours."""
     sam = sam if sam is not None else getattr(getattr(model, "proxy", None), "sam", None)
     if not isinstance(sam, SamEncoder):

@@ -104,3 +104,20 @@ class Preset:
         numbers = [p for p in self.published if p.dataset == dataset]
         first_hand = [p for p in numbers if not p.second_hand]
         return (first_hand or numbers or [None])[0]
+
+
+EIGHT = ("voc21", "context60", "coco_object", "voc20", "cityscapes", "context59", "ade20k", "coco_stuff")  # the common eight
+_CV2 = "(mmseg's Resize: cv2 bilinear, not antialiased)"
+
+
+def mmseg_resize(repo: str, where: str, short: int) -> dict:
+    """resize/size/max_long_side/interpolation of an mmseg ``Resize(scale=(2048, short), keep_ratio=True)``
+    read at ``repo:where``, each cited."""
+    line = f"{repo}:{where} Resize(scale=(2048, {short}), keep_ratio=True)"
+    return {"resize": cite("short_side", line), "size": cite(short, line), "max_long_side": cite(2048, line),
+            "interpolation": cite("bilinear-cv2", f"{line} {_CV2}")}
+
+
+def published_numbers(source: str, values: dict[str, float], **kw) -> tuple[Published, ...]:
+    """One :class:`Published` per ``dataset: mIoU`` of ``values``, all from ``source``."""
+    return tuple(Published(d, v, source, **kw) for d, v in values.items())

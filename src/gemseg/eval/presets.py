@@ -9,7 +9,8 @@ class names, published numbers).
 """
 from __future__ import annotations
 
-from .preset import OUR_CHOICE, Preset, Published, cite
+from .preset import EIGHT, OUR_CHOICE, Preset, Published, cite, mmseg_resize, published_numbers
+from .presets_masks import CORRCLIP_PRESET, TRIDENT_PRESET, TRIDENT_TABLE1  # the mask/SAM-based methods (issue 18)
 from .presets_2025 import PRESETS_2025
 from .presets_propagation import PRESETS as PROPAGATION_PRESETS  # cass, lposs, lposs+ (issue 19)
 
@@ -19,27 +20,12 @@ NACLIP = "sinahmr/NACLIP@0cac3a651f75"
 PROXYCLIP = "mc-lan/ProxyCLIP@e7b767fbc58e"
 GEM = "WalBouss/GEM@5fa677ca1dcf"
 MASKCLIP = "chongzhou96/MaskCLIP@245d31f809be"
-TRIDENT = "YuHengsss/Trident@a93b346d1b1d"
-CORRCLIP = "zdk258/CorrCLIP@103bc18213e6"
 # second-hand tables (images in the READMEs of later papers)
 CLEARCLIP_TABLE2 = f"{CLEARCLIP}:assets/results.png (README.md:93; ClearCLIP appendix Table 2, ViT-Base)"
 RESCLIP_TABLE = "yvhangyang/ResCLIP@0e085f7f52f0:figs/main_results_w.png (README.md:34; ResCLIP, arXiv 2411.15851)"
-TRIDENT_TABLE1 = "YuHengsss/Trident@a93b346d1b1d:assets/data_result.png (README.md:38; Trident, arXiv 2411.09219, Table 1)"
 
-EIGHT = ("voc21", "context60", "coco_object", "voc20", "cityscapes", "context59", "ade20k", "coco_stuff")
 _BG_LINE = "configs/cls_voc21.txt:1 (the background class is a query)"
-_CV2 = "(mmseg's Resize: cv2 bilinear, not antialiased)"
 
-
-def _mmseg_resize(repo: str, where: str, short: int) -> dict:
-    """resize/size/max_long_side/interpolation of an mmseg ``Resize(scale=(2048, short), keep_ratio=True)``."""
-    line = f"{repo}:{where} Resize(scale=(2048, {short}), keep_ratio=True)"
-    return {"resize": cite("short_side", line), "size": cite(short, line), "max_long_side": cite(2048, line),
-            "interpolation": cite("bilinear-cv2", f"{line} {_CV2}")}
-
-
-def _numbers(source: str, values: dict[str, float], **kw) -> tuple[Published, ...]:
-    return tuple(Published(d, v, source, **kw) for d, v in values.items())
 
 
 GEM_PRESET = Preset(
@@ -69,8 +55,8 @@ GEM_PRESET = Preset(
                                                  "prob_threshold=...` where you have the data")}
                  for d in ("voc21", "context60", "coco_object")},
     published=(
-        *_numbers(RESCLIP_TABLE, {"voc21": 46.2, "context60": 32.6}, second_hand=True),
-        *_numbers(CLEARCLIP_TABLE2, {"voc20": 79.9, "context59": 35.9, "coco_stuff": 23.7, "cityscapes": 30.8,
+        *published_numbers(RESCLIP_TABLE, {"voc21": 46.2, "context60": 32.6}, second_hand=True),
+        *published_numbers(CLEARCLIP_TABLE2, {"voc20": 79.9, "context59": 35.9, "coco_stuff": 23.7, "cityscapes": 30.8,
                                      "ade20k": 15.7}, second_hand=True,
                   note="GEM run by ClearCLIP under ClearCLIP's protocol (short side 448, 448/224 windows)"),
     ),
@@ -81,7 +67,7 @@ GEM_PRESET = Preset(
 SCLIP_PRESET = Preset(
     name="sclip", paper="SCLIP, Wang et al., ECCV 2024 (arXiv 2312.01597)", method="sclip", datasets=EIGHT,
     settings={
-        **_mmseg_resize(SCLIP, "configs/cfg_voc21.py:17 (every cfg_*.py)", 336),
+        **mmseg_resize(SCLIP, "configs/cfg_voc21.py:17 (every cfg_*.py)", 336),
         "mode": cite("slide", f"{SCLIP}:clip_segmentor.py:141 slide_crop > 0"),
         "crop": cite(224, f"{SCLIP}:clip_segmentor.py:21 slide_crop=224"),
         "stride": cite(112, f"{SCLIP}:clip_segmentor.py:21 slide_stride=112"),
@@ -118,7 +104,7 @@ CLEARCLIP_PRESET = Preset(
     name="clearclip", paper="ClearCLIP, Lan et al., ECCV 2024 (arXiv 2407.12442)", method="clearclip",
     datasets=EIGHT,
     settings={
-        **_mmseg_resize(CLEARCLIP, "configs/cfg_voc21.py:15 (every cfg_*.py)", 448),
+        **mmseg_resize(CLEARCLIP, "configs/cfg_voc21.py:15 (every cfg_*.py)", 448),
         "mode": cite("slide", f"{CLEARCLIP}:clearclip_segmentor.py:209 slide_crop > 0"),
         "crop": cite(448, f"{CLEARCLIP}:clearclip_segmentor.py:23 slide_crop=448"),
         "stride": cite(224, f"{CLEARCLIP}:clearclip_segmentor.py:23 slide_stride=224"),
@@ -146,9 +132,9 @@ CLEARCLIP_PRESET = Preset(
                                          "segmentor's 224)")},
     },
     published=(
-        *_numbers(CLEARCLIP_TABLE2, {"voc20": 80.9, "context59": 35.9, "coco_stuff": 23.9, "cityscapes": 30.0,
+        *published_numbers(CLEARCLIP_TABLE2, {"voc20": 80.9, "context59": 35.9, "coco_stuff": 23.9, "cityscapes": 30.0,
                                      "ade20k": 16.7}),
-        *_numbers(RESCLIP_TABLE, {"voc21": 51.8, "context60": 32.6, "coco_object": 33.0}, second_hand=True),
+        *published_numbers(RESCLIP_TABLE, {"voc21": 51.8, "context60": 32.6, "coco_object": 33.0}, second_hand=True),
     ),
     not_reproduced=(
         f"fp16 inference ({CLEARCLIP}:clearclip_segmentor.py:31 precision='fp16', :208 inputs.half())",
@@ -162,7 +148,7 @@ NACLIP_PRESET = Preset(
     name="naclip", paper="NACLIP, Hajimiri et al., WACV 2025 (arXiv 2404.08181)", method="naclip",
     datasets=EIGHT,
     settings={
-        **_mmseg_resize(NACLIP, "configs/cfg_ade20k.py:14 (every cfg_*.py but Cityscapes)", 336),
+        **mmseg_resize(NACLIP, "configs/cfg_ade20k.py:14 (every cfg_*.py but Cityscapes)", 336),
         "mode": cite("slide", f"{NACLIP}:naclip.py:121 slide_crop > 0"),
         "crop": cite(224, f"{NACLIP}:naclip.py:22 slide_crop=224"),
         "stride": cite(112, f"{NACLIP}:naclip.py:22 slide_stride=112"),
@@ -202,7 +188,7 @@ PROXYCLIP_PRESET = Preset(
     proxy=cite("dino-b8", f"{PROXYCLIP}:configs/base_config.py:6 vfm_model='dino' -> proxyclip_segmentor.py:53 "
                           "dino_vitb8"),
     settings={
-        **_mmseg_resize(PROXYCLIP, "configs/cfg_voc21.py:15 (every cfg_*.py but ADE20K, Cityscapes)", 336),
+        **mmseg_resize(PROXYCLIP, "configs/cfg_voc21.py:15 (every cfg_*.py but ADE20K, Cityscapes)", 336),
         "mode": cite("slide", f"{PROXYCLIP}:proxyclip_segmentor.py:260 slide_crop > 0"),
         "crop": cite(336, f"{PROXYCLIP}:proxyclip_segmentor.py:31 slide_crop=336"),
         "stride": cite(112, f"{PROXYCLIP}:proxyclip_segmentor.py:31 slide_stride=112"),
@@ -232,7 +218,7 @@ PROXYCLIP_PRESET = Preset(
                        "crop": cite(224, f"{PROXYCLIP}:configs/cfg_city_scapes.py:7 slide_crop=224"),
                        "stride": cite(112, f"{PROXYCLIP}:configs/cfg_city_scapes.py:6 slide_stride=112")},
     },
-    published=_numbers(TRIDENT_TABLE1, {"voc21": 61.3, "context60": 35.3, "coco_object": 37.5, "voc20": 80.3,
+    published=published_numbers(TRIDENT_TABLE1, {"voc21": 61.3, "context60": 35.3, "coco_object": 37.5, "voc20": 80.3,
                                         "cityscapes": 38.1, "context59": 39.1, "ade20k": 20.2, "coco_stuff": 26.5},
                        second_hand=True, note="the row's proxy is stated neither there nor in ProxyCLIP's README; "
                                               "the repository's default is DINO ViT-B/8"),
@@ -277,7 +263,7 @@ MASKCLIP_PRESET = Preset(
     published=(
         *(Published(d, v, f"{MASKCLIP}:configs/maskclip/README.md:{line} (ViT-B/16)")
           for d, v, line in (("voc20", 49.5, 15), ("context59", 21.7, 24), ("coco_stuff", 12.5, 33))),
-        *_numbers(CLEARCLIP_TABLE2, {"voc20": 74.9, "context59": 26.4, "coco_stuff": 16.4, "cityscapes": 12.6},
+        *published_numbers(CLEARCLIP_TABLE2, {"voc20": 74.9, "context59": 26.4, "coco_stuff": 16.4, "cityscapes": 12.6},
                   second_hand=True, note="ClearCLIP's re-implementation (value path, output projection only: "
                                          "--method maskclip-vproj) under ClearCLIP's protocol"),
     ),
@@ -287,132 +273,6 @@ MASKCLIP_PRESET = Preset(
         "key smoothing and prompt denoising (maskclip_head.py:129-145) are off in the ViT-B/16 configs and not "
         "implemented",
     ),
-)
-
-_TRIDENT_SIZE = {"voc21": (448, 16), "context60": (576, 16), "coco_object": (448, 16), "voc20": (336, 17),
-                 "cityscapes": (688, 18), "context59": (576, 15), "ade20k": (576, 16), "coco_stuff": (448, 15)}
-_TRIDENT_CFG = {"voc21": "cfg_voc21", "context60": "cfg_context60", "coco_object": "cfg_coco_object",
-                "voc20": "cfg_voc20", "cityscapes": "cfg_city_scapes", "context59": "cfg_context59",
-                "ade20k": "cfg_ade20k", "coco_stuff": "cfg_coco_stuff164k"}
-
-# Trident's per-dataset method settings (gemseg.methods.trident.TridentConfig fields, and the "sam-prompts"
-# refiner's coarse_thresh): values a Protocol cannot hold, cited here for `proxy_settings=` / `refine=`
-TRIDENT_METHOD_SETTINGS = {
-    "voc21": {"coarse_thresh": cite(0.2, f"{TRIDENT}:configs/cfg_voc21.py:7")},
-    "context60": {"coarse_thresh": cite(0.15, f"{TRIDENT}:configs/cfg_context60.py:7")},
-    "coco_object": {"coarse_thresh": cite(0.25, f"{TRIDENT}:configs/cfg_coco_object.py:6")},
-    "voc20": {"coarse_thresh": cite(0.2, f"{TRIDENT}:configs/cfg_voc20.py:6"),
-              "stride": cite(112, f"{TRIDENT}:configs/cfg_voc20.py:7 slide_stride=112"),
-              "cos_fac": cite(0.0, f"{TRIDENT}:configs/cfg_voc20.py:8")},
-    "cityscapes": {"coarse_thresh": cite(0.10, f"{TRIDENT}:configs/cfg_city_scapes.py:9"),
-                   "cos_fac": cite(3.0, f"{TRIDENT}:configs/cfg_city_scapes.py:7"),
-                   "refine_neg_cos": cite(False, f"{TRIDENT}:configs/cfg_city_scapes.py:8"),
-                   "split_halves": cite(True, f"{TRIDENT}:configs/cfg_city_scapes.py:6 dataset_type -> trident.py:141")},
-    "context59": {"coarse_thresh": cite(0.15, f"{TRIDENT}:configs/cfg_context59.py:6")},
-    "ade20k": {"coarse_thresh": cite(0.05, f"{TRIDENT}:configs/cfg_ade20k.py:7"),
-               "refine_neg_cos": cite(False, f"{TRIDENT}:configs/cfg_ade20k.py:6")},
-    "coco_stuff": {"coarse_thresh": cite(0.05, f"{TRIDENT}:configs/cfg_coco_stuff164k.py:6")},
-}
-
-TRIDENT_PRESET = Preset(
-    name="trident", paper="Trident, Shi, Dong, Xu, ICCV 2025 (arXiv 2411.09219)", method="trident",
-    datasets=EIGHT,
-    proxy=cite("dino-b16", f"{TRIDENT}:trident.py:48 torch.hub.load('facebookresearch/dino:main', 'dino_vitb16') "
-                           "(whatever vfm_model says); SAM: configs/base_config.py:16 sam_model_type='vit_b'"),
-    settings={
-        **_mmseg_resize(TRIDENT, "configs/cfg_voc21.py:16", 448),
-        "mode": cite("whole", f"{TRIDENT}:trident.py:160 the method cuts its own windows (get_windowed_imgs): "
-                              "TridentConfig crop 336 / stride 224"),
-        "templates": cite("imagenet80", f"{TRIDENT}:trident.py:66 openai_imagenet_template"),
-        "vocabulary": cite("synonyms", f"{TRIDENT}:trident.py:338 configs/cls_*.txt split on '; ' (every file equal "
-                                       "to ProxyCLIP's, compared)"),
-        "background_query": cite(True, f"{TRIDENT}:configs/cls_voc21.txt:1 (the background class is a query)"),
-        "logit_scale": cite(40.0, f"{TRIDENT}:trident.py:30 logit_scale=40"),
-        "prob_threshold": cite(None, f"{TRIDENT}:trident.py:30 prob_thd=0.0"),
-        "area_threshold": cite(None, f"{TRIDENT}:trident.py:260-294 postprocess_result has no area rule"),
-        "pamr_steps": cite(0, f"{TRIDENT}:trident.py:31 pamr_steps=0"),
-        "pos_embed": cite("bicubic-scale", f"{TRIDENT}:open_clip/transformer.py:537-551 interpolate_pos_encoding "
-                                           "(w0 + 0.1, scale_factor, bicubic)"),
-    },
-    per_dataset={
-        **{d: {"size": cite(size, f"{TRIDENT}:configs/{_TRIDENT_CFG[d]}.py:{line} Resize(scale=(2048, {size}))")}
-           for d, (size, line) in _TRIDENT_SIZE.items() if size != 448},
-        "voc21": {"vocabulary": cite("voc21_proxyclip.txt", f"{TRIDENT}:configs/cfg_voc21.py:5 cls_voc21.txt"),
-                  "prob_threshold": cite(0.2, f"{TRIDENT}:configs/cfg_voc21.py:6")},
-        "voc20": {"size": cite(336, f"{TRIDENT}:configs/cfg_voc20.py:17 Resize(scale=(2048, 336))"),
-                  "vocabulary": cite("voc20_clearclip.txt", f"{TRIDENT}:configs/cfg_voc20.py:5 cls_voc20.txt")},
-        "context60": {"size": cite(576, f"{TRIDENT}:configs/cfg_context60.py:16 Resize(scale=(2048, 576))"),
-                      "prob_threshold": cite(0.15, f"{TRIDENT}:configs/cfg_context60.py:6")},
-        "coco_object": {"vocabulary": cite("coco_object_proxyclip.txt",
-                                           f"{TRIDENT}:configs/cfg_coco_object.py:5 cls_coco_object.txt"),
-                        "prob_threshold": cite(0.25, f"{TRIDENT}:configs/cfg_coco_object.py:7")},
-    },
-    published=_numbers(TRIDENT_TABLE1, {"voc21": 67.1, "context60": 38.6, "coco_object": 41.1, "voc20": 84.5,
-                                        "cityscapes": 42.9, "context59": 42.2, "ade20k": 21.9, "coco_stuff": 28.3},
-                       note="CLIP ViT-B/16 row, with the SAM-prompt refinement (dist_test.sh:3 --sam_refine)"),
-    not_reproduced=(
-        f"the SAM-prompt refinement ({TRIDENT}:dist_test.sh:3 --sam_refine, seg_utils/utils.py:92) is the refiner "
-        "'sam-prompts', which a protocol cannot name yet (only PAMR): pass refine=('sam-prompts', {'coarse_thresh': "
-        "...}) from the library; the published numbers include it",
-        "the per-dataset method settings (TRIDENT_METHOD_SETTINGS: cos_fac, refine_neg_cos, stride, split_halves, "
-        "coarse_thresh) are not protocol settings: pass proxy_settings=TridentConfig(...)",
-        f"fp16 CLIP, DINO and SAM encoder ({TRIDENT}:trident.py:42, :49, :87); gemseg runs fp32",
-        "SAM sees the network input with its sides rounded up to 16, not the original file (trident.py:135-140)",
-    ),
-)
-
-_CC = f"{CORRCLIP}:CorrCLIPv1"
-CORRCLIP_TABLE = f"{_CC}/README.md:128 (the table's ViT-B row with SAM2_32 masks)"
-
-CORRCLIP_PRESET = Preset(
-    name="corrclip", paper="CorrCLIP, Zhang, Liu & Tang, ICCV 2025 (arXiv 2411.10086)", method="corrclip",
-    datasets=("voc21", "voc20", "context59", "context60", "cityscapes", "ade20k", "coco_stuff", "coco_object"),
-    model="ViT-B-16-quickgelu", pretrained="metaclip_fullcc",
-    proxy=cite("dino-b8", f"{_CC}/configs/base_config.py:6 dino_type='dino_vitb8'"),
-    settings={
-        **_mmseg_resize(CORRCLIP, "CorrCLIPv1/configs/cfg_voc21.py:16 (every cfg_*.py but ADE20K, Cityscapes)", 336),
-        "mode": cite("slide", f"{_CC}/corrclip_segmentor.py:196 forward_slide"),
-        "crop": cite(336, f"{_CC}/corrclip_segmentor.py:47 slide_crop=336"),
-        "stride": cite(112, f"{_CC}/corrclip_segmentor.py:47 slide_stride=112"),
-        "templates": cite("imagenet80", f"{_CC}/corrclip_segmentor.py:244 openai_imagenet_template (80 templates)"),
-        "vocabulary": cite("synonyms", f"{_CC}/corrclip_segmentor.py:389-400 get_cls_idx, configs/cls_*.txt split "
-                                       "on '; ' (gemseg's <dataset>_corrclip.txt, per dataset below)"),
-        "background_query": cite(True, f"{_CC}/configs/cls_voc21.txt:1 (the background class is a query)"),
-        "logit_scale": cite(40.0, f"{_CC}/corrclip_segmentor.py:47 logit_scale=40"),
-        "prob_threshold": cite(None, f"{_CC}/corrclip_segmentor.py:47 prob_thd=0.0"),
-        "area_threshold": cite(None, f"{_CC}/corrclip_segmentor.py:200-233 postprocess_result has no area rule"),
-        "pamr_steps": cite(0, f"{_CC}/corrclip_segmentor.py has no PAMR"),
-        "mask_refine": cite(True, f"{_CC}/corrclip_segmentor.py:216-222 Map Correction (refiner 'masks')"),
-        "pos_embed": cite("bicubic-scale", f"{_CC}/open_clip/transformer.py:637-655 interpolate_pos_encoding "
-                                           "(w0 + 0.1, scale_factor, bicubic)"),
-    },
-    per_dataset={
-        "voc21": {"vocabulary": cite("voc21_corrclip.txt", f"{_CC}/configs/cfg_voc21.py:5 cls_voc21.txt"),
-                  "prob_threshold": cite(0.2, f"{_CC}/configs/cfg_voc21.py:7")},
-        "voc20": {"vocabulary": cite("voc20_corrclip.txt", f"{_CC}/configs/cfg_voc20.py:5 cls_voc20.txt")},
-        "context59": {"vocabulary": cite("context59_corrclip.txt", f"{_CC}/configs/cfg_context59.py:5 cls_context59.txt")},
-        "context60": {"vocabulary": cite("context60_corrclip.txt", f"{_CC}/configs/cfg_context60.py:5 cls_context60.txt"),
-                      "prob_threshold": cite(0.15, f"{_CC}/configs/cfg_context60.py:7")},
-        "cityscapes": {"vocabulary": cite("cityscapes_corrclip.txt",
-                                          f"{_CC}/configs/cfg_city_scapes.py:5 cls_city_scapes.txt"),
-                       "size": cite(448, f"{_CC}/configs/cfg_city_scapes.py:17 Resize(scale=(2048, 448))"),
-                       "crop": cite(224, f"{_CC}/configs/cfg_city_scapes.py:8 slide_crop=224"),
-                       "stride": cite(112, f"{_CC}/configs/cfg_city_scapes.py:7 slide_stride=112")},
-        "ade20k": {"vocabulary": cite("ade20k_corrclip.txt", f"{_CC}/configs/cfg_ade20k.py:5 cls_ade20k.txt"),
-                   "size": cite(448, f"{_CC}/configs/cfg_ade20k.py:15 Resize(scale=(2048, 448))")},
-        "coco_stuff": {"vocabulary": cite("coco_stuff_corrclip.txt",
-                                          f"{_CC}/configs/cfg_coco_stuff164k.py:5 cls_coco_stuff.txt")},
-        "coco_object": {"vocabulary": cite("coco_object_corrclip.txt",
-                                           f"{_CC}/configs/cfg_coco_object.py:5 cls_coco_object.txt"),
-                        "prob_threshold": cite(0.25, f"{_CC}/configs/cfg_coco_object.py:7")},
-    },
-    published=_numbers(CORRCLIP_TABLE, {"voc21": 74.8, "voc20": 88.8, "context59": 48.8, "context60": 44.2,
-                                        "cityscapes": 49.4, "ade20k": 26.9, "coco_stuff": 31.6, "coco_object": 43.7},
-                       note="with the published SAM 2 masks (--masks files:data/region_masks/<dataset>); "
-                            "SAM2_8 masks generated at run time: README.md:129, average 50.4"),
-    not_reproduced=(f"fp16 CLIP, DINO and SAM 2 ({_CC}/corrclip_segmentor.py:56, :66, :265)",
-                    "crops zero-padded to a multiple of 56, centred, masks padded with 10000 "
-                    "(corrclip_segmentor.py:156-160); gemseg pads right/bottom and the padding is a region of its own"),
 )
 
 # the order of `gemseg eval --list-presets` is alphabetical; this tuple is the registry's content

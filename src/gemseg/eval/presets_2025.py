@@ -7,20 +7,13 @@ names, published numbers). The methods' own settings (ResCLIP's per-dataset weig
 """
 from __future__ import annotations
 
-from .preset import Preset, Published, cite
+from .preset import EIGHT, Preset, Published, cite, mmseg_resize
 
 SCCLIP = "SuleBai/SC-CLIP@0417ba92851e"
 SFP = "Kimsure/SFP@2804f5b7c628"
 RESCLIP = "yvhangyang/ResCLIP@0e085f7f52f0"
 
-EIGHT = ("voc21", "context60", "coco_object", "voc20", "cityscapes", "context59", "ade20k", "coco_stuff")
-_CV2 = "(mmseg's Resize: cv2 bilinear, not antialiased)"
 
-
-def _resize(repo: str, where: str, short: int) -> dict:
-    line = f"{repo}:{where} Resize(scale=(2048, {short}), keep_ratio=True)"
-    return {"resize": cite("short_side", line), "size": cite(short, line), "max_long_side": cite(2048, line),
-            "interpolation": cite("bilinear-cv2", f"{line} {_CV2}")}
 
 
 def _sclip_family(repo: str, segmentor: str, lines: dict, templates: str, pos_embed: str,
@@ -48,7 +41,7 @@ def _sclip_family(repo: str, segmentor: str, lines: dict, templates: str, pos_em
 SCCLIP_PRESET = Preset(
     name="sc-clip", paper="SC-CLIP, Bai et al. (arXiv 2411.15869)", method="sc-clip", datasets=EIGHT,
     settings={
-        **_resize(SCCLIP, "configs/cfg_voc21.py:16 (every cfg_*.py but Cityscapes)", 336),
+        **mmseg_resize(SCCLIP, "configs/cfg_voc21.py:16 (every cfg_*.py but Cityscapes)", 336),
         **_sclip_family(SCCLIP, "scclip_segmentor.py", {"slide": 147, "defaults": 21, "templates": 45, "split": 217,
                                                         "logit": 20, "area": 21},
                         "prompts/imagenet_template.py:169", "clip/model.py:375-393"),
@@ -72,7 +65,7 @@ _SFP_VOCAB = "'people' where SCLIP's file has 'person', otherwise the same (comp
 SFP_PRESET = Preset(
     name="sfp", paper="SFP, Jin et al., ICCV 2025", method="sfp", datasets=EIGHT,
     settings={
-        **_resize(SFP, "SFP_ICCV/configs/cfg_voc21.py:19 (every cfg_*.py but ADE20K, Cityscapes)", 336),
+        **mmseg_resize(SFP, "SFP_ICCV/configs/cfg_voc21.py:19 (every cfg_*.py but ADE20K, Cityscapes)", 336),
         **_sclip_family(SFP, "SFP_ICCV/SFP_segmentor.py", {"slide": 150, "defaults": 24, "templates": 48,
                                                            "split": 219, "logit": 23, "area": 24},
                         "SFP_ICCV/prompts/imagenet_template.py:169", "SFP_ICCV/clip/model.py:396-414",
@@ -148,7 +141,7 @@ def _resclip_preset(base: str) -> Preset:
         paper=f"ResCLIP on {base}, Yang et al., CVPR 2025 (arXiv 2411.15851)", method=f"{base}+resclip",
         datasets=EIGHT,
         settings={
-            **_resize(RESCLIP, "configs/cfg_ade20k.py:18 (every cfg_*.py but Cityscapes)", 336),
+            **mmseg_resize(RESCLIP, "configs/cfg_ade20k.py:18 (every cfg_*.py but Cityscapes)", 336),
             **_sclip_family(RESCLIP, "resclip_segmentor.py", {"slide": 145, "defaults": "25-26", "templates": 39,
                                                               "split": 219, "logit": "24-25", "area": 25},
                             "prompts/imagenet_template.py:1", "clip/model.py:377-394"),
