@@ -14,6 +14,7 @@ from torch import nn
 
 from .backbones.base import Backbone, check_pos_embed_mode
 from .config import GEMConfig
+from .maps import min_max, pad_to_multiple, upsample_to  # noqa: F401  (min_max: gemseg.min_max, eval, compat)
 from .methods import get_method
 from .postprocess import DEFAULT_REDUCTION
 from .refiners import RefineSpec, get_refiner
@@ -188,7 +189,7 @@ class GEMModel(nn.Module):
                 masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`encode_image`, and the L2-normalized prefix tokens [B, p, D] (class token) beside it."""
         images = self._check_images(images)
-        padded = _pad_to_multiple(images, self._pad_multiple)
+        padded = pad_to_multiple(images, self._pad_multiple)
         extra = self._method_inputs(text)
         if "masks" in self._tokens.needs:
             extra["masks"] = self.masks_for(images, masks)
@@ -393,27 +394,3 @@ def _method_settings(method, name: str, settings):
         raise TypeError(f"method {name!r} takes a {kind.__name__} (or a dict of its fields) as method_settings, "
                         f"got {type(settings).__name__}")
     return settings
-
-
-def _pad_to_multiple(images: torch.Tensor, patch: tuple[int, int]) -> torch.Tensor:
-    H, W = images.shape[-2:]
-    pad_h, pad_w = -H % patch[0], -W % patch[1]
-    return F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
-
-
-def upsample_to(sims: torch.Tensor, size: tuple[int, int], patch: tuple[int, int],
-                full: tuple[int, int] | None = None) -> torch.Tensor:
-    """Patch-grid maps [B, P, gh, gw] -> [B, P, H, W], bilinear. The grid covers ``full`` pixels
-    (default ``(gh * ph, gw * pw)``, the padded input); the padding is cropped off."""
-    gh, gw = sims.shape[-2:]
-    full = full or (gh * patch[0], gw * patch[1])
-    out = F.interpolate(sims, size=full, mode="bilinear", align_corners=False)
-    return out[..., : size[0], : size[1]]
-
-
-def min_max(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Min-max normalize each map of [..., H, W] to [0, 1]; a constant map becomes all zeros."""
-    flat = maps.flatten(-2)
-    lo = flat.min(dim=-1, keepdim=True).values.unsqueeze(-1)
-    hi = flat.max(dim=-1, keepdim=True).values.unsqueeze(-1)
-    return (maps - lo) / (hi - lo).clamp_min(eps)
