@@ -98,9 +98,6 @@ TRIDENT_PRESET = Preset(
                                         "cityscapes": 42.9, "context59": 42.2, "ade20k": 21.9, "coco_stuff": 28.3},
                        note="CLIP ViT-B/16 row, with the SAM-prompt refinement (dist_test.sh:3 --sam_refine)"),
     not_reproduced=(
-        "the per-dataset TridentConfig values (cos_fac, refine_neg_cos, stride, split_halves; "
-        "TRIDENT_METHOD_SETTINGS) reach the model only with --method trident and no --proxy-settings of one's "
-        "own (gemseg eval and scripts/reproduce.sh pass them); create_model() takes proxy_settings=TridentConfig(...)",
         f"fp16 CLIP, DINO and SAM encoder ({TRIDENT}:trident.py:42, :49, :87); gemseg runs fp32",
         "SAM sees the network input with its sides rounded up to 16, not the original file (trident.py:135-140)",
     ),
