@@ -12,6 +12,9 @@ Every writer takes the same input: a list of :class:`ExportItem` (one label map 
 - ``masks``: an indexed PNG per image (pixel value = label) in ``labels/`` and ``classes.json``
   (``{"0": "background", "1": ...}``): FiftyOne's ``ImageSegmentationDirectory`` with those mask
   targets, and any tool that reads PASCAL VOC style label maps.
+- ``labelstudio``: Label Studio tasks (``tasks.json``: one task per image, ``data.image`` the image's
+  path, one ``brushlabels`` prediction per class present, its mask in Label Studio's brush RLE) and
+  the labeling config they match (``labelstudio-config.xml``).
 """
 from __future__ import annotations
 
@@ -23,7 +26,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-FORMATS = ("coco", "cvat", "masks")
+FORMATS = ("coco", "cvat", "masks", "labelstudio")
+LS_BRUSH = "tag"  # our choice: the <BrushLabels name=...> of the config and each result's from_name
+LS_IMAGE = "image"  # our choice: the <Image name=...> (to_name) and the task's data key ($image)
+_LS_RUN_BITS = (3, 4, 8, 16)  # bits of (run length - 1) selectable by a 2-bit index; label-studio-converter's defaults
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,72 @@ def write_masks(folder: str, items: Sequence[ExportItem], classes: Sequence[str]
         json.dump({str(k): name for k, name in enumerate(["background", *classes])}, f, ensure_ascii=False, indent=2)
 
 
+def brush_rle(mask: np.ndarray) -> list[int]:
+    """Boolean mask [H, W] -> Label Studio's brush RLE: the bytes (ints 0..255) of a bit stream over
+    the mask's RGBA pixels, row-major, 255 in all four channels inside the mask, 0 outside.
+
+    Bit stream (most significant bit first): 32 bits value count (H * W * 4), 5 bits word size - 1
+    (8 bits), 4 x 4 bits the run-length widths - 1 (3, 4, 8, 16); then per run: 1 (a repeat), 2 bits
+    index of the width, that many bits run length - 1, one 8-bit value; zero bits pad the last byte.
+    """
+    values = np.repeat(np.asarray(mask, dtype=bool).reshape(-1), 4)  # (H * W * 4,) RGBA
+    n = int(values.size)
+    bits = [f"{n:032b}", f"{8 - 1:05b}", *(f"{w - 1:04b}" for w in _LS_RUN_BITS)]
+    starts = np.flatnonzero(np.diff(values.view(np.uint8), prepend=2))  # first index of each run
+    lengths = np.diff(np.append(starts, n))
+    for start, length in zip(starts.tolist(), lengths.tolist()):
+        word = "11111111" if values[start] else "00000000"
+        while length > 0:
+            chunk = min(length, 1 << _LS_RUN_BITS[-1])
+            index = next(i for i, w in enumerate(_LS_RUN_BITS) if chunk <= 1 << w)
+            bits.append(f"1{index:02b}{chunk - 1:0{_LS_RUN_BITS[index]}b}{word}")
+            length -= chunk
+    stream = "".join(bits)
+    stream += "0" * (-len(stream) % 8)
+    return list(int(stream, 2).to_bytes(len(stream) // 8, "big"))
+
+
+def labelstudio_tasks(items: Sequence[ExportItem], classes: Sequence[str]) -> list[dict]:
+    """Label Studio tasks: one per image, ``data.image`` its path, one prediction whose results are a
+    ``brushlabels`` mask (:func:`brush_rle`) per class present (background, label 0, is none)."""
+    tasks = []
+    for item in items:
+        h, w = item.labels.shape
+        results = []
+        for k in np.unique(item.labels).tolist():
+            if k == 0 or k > len(classes):
+                continue
+            results.append({"id": f"{item.stem}-{k}", "from_name": LS_BRUSH, "to_name": LS_IMAGE,
+                            "type": "brushlabels", "original_width": int(w), "original_height": int(h),
+                            "image_rotation": 0,
+                            "value": {"format": "rle", "rle": brush_rle(item.labels == k),
+                                      "brushlabels": [classes[k - 1]]}})
+        tasks.append({"data": {LS_IMAGE: item.image_path},
+                      "predictions": [{"model_version": "gemseg", "result": results}]})
+    return tasks
+
+
+def labelstudio_config(classes: Sequence[str], colors: np.ndarray) -> str:
+    """The labeling config the tasks match: an Image and BrushLabels with one Label per class, coloured
+    like the overlays (``colors`` [1 + C, 3] RGB, row 0 background)."""
+    from xml.sax.saxutils import quoteattr
+
+    colors = np.asarray(colors, dtype=np.uint8)
+    labels = "".join(f"\n    <Label value={quoteattr(name)} background=\"#{bytes(c.tolist()).hex()}\"/>"
+                     for name, c in zip(classes, colors[1:]))
+    return (f'<View>\n  <Image name="{LS_IMAGE}" value="${LS_IMAGE}" zoom="true"/>\n'
+            f'  <BrushLabels name="{LS_BRUSH}" toName="{LS_IMAGE}">{labels}\n  </BrushLabels>\n</View>\n')
+
+
+def write_labelstudio(folder: str, items: Sequence[ExportItem], classes: Sequence[str], colors: np.ndarray) -> None:
+    """``tasks.json`` (:func:`labelstudio_tasks`) and ``labelstudio-config.xml`` in ``folder``."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "tasks.json"), "w", encoding="utf-8") as f:
+        json.dump(labelstudio_tasks(items, classes), f, ensure_ascii=False)
+    with open(os.path.join(folder, "labelstudio-config.xml"), "w", encoding="utf-8") as f:
+        f.write(labelstudio_config(classes, colors))
+
+
 def parse_formats(text: str) -> tuple[str, ...]:
     """``"coco,masks"`` -> ("coco", "masks"); unknown names are a ValueError naming the choices."""
     names = tuple(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
@@ -113,4 +185,4 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 
 __all__ = ["FORMATS", "ExportItem", "coco_rle", "coco_dataset", "write_coco", "write_cvat", "write_masks",
-           "parse_formats"]
+           "brush_rle", "labelstudio_tasks", "labelstudio_config", "write_labelstudio", "parse_formats"]

@@ -46,7 +46,7 @@ def export_run(layout: Layout, formats: tuple[str, ...], classes: list[str], col
     import numpy as np
     from PIL import Image
 
-    from ..export import ExportItem, write_coco, write_cvat, write_masks
+    from ..export import ExportItem, write_coco, write_cvat, write_labelstudio, write_masks
 
     records = finished_records(layout)
     items = []
@@ -64,6 +64,9 @@ def export_run(layout: Layout, formats: tuple[str, ...], classes: list[str], col
         elif name == "cvat":
             path = os.path.join(root, "cvat")
             write_cvat(path, items, classes, colors)
+        elif name == "labelstudio":
+            path = os.path.join(root, "labelstudio")
+            write_labelstudio(path, items, classes, colors)
         else:
             path = os.path.join(root, "masks")
             write_masks(path, items, classes)

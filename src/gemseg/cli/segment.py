@@ -77,7 +77,8 @@ def register(subparsers) -> None:
     e = p.add_argument_group("exports for labeling tools (docs/cli.md#exports)")
     e.add_argument("--export", default=None, metavar="FORMATS",
                    help="also write DIR/export/: coco (COCO JSON, RLE masks per class), cvat (Segmentation "
-                        "mask 1.1), masks (indexed PNGs + classes.json, FiftyOne); comma-separated")
+                        "mask 1.1), masks (indexed PNGs + classes.json, FiftyOne), labelstudio (tasks.json with "
+                        "brush masks + labelstudio-config.xml); comma-separated")
     add_image_args(p)
     add_model_args(p)
     p.set_defaults(func=main)
