@@ -359,42 +359,6 @@ def test_list_presets_names_each_table_its_datasets_and_sources(capsys):
     assert sum(line[:1].strip() != "" for line in blocks) == len(PRESETS)  # one header line per preset
 
 
-# Trident's per-dataset values, read from YuHengsss/Trident@a93b346d1b1d configs/cfg_voc20.py:6-8,
-# cfg_city_scapes.py:6-9 (split_halves from trident.py:141), cfg_ade20k.py:6-7
-TRIDENT_EXPECTED = {"voc20": (0.2, dict(stride=112, cos_fac=0.0)),
-                    "cityscapes": (0.10, dict(cos_fac=3.0, refine_neg_cos=False, split_halves=True)),
-                    "ade20k": (0.05, dict(refine_neg_cos=False))}
-
-
-@pytest.mark.parametrize("dataset", sorted(TRIDENT_EXPECTED))
-def test_trident_preset_gives_the_refiner_and_the_model_their_cited_values(dataset):
-    import argparse
-    import dataclasses
-
-    from gemseg.cli.common import proxy_settings
-    from gemseg.cli.eval_cmd import with_preset_proxy_settings
-    from gemseg.methods.trident import TridentConfig
-
-    thresh, fields = TRIDENT_EXPECTED[dataset]
-    spec = load_dataset_spec(dataset)
-    protocol, source = resolve_protocol("trident", spec)
-    assert protocol.refine == (("sam-prompts", {"coarse_thresh": thresh}),)
-    cited = get_preset("trident").source_of("refine", dataset)
-    assert source["refine"] == f"dataset {dataset}" and "dist_test.sh:3" in cited and "configs/cfg_" in cited
-    # what `gemseg eval --preset trident --method trident` builds the model with
-    args = with_preset_proxy_settings(argparse.Namespace(preset="trident", method="trident", proxy_settings=None), spec)
-    settings = proxy_settings("trident", args.proxy_settings)
-    default = TridentConfig()
-    assert isinstance(settings, TridentConfig)
-    for f in dataclasses.fields(TridentConfig):
-        assert getattr(settings, f.name) == fields.get(f.name, getattr(default, f.name)), f.name
-    # an explicit --proxy-settings, or another method, is left alone
-    mine = argparse.Namespace(preset="trident", method="trident", proxy_settings="beta=1.0")
-    assert with_preset_proxy_settings(mine, spec) is mine
-    other = argparse.Namespace(preset="trident", method="gem", proxy_settings=None)
-    assert with_preset_proxy_settings(other, spec).proxy_settings is None
-
-
 def test_protocol_refine_takes_settings_and_reads_back_from_json():
     import json
 
