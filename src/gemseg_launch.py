@@ -6,6 +6,7 @@ During that import a signal is only recorded, and acted on once the import is ov
 raised inside the import of a C extension can leave it half loaded (numpy then fails with "cannot load
 module more than once") or abort the interpreter.
 """
+import os
 import signal
 import sys
 
@@ -22,6 +23,22 @@ def _needs_torch(argv: list) -> bool:
 
 
 def main() -> int:
+    """Run the command; a Ctrl-C or SIGTERM ends the process with exactly 130 / 143."""
+    code = _start()
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        # interrupted: the results are on disk already (each is committed by an atomic rename) and loading
+        # workers die with this process; leave at once, so that a second signal during the interpreter's
+        # own shutdown (its handlers back to the defaults) cannot turn the exit code into "killed by SIGINT"
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    return code
+
+
+def _start() -> int:
     previous = {s: signal.signal(s, _record) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         from gemseg.cli import main as run

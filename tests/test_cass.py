@@ -340,9 +340,11 @@ def test_the_demo_serves_cass_and_refuses_it_without_its_proxy(tmp_path):
     served = GEMModel(tiny_open_clip_backbone(), method="cass", proxy=CASSProxy(cass_dino()))
     kw = dict(size=(32, 32), limits=logic.Limits(max_side=64))
     assert logic.run(served, str(path), "cat, dog", "segmentation", background="none", **kw).segmentation
-    proxyclip = GEMModel(served.backbone, method="proxyclip", proxy=ProxyAttention(tiny_vfm("dino")))
+    proxyclip = GEMModel(served.backbone, method="proxyclip", proxy=ProxyAttention(cass_dino()))
+    view = logic.model_for(proxyclip, method="cass")  # a ProxyCLIP server's VFM, re-held in CASS's holder
+    assert isinstance(view.proxy, CASSProxy) and view.proxy.vfm is proxyclip.proxy.vfm
     with pytest.raises(logic.DemoError, match="needs a proxy vision model"):
-        logic.model_for(proxyclip, method="cass")  # a ProxyCLIP server's proxy is not CASS's
+        logic.model_for(GEMModel(served.backbone, method="clip"), method="cass")  # a server without any VFM
     assert logic.model_for(served, method="cass", depth=3).proxy is served.proxy
 
 
