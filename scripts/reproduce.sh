@@ -30,7 +30,7 @@ out="${GEMSEG_OUT:-runs/reproduce-$table}"
 
 # one line per dataset of the table: name, root folder, method, model, pretrained, proxy ("-": none),
 # published mIoU ("-": none; a trailing "*": second-hand, as tabulated by another paper), the method's
-# --proxy-settings on that dataset ("-": none; CASS's per-dataset values)
+# --proxy-settings on that dataset ("-": none; CASS's and Trident's per-dataset values)
 rows="$("$py" - "$table" <<'EOF'
 import sys
 from gemseg.eval import load_dataset_spec

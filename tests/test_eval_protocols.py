@@ -357,3 +357,16 @@ def test_list_presets_names_each_table_its_datasets_and_sources(capsys):
     assert "--method proxyclip --proxy dino-b8" in out
     blocks = out.split("\n")
     assert sum(line[:1].strip() != "" for line in blocks) == len(PRESETS)  # one header line per preset
+
+
+def test_protocol_refine_takes_settings_and_reads_back_from_json():
+    import json
+
+    p = Protocol(refine=(("sam-prompts", {"coarse_thresh": 0.1}), "pamr"))
+    assert p.refine == (("sam-prompts", {"coarse_thresh": 0.1}), "pamr")
+    assert Protocol(refine=json.loads(json.dumps(p.to_dict()["refine"]))) == p  # a result.json's protocol
+    assert Protocol(refine=("sam-prompts", {"coarse_thresh": 0.1})).refine == p.refine[:1]  # one pair alone
+    with pytest.raises(ValueError, match="unknown refiner 'nope'"):
+        Protocol(refine=(("nope", {}),))
+    with pytest.raises(TypeError, match="name or \\(name, \\{settings\\}\\)"):
+        Protocol(refine=(3,))

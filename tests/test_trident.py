@@ -246,3 +246,80 @@ def test_create_model_builds_the_trident_proxy(parts):
         build_trident_proxy(vfm, object(), weights="random")
     assert get_method("trident").make_proxy is build_trident_proxy
     assert ready.describe()["sam_name"] == "tiny-sam" and ready.describe()["cos_fac"] == 1.2
+
+
+@pytest.mark.filterwarnings("ignore:.*the standard split has:UserWarning")
+def test_eval_through_the_trident_preset_runs_the_sam_refiner(parts, tmp_path):
+    """`evaluate` under the trident preset calls the "sam-prompts" refiner once per image batch, with the
+    dataset's cited coarse_thresh, on tiny random CLIP/DINO/SAM models and a tiny VOC written here."""
+    import eval_data
+    from conftest import tiny_open_clip_backbone
+    from gemseg.eval import evaluate, load_dataset_spec, resolve_protocol
+    from gemseg.refiners import get_refiner, register_refiner
+    from gemseg.sam_refine import sam_prompt_refiner
+
+    calls = []
+
+    def counting(scores, *, image, model=None, coarse_thresh=0.2):
+        calls.append(coarse_thresh)
+        return sam_prompt_refiner(scores, image=image, model=model, coarse_thresh=coarse_thresh)
+
+    vfm, sam = parts
+    model = GEMModel(tiny_open_clip_backbone(), method="trident",
+                     proxy=TridentProxy(vfm, sam, TridentConfig(crop=32, stride=16)))
+    root = eval_data.write_voc(tmp_path / "VOC2012", n=2)
+    spec = load_dataset_spec("voc21")
+    protocol, source = resolve_protocol("trident", spec, size=48, templates="single", vocabulary="names")
+    original = get_refiner("sam-prompts")
+    register_refiner("sam-prompts", counting, overwrite=True)  # gemseg's own registry, restored below
+    try:
+        result = evaluate(model, spec, root, protocol, out_dir=tmp_path / "run", protocol_source=source,
+                          progress=False, num_workers=0)
+    finally:
+        register_refiner("sam-prompts", original, overwrite=True)
+    assert result["dataset"]["num_images"] == 2 and len(calls) == 2
+    assert calls == [0.2, 0.2]  # cfg_voc21.py:7
+    import json
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["protocol"]["refine"] == [["sam-prompts", {"coarse_thresh": 0.2}]]
+    again = evaluate(model, spec, root, protocol, out_dir=tmp_path / "run", protocol_source=source, progress=False,
+                     num_workers=0)  # the same protocol, read back from run.json: the finished run is kept
+    assert again["metrics"] == result["metrics"] and len(calls) == 2
+
+
+# Trident's per-dataset values, read from YuHengsss/Trident@a93b346d1b1d configs/cfg_voc20.py:6-8,
+# cfg_city_scapes.py:6-9 (split_halves from trident.py:141), cfg_ade20k.py:6-7
+TRIDENT_EXPECTED = {"voc20": (0.2, dict(stride=112, cos_fac=0.0)),
+                    "cityscapes": (0.10, dict(cos_fac=3.0, refine_neg_cos=False, split_halves=True)),
+                    "ade20k": (0.05, dict(refine_neg_cos=False))}
+
+
+@pytest.mark.parametrize("dataset", sorted(TRIDENT_EXPECTED))
+def test_trident_preset_gives_the_refiner_and_the_model_their_cited_values(dataset):
+    import argparse
+    import dataclasses
+
+    from gemseg.cli.common import proxy_settings
+    from gemseg.cli.eval_cmd import with_preset_proxy_settings
+    from gemseg.eval import load_dataset_spec, resolve_protocol
+    from gemseg.eval.protocols import get_preset
+
+    thresh, fields = TRIDENT_EXPECTED[dataset]
+    spec = load_dataset_spec(dataset)
+    protocol, source = resolve_protocol("trident", spec)
+    assert protocol.refine == (("sam-prompts", {"coarse_thresh": thresh}),)
+    cited = get_preset("trident").source_of("refine", dataset)
+    assert source["refine"] == f"dataset {dataset}" and "dist_test.sh:3" in cited and "configs/cfg_" in cited
+    # what `gemseg eval --preset trident --method trident` builds the model with
+    args = with_preset_proxy_settings(argparse.Namespace(preset="trident", method="trident", proxy_settings=None), spec)
+    settings = proxy_settings("trident", args.proxy_settings)
+    default = TridentConfig()
+    assert isinstance(settings, TridentConfig)
+    for f in dataclasses.fields(TridentConfig):
+        assert getattr(settings, f.name) == fields.get(f.name, getattr(default, f.name)), f.name
+    # an explicit --proxy-settings, or another method, is left alone
+    mine = argparse.Namespace(preset="trident", method="trident", proxy_settings="beta=1.0")
+    assert with_preset_proxy_settings(mine, spec) is mine
+    other = argparse.Namespace(preset="trident", method="gem", proxy_settings=None)
+    assert with_preset_proxy_settings(other, spec).proxy_settings is None
+

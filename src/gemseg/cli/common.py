@@ -40,8 +40,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                    help="the proxy's weights: pretrained (hub cache), random (trident: SAM too), or a checkpoint file "
                         "(default: %(default)s)")
     g.add_argument("--proxy-settings", default=None, metavar="K=V,...",
-                   help="the proxy method's settings (ProxyCLIPConfig, CASSConfig fields), e.g. "
-                        "global_semantics_weight=0.1,mean_vector_weight=0.03 (default: the official values)")
+                   help="the proxy method's settings (ProxyCLIPConfig, CASSConfig, TridentConfig fields), e.g. "
+                        "global_semantics_weight=0.1,mean_vector_weight=0.03 (default: the official values; "
+                        "gemseg eval: the preset's for the dataset, when it runs the preset's method)")
     add_mask_args(g)
     add_gem_args(parser.add_argument_group("GEM"))
 

@@ -156,6 +156,18 @@ def with_preset_method_settings(model, args: argparse.Namespace, spec):
     return model.variant(method_settings={**values, **method_settings_kwargs(args).get("method_settings", {})})
 
 
+def with_preset_proxy_settings(args: argparse.Namespace, spec) -> argparse.Namespace:
+    """``args`` with the preset's ``--proxy-settings`` for ``spec`` (CASS's, Trident's) when the model runs the
+    preset's method and none are given; otherwise ``args`` itself."""
+    from ..eval.presets_propagation import proxy_settings_text
+    from ..eval.protocols import get_preset
+
+    if getattr(args, "proxy_settings", None) is not None or getattr(args, "method", None) != get_preset(args.preset).method:
+        return args
+    text = proxy_settings_text(args.preset, spec.name)
+    return argparse.Namespace(**{**vars(args), "proxy_settings": text}) if text else args
+
+
 def _show_preset(name: str) -> None:
     from ..eval import describe, list_datasets, resolve_protocol
     from ..eval.protocols import get_preset
@@ -226,7 +238,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         from .common import build_model
 
-        model = with_preset_method_settings(build_model(args), args, spec)
+        model = with_preset_method_settings(build_model(with_preset_proxy_settings(args, spec)), args, spec)
         result = evaluate(model, spec, args.data_root, protocol, protocol_source=source, dist=dist,
                           out_dir=out, limit=args.limit,
                           save_preds=args.save_preds, save_every=args.save_every, num_workers=args.workers,
@@ -267,7 +279,7 @@ def _sweep(args: argparse.Namespace, spec, protocol, source: dict, overrides: di
     try:
         from .common import build_model
 
-        model = with_preset_method_settings(build_model(args), args, spec)
+        model = with_preset_method_settings(build_model(with_preset_proxy_settings(args, spec)), args, spec)
         table = run_sweep(model, spec, args.data_root, protocol, grid, out_dir=out, holdout=args.holdout,
                           limit=args.limit, protocol_source=source, dist=dist, save_every=args.save_every,
                           num_workers=args.workers, crop_batch=args.crop_batch, restart=args.restart,

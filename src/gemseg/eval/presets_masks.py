@@ -6,7 +6,7 @@ class names, published numbers).
 """
 from __future__ import annotations
 
-from .preset import EIGHT, Preset, cite, mmseg_resize, published_numbers
+from .preset import EIGHT, Cited, Preset, cite, mmseg_resize, published_numbers
 
 TRIDENT = "YuHengsss/Trident@a93b346d1b1d"
 CORRCLIP = "zdk258/CorrCLIP@103bc18213e6"
@@ -18,8 +18,9 @@ _TRIDENT_CFG = {"voc21": "cfg_voc21", "context60": "cfg_context60", "coco_object
                 "voc20": "cfg_voc20", "cityscapes": "cfg_city_scapes", "context59": "cfg_context59",
                 "ade20k": "cfg_ade20k", "coco_stuff": "cfg_coco_stuff164k"}
 
-# Trident's per-dataset method settings (gemseg.methods.trident.TridentConfig fields, and the "sam-prompts"
-# refiner's coarse_thresh): values a Protocol cannot hold, cited here for `proxy_settings=` / `refine=`
+# Trident's per-dataset method settings: TridentConfig fields (handed to the model as its proxy settings,
+# gemseg.eval.presets_propagation.PROXY_SETTINGS) and the "sam-prompts" refiner's coarse_thresh (the
+# protocol's refine, trident_refine below)
 TRIDENT_METHOD_SETTINGS = {
     "voc21": {"coarse_thresh": cite(0.2, f"{TRIDENT}:configs/cfg_voc21.py:7")},
     "context60": {"coarse_thresh": cite(0.15, f"{TRIDENT}:configs/cfg_context60.py:7")},
@@ -36,6 +37,28 @@ TRIDENT_METHOD_SETTINGS = {
                "refine_neg_cos": cite(False, f"{TRIDENT}:configs/cfg_ade20k.py:6")},
     "coco_stuff": {"coarse_thresh": cite(0.05, f"{TRIDENT}:configs/cfg_coco_stuff164k.py:6")},
 }
+
+_SAM_REFINE = f"{TRIDENT}:dist_test.sh:3 --sam_refine -> seg_utils/utils.py:92 (refiner 'sam-prompts')"
+
+
+def trident_refine(dataset: str | None = None) -> Cited:
+    """The cited protocol ``refine`` of Trident on ``dataset`` (None: base_config.py's coarse_thresh)."""
+    if dataset is None:
+        return cite((("sam-prompts", {"coarse_thresh": 0.2}),), f"{_SAM_REFINE}; coarse_thresh "
+                                                                f"{TRIDENT}:configs/base_config.py:18")
+    thresh = TRIDENT_METHOD_SETTINGS[dataset]["coarse_thresh"]
+    return cite((("sam-prompts", {"coarse_thresh": thresh.value}),), f"{_SAM_REFINE}; coarse_thresh {thresh.source}")
+
+
+def trident_proxy_settings() -> dict:
+    """dataset -> the TridentConfig fields of TRIDENT_METHOD_SETTINGS (all but coarse_thresh), cited."""
+    return {d: {k: c for k, c in v.items() if k != "coarse_thresh"} for d, v in TRIDENT_METHOD_SETTINGS.items()
+            if len(v) > 1}
+
+
+def _with_refine(per_dataset: dict) -> dict:
+    return {d: {**per_dataset.get(d, {}), "refine": trident_refine(d)} for d in EIGHT}
+
 
 TRIDENT_PRESET = Preset(
     name="trident", paper="Trident, Shi, Dong, Xu, ICCV 2025 (arXiv 2411.09219)", method="trident",
@@ -56,8 +79,9 @@ TRIDENT_PRESET = Preset(
         "pamr_steps": cite(0, f"{TRIDENT}:trident.py:31 pamr_steps=0"),
         "pos_embed": cite("bicubic-scale", f"{TRIDENT}:open_clip/transformer.py:537-551 interpolate_pos_encoding "
                                            "(w0 + 0.1, scale_factor, bicubic)"),
+        "refine": trident_refine(),
     },
-    per_dataset={
+    per_dataset=_with_refine({
         **{d: {"size": cite(size, f"{TRIDENT}:configs/{_TRIDENT_CFG[d]}.py:{line} Resize(scale=(2048, {size}))")}
            for d, (size, line) in _TRIDENT_SIZE.items() if size != 448},
         "voc21": {"vocabulary": cite("voc21_proxyclip.txt", f"{TRIDENT}:configs/cfg_voc21.py:5 cls_voc21.txt"),
@@ -69,16 +93,11 @@ TRIDENT_PRESET = Preset(
         "coco_object": {"vocabulary": cite("coco_object_proxyclip.txt",
                                            f"{TRIDENT}:configs/cfg_coco_object.py:5 cls_coco_object.txt"),
                         "prob_threshold": cite(0.25, f"{TRIDENT}:configs/cfg_coco_object.py:7")},
-    },
+    }),
     published=published_numbers(TRIDENT_TABLE1, {"voc21": 67.1, "context60": 38.6, "coco_object": 41.1, "voc20": 84.5,
                                         "cityscapes": 42.9, "context59": 42.2, "ade20k": 21.9, "coco_stuff": 28.3},
                        note="CLIP ViT-B/16 row, with the SAM-prompt refinement (dist_test.sh:3 --sam_refine)"),
     not_reproduced=(
-        f"the SAM-prompt refinement ({TRIDENT}:dist_test.sh:3 --sam_refine, seg_utils/utils.py:92) is the refiner "
-        "'sam-prompts', which a protocol cannot name yet (only PAMR): pass refine=('sam-prompts', {'coarse_thresh': "
-        "...}) from the library; the published numbers include it",
-        "the per-dataset method settings (TRIDENT_METHOD_SETTINGS: cos_fac, refine_neg_cos, stride, split_halves, "
-        "coarse_thresh) are not protocol settings: pass proxy_settings=TridentConfig(...)",
         f"fp16 CLIP, DINO and SAM encoder ({TRIDENT}:trident.py:42, :49, :87); gemseg runs fp32",
         "SAM sees the network input with its sides rounded up to 16, not the original file (trident.py:135-140)",
     ),

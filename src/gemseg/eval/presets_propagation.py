@@ -4,11 +4,13 @@ carries no licence (only its vendored dino/LICENSE); LPOSS's is MIT. Only facts 
 
 CASS's per-dataset *method* settings (its object-presence prior and singular-value scaling) are not
 protocol fields: :data:`CASS_SETTINGS` holds them, cited, and the reproduce commands pass them with
-``--proxy-settings``.
+``--proxy-settings``. :data:`PROXY_SETTINGS` holds Trident's too (presets_masks.py); ``gemseg eval`` applies a
+preset's when it runs the preset's method and no ``--proxy-settings`` are given.
 """
 from __future__ import annotations
 
 from .preset import OUR_CHOICE, Preset, cite
+from .presets_masks import trident_proxy_settings
 
 CASS = "MICV-yonsei/CASS@228ecdd8273e"
 LPOSS = "vladan-stojnic/LPOSS@e489a7445528"
@@ -91,7 +93,8 @@ CASS_SETTINGS = {
 }
 
 
-PROXY_SETTINGS = {"cass": CASS_SETTINGS}  # preset -> dataset -> the method's cited settings
+# preset -> dataset -> the method's cited settings (Trident's: TridentConfig fields, presets_masks.py)
+PROXY_SETTINGS = {"cass": CASS_SETTINGS, "trident": trident_proxy_settings()}
 
 
 def proxy_settings_text(preset: str, dataset: str) -> str:

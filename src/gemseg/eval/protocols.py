@@ -12,7 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..backbones.base import POS_EMBED_MODES
 from ..refiners import list_refiners
@@ -56,7 +56,8 @@ class Protocol:
     #                                      foreground pixels are dropped (SCLIP's area_thd)
     pamr_steps: int = 0  # PAMR refinement iterations on the scores (0: off)
     pamr_dilations: tuple[int, ...] = (8, 16)  # PAMR neighbourhood dilations, in pixels
-    refine: tuple[str, ...] = ()  # refiners after PAMR (gemseg.refiners names; the lposs presets: ("lposs",))
+    refine: tuple = ()  # refiners after PAMR: gemseg.refiners names or (name, {settings}) (the lposs presets:
+    #                     ("lposs",); trident: (("sam-prompts", {"coarse_thresh": ...}),))
     mask_refine: bool = False  # CorrCLIP's map correction (refiner "masks") after the scores; needs --masks
     point_threshold: float = 0.5  # point labels: a point is predicted positive where the normalized score >= this
     point_normalize: str = "minmax"  # point labels: "minmax" per image and class, or "none" (raw cosine)
@@ -96,11 +97,7 @@ class Protocol:
         if self.pamr_steps < 0 or any(d < 1 for d in self.pamr_dilations) or not self.pamr_dilations:
             raise ValueError("pamr_steps must be >= 0 and pamr_dilations positive integers")
         object.__setattr__(self, "pamr_dilations", tuple(int(d) for d in self.pamr_dilations))
-        refine = (self.refine,) if isinstance(self.refine, str) else tuple(self.refine)
-        unknown = [r for r in refine if r not in list_refiners()]
-        if unknown:
-            raise ValueError(f"unknown refiner(s) {unknown} in the protocol; registered: {', '.join(list_refiners())}")
-        object.__setattr__(self, "refine", refine)
+        object.__setattr__(self, "refine", _protocol_refiners(self.refine))
         if self.background_prompts is not None:
             prompts = tuple(p.strip() for p in self.background_prompts if p.strip())
             if not prompts:
@@ -197,6 +194,28 @@ def segmenter_settings(spec: DatasetSpec, protocol: Protocol, *, classes: Sequen
         + list(p.refine) + (["masks"] if p.mask_refine else []),
         "pos_embed": p.pos_embed,
     }
+
+
+def _protocol_refiners(refine) -> tuple:
+    """A protocol's ``refine`` -> a tuple of names and ``(name, {settings})`` pairs (a JSON list of either
+    reads back the same), every name registered."""
+    items = (refine,) if isinstance(refine, str) or (isinstance(refine, (tuple, list)) and len(refine) == 2
+                                                     and isinstance(refine[1], Mapping)) else tuple(refine)
+    out = []
+    for item in items:
+        if isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[1], Mapping):
+            name, settings = item[0], dict(item[1])
+            if not all(isinstance(k, str) for k in settings):
+                raise TypeError(f"refiner {name!r}: settings need string keys, got {sorted(map(repr, settings))}")
+            out.append((name, settings))
+        elif isinstance(item, str):
+            name = item
+            out.append(item)
+        else:
+            raise TypeError(f"a protocol refiner is a name or (name, {{settings}}), got {item!r}")
+        if name not in list_refiners():
+            raise ValueError(f"unknown refiner {name!r} in the protocol; registered: {', '.join(list_refiners())}")
+    return tuple(out)
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Protocol)}
