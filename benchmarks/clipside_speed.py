@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from common import SEED, make_images, random_open_clip, stage_env  # noqa: E402
+from common import SEED, extra_peak_mib, make_images, random_open_clip, stage_env  # noqa: E402
 
 SIZE = 448
 METHODS = ("gem", "sc-clip", "sfp", "naclip", "naclip+resclip")
@@ -72,13 +72,6 @@ def timing(rounds: int, batches: list[int], device: str) -> dict:
     return out
 
 
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
 
 def memory_stage(method: str, device: str) -> dict:
     """Runs in a fresh process: extra peak memory of one heatmap call at batch 1, in MiB."""
@@ -89,11 +82,7 @@ def memory_stage(method: str, device: str) -> dict:
     x = make_images(1, SIZE, SEED).to(device)
     with torch.no_grad():
         model.heatmaps(make_images(1, 224, SEED).to(device), text)  # warm-up: kernels, thread pools
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the high-water mark to the current resident set
-        before = _rss_kib("VmRSS")
-        model.heatmaps(x, text)
-        return {"extra_peak_mib": (_rss_kib("VmHWM") - before) / 1024}
+        return {"extra_peak_mib": extra_peak_mib(lambda: model.heatmaps(x, text))}
 
 
 def main() -> None:

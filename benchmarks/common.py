@@ -82,3 +82,24 @@ def run_stage(python: str, script: str, *args: str) -> None:
     print("$ " + " ".join(cmd), flush=True)
     if subprocess.run(cmd, env=stage_env(), cwd=ROOT).returncode != 0:
         sys.exit(f"stage failed: {' '.join(cmd)}")
+
+
+def rss_kib(field: str) -> int:
+    """A field of /proc/self/status in KiB ("VmRSS": resident now, "VmHWM": its high-water mark). Linux."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def extra_peak_mib(call) -> float:
+    """Extra resident memory at the peak of one ``call()``, in MiB: the high-water mark is reset to the
+    resident set (``/proc/self/clear_refs``), then the mark after the call minus the resident set before it.
+    Run it after a warm-up call, in a fresh process with ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed
+    blocks leave the resident set."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the high-water mark to the current resident set
+    before = rss_kib("VmRSS")
+    call()
+    return (rss_kib("VmHWM") - before) / 1024

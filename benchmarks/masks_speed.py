@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from common import SEED, make_images, random_open_clip, stage_env  # noqa: E402
+from common import SEED, extra_peak_mib, make_images, random_open_clip, stage_env  # noqa: E402
 
 SIZE = 448
 CORRCLIP_POINTS = 8  # CorrCLIPv1/corrclip_segmentor.py set_mask_generator: points_per_side=8
@@ -122,13 +122,6 @@ def timing(rounds: int, device: str, only: list[str] | None = None) -> dict:
             for k, ts in times.items()}
 
 
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
 
 def memory_stage(name: str, device: str) -> dict:
     """In a fresh process: extra peak memory (MiB) of one call of configuration ``name``."""
@@ -137,11 +130,7 @@ def memory_stage(name: str, device: str) -> dict:
     call = calls(device, only=name)[name]
     with torch.no_grad():
         call()  # warm-up
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before = _rss_kib("VmRSS")
-        call()
-        return {"extra_peak_mib": (_rss_kib("VmHWM") - before) / 1024}
+        return {"extra_peak_mib": extra_peak_mib(call)}
 
 
 def main() -> None:
