@@ -40,14 +40,15 @@ def test_missing_weights_offline_are_one_line_under_either_spelling():
 def test_trident_and_the_mask_generator_read_one_checkpoint_once(tmp_path):
     from mask_models import tiny_sam
 
-    from gemseg.masks import create_mask_source
+    from gemseg.masks import AMGConfig, create_mask_source
     from gemseg.methods.trident import TridentConfig, build_trident_proxy
 
     folder = tmp_path / "sam"
     tiny_sam().save_pretrained(folder)
     before = sam_cache_info()
     proxy = build_trident_proxy(tiny_vfm("dino", seed=1, patch_size=4), TridentConfig(sam=str(folder)))
-    source = create_mask_source(str(folder))  # --masks FOLDER beside --method trident
+    corrclip = AMGConfig(points_per_side=8, multimask_output=False, dynamic_multimask=False)  # SAM has no such switch
+    source = create_mask_source(str(folder), settings=corrclip)  # --masks FOLDER beside --method trident
     refiner_sam = create_sam(str(folder) + "/")  # refine=("sam-prompts", {"sam": ...}), spelled another way
     after = sam_cache_info()
     assert after["loads"] - before["loads"] == 1 and after["hits"] - before["hits"] == 2

@@ -185,22 +185,23 @@ def load_sam_model(name: str, *, weights: str = "pretrained", device: str | torc
         import transformers
     except ImportError as e:
         raise ImportError("SAM and SAM 2 need transformers: pip install 'gemseg[hf]'") from e
-    source, family = resolve_sam(name)
+    source, _ = resolve_sam(name)
     if weights == "random":
         config = config if config is not None else transformers.SamConfig()
         cls = transformers.SamModel if config.model_type == "sam" else transformers.Sam2Model
         return cls(config).to(device).eval()
     if weights != "pretrained":
         raise ValueError(f"SAM weights must be 'pretrained' or 'random', got {weights!r}")
-    key = (os.path.abspath(source) if os.path.isdir(source) else source, str(torch.device(device)), cache_dir,
-           None if family == "sam" else dynamic_multimask)
+    where = (os.path.abspath(source) if os.path.isdir(source) else source, str(torch.device(device)), cache_dir)
     with _LOADED.lock:
-        model = _LOADED.models.get(key)
+        plain = _LOADED.models.get((*where, None))  # SAM (no dynamic_multimask to override) is kept under None
+        model = plain if plain is not None and plain.config.model_type == "sam" else \
+            _LOADED.models.get((*where, dynamic_multimask))
         if model is not None:
             _LOADED.hits += 1
             return model
         model = _read(name, source, cache_dir, dynamic_multimask).to(device).eval()
-        _LOADED.models[key] = model
+        _LOADED.models[(*where, None if model.config.model_type == "sam" else dynamic_multimask)] = model
         _LOADED.loads += 1
         return model
 
@@ -212,9 +213,8 @@ def _read(name: str, source: str, cache_dir: str | None, dynamic_multimask: bool
 
     try:
         config = transformers.AutoConfig.from_pretrained(source, cache_dir=cache_dir)
-        if config.model_type == "sam":
-            return transformers.SamModel.from_pretrained(source, config=config, cache_dir=cache_dir,
-                                                         attn_implementation="eager")  # as Trident reads it
+        if config.model_type == "sam":  # transformers' default attention: SamEncoder recomputes the last block itself
+            return transformers.SamModel.from_pretrained(source, config=config, cache_dir=cache_dir)
         if dynamic_multimask is not None and hasattr(config, "mask_decoder_config"):
             config.mask_decoder_config.dynamic_multimask_via_stability = bool(dynamic_multimask)
         return transformers.Sam2Model.from_pretrained(source, config=config, cache_dir=cache_dir)
