@@ -167,3 +167,24 @@ def test_the_model_runs_gem_with_resclip(clip_backbone):
     assert torch.allclose(maps, ref, atol=1e-5)
     with pytest.raises(ValueError, match="needs 8 blocks"):  # GEM's depth is checked when the model is built
         GEMModel(clip_backbone, config=GEMConfig(depth=9), method="gem+resclip", method_settings=TINY)
+
+
+def test_a_registered_method_that_declares_its_attention_composes(clip_backbone):
+    from gemseg.methods import METHODS, naclip_tokens, register_method
+
+    register_method("my-naclip", naclip_tokens, uses=(), attention=get_method("naclip").attention)
+    try:
+        assert "my-naclip+resclip" in list_methods()
+        images, text = torch.randn(1, 3, 40, 48), torch.randn(3, clip_backbone.embed_dim)
+        mine, _ = get_method("my-naclip+resclip")(clip_backbone, images, GEMConfig(), settings=TINY, text=text,
+                                                  refine=pamr_refiner)
+        ref, _ = get_method("naclip+resclip")(clip_backbone, images, GEMConfig(), settings=TINY, text=text,
+                                              refine=pamr_refiner)
+        assert torch.equal(mine, ref)  # the same code on the same inputs
+        register_method("my-naclip", naclip_tokens, uses=(), overwrite=True)  # now declaring no attention
+        assert "my-naclip+resclip" not in list_methods()
+        with pytest.raises(ValueError, match="declares its attention"):
+            get_method("my-naclip+resclip")
+    finally:
+        for name in [n for n in METHODS if n.startswith("my-naclip")]:
+            del METHODS[name]
