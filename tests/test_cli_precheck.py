@@ -106,7 +106,9 @@ def test_the_early_error_is_the_real_loaders_error(tmp_path, capsys, monkeypatch
     early = run_cli(capsys, *argv)
     monkeypatch.setattr(precheck, "unavailable", lambda args: None)  # straight to the real loader
     real = run_cli(capsys, *argv)
-    assert early.code == real.code == 2 and early.err == real.err and "cannot load weights" in early.err
+    # the same error line (the real path may add warnings of the libraries it imports, e.g. open_clip 2.23's)
+    assert early.code == real.code == 2 and "cannot load weights" in early.err
+    assert early.err.strip() == real.err.strip().splitlines()[-1]
 
 
 @pytest.mark.openclip
