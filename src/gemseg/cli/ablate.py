@@ -110,7 +110,7 @@ def _with_proxy_settings(args: argparse.Namespace, datasets) -> argparse.Namespa
 
 def main(args: argparse.Namespace) -> int:
     from ..eval.ablation import SWEEPS, ablation_markdown, parse_grid, plan_settings, run_ablation
-    from .eval_cmd import distributed, with_preset_method_settings
+    from .eval_cmd import check_weights_early, distributed, with_preset_method_settings
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
@@ -123,6 +123,7 @@ def main(args: argparse.Namespace) -> int:
                          "or --grid SETTING=V1,V2")
     datasets = _datasets(args)
     out = args.out or f"gemseg-ablate/{'-'.join(d.spec.name for d in datasets)}-{args.preset}"
+    check_weights_early(args)
     dist = distributed(args)
     try:
         from .common import build_model
