@@ -53,3 +53,52 @@ def _spread(model, amplified: tuple[str, ...], gain: float = 6.0):
                 p.normal_(0, 0.3)
             if any(a in name for a in amplified) and name.endswith("weight"):
                 p.mul_(gain)
+
+
+def official_sam2(seed: int = 0, dynamic: bool = True):
+    """A sam2 ``SAM2Base`` as the SAM 2.1 configs build it (high-res features in the decoder, sigmoid IoU
+    head, object-score head, no-memory embedding added to the image features), with a Hiera of 4 stages
+    (1, 1, 2, 1 blocks, width 16 doubling per stage, windows 4, 4, 4, 2, block 3 global) and an FPN neck of
+    width 32. The video-only memory modules are left out (``nn.Identity``): image prediction never calls them.
+    ``dynamic``: single-mask output picks the stabler multimask output when the first is unstable."""
+    from sam2.modeling.backbones.hieradet import Hiera
+    from sam2.modeling.backbones.image_encoder import FpnNeck, ImageEncoder
+    from sam2.modeling.position_encoding import PositionEmbeddingSine
+    from sam2.modeling.sam2_base import SAM2Base
+
+    torch.manual_seed(seed)
+    trunk = Hiera(embed_dim=16, num_heads=1, stages=(1, 1, 2, 1), global_att_blocks=(3,),
+                  window_pos_embed_bkg_spatial_size=(2, 2), window_spec=(4, 4, 4, 2))
+    neck = FpnNeck(position_encoding=PositionEmbeddingSine(num_pos_feats=32, normalize=True), d_model=32,
+                   backbone_channel_list=[128, 64, 32, 16], fpn_top_down_levels=[2, 3], fpn_interp_model="nearest")
+    model = SAM2Base(ImageEncoder(trunk=trunk, neck=neck, scalp=1), torch.nn.Identity(), torch.nn.Identity(),
+                     image_size=SIZE, use_high_res_features_in_sam=True, multimask_output_in_sam=True,
+                     iou_prediction_use_sigmoid=True, pred_obj_scores=True, pred_obj_scores_mlp=True,
+                     directly_add_no_mem_embed=True, use_obj_ptrs_in_encoder=True, use_mlp_for_obj_ptr_proj=True,
+                     # dynamic=True: the official builder's apply_postprocessing, transformers' default
+                     sam_mask_decoder_extra_args=dict(dynamic_multimask_via_stability=dynamic,
+                                                      dynamic_multimask_stability_delta=0.05,
+                                                      dynamic_multimask_stability_thresh=0.98)).eval()
+    _spread(model, ("output_hypernetworks_mlps",))
+    with torch.no_grad():
+        model.no_mem_embed.normal_(0, 0.3)
+    return model
+
+
+def hf_sam2_config(dynamic: bool = True):
+    """The ``transformers.Sam2Config`` of :func:`official_sam2`'s architecture (SAM 2's decoder: 8 heads,
+    MLP 2048, IoU head 256, mask input 16 channels, as sam2_base.py _build_sam_heads fixes them)."""
+    from transformers import Sam2Config
+    from transformers.models.sam2.configuration_sam2 import (Sam2HieraDetConfig, Sam2MaskDecoderConfig,
+                                                             Sam2PromptEncoderConfig, Sam2VisionConfig)
+
+    bb = Sam2HieraDetConfig(hidden_size=16, num_attention_heads=1, image_size=[SIZE, SIZE], blocks_per_stage=[1, 1, 2, 1],
+                            embed_dim_per_stage=[16, 32, 64, 128], num_attention_heads_per_stage=[1, 2, 4, 8],
+                            window_size_per_stage=[4, 4, 4, 2], global_attention_blocks=[3],
+                            window_positional_embedding_background_size=[2, 2])
+    vc = Sam2VisionConfig(backbone_config=bb.to_dict(), backbone_channel_list=[128, 64, 32, 16],
+                          backbone_feature_sizes=[[SIZE // 4] * 2, [SIZE // 8] * 2, [SIZE // 16] * 2], fpn_hidden_size=32)
+    pc = Sam2PromptEncoderConfig(hidden_size=32, image_size=SIZE, patch_size=16, mask_input_channels=16)
+    dc = Sam2MaskDecoderConfig(hidden_size=32, mlp_dim=2048, num_hidden_layers=2, num_attention_heads=8,
+                               iou_head_hidden_dim=256, iou_head_depth=3, dynamic_multimask_via_stability=dynamic)
+    return Sam2Config(vision_config=vc.to_dict(), prompt_encoder_config=pc.to_dict(), mask_decoder_config=dc.to_dict())
