@@ -107,6 +107,10 @@ class Preset:
 
 
 EIGHT = ("voc21", "context60", "coco_object", "voc20", "cityscapes", "context59", "ade20k", "coco_stuff")  # the common eight
+# OV-Stitcher (Moon, Oh, Ro, arXiv 2604.08110) Table 1, an image in its README: the per-dataset rows of the
+# 2025 methods whose own tables could not be read here (second-hand; columns VOC21 ... Stuff, with Avg.)
+OV_STITCHER_TABLE1 = "atw617/OV-Stitcher@270b85a2f3ee:assets/quantitative.png (README.md:40; OV-Stitcher, " \
+                     "arXiv 2604.08110, Table 1, OpenAI CLIP ViT-B/16 rows)"
 _CV2 = "(mmseg's Resize: cv2 bilinear, not antialiased)"
 
 

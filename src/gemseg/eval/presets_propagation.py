@@ -9,7 +9,7 @@ preset's when it runs the preset's method and no ``--proxy-settings`` are given.
 """
 from __future__ import annotations
 
-from .preset import OUR_CHOICE, Preset, cite
+from .preset import OUR_CHOICE, OV_STITCHER_TABLE1, Preset, cite, published_numbers
 from .presets_masks import trident_proxy_settings
 
 CASS = "MICV-yonsei/CASS@228ecdd8273e"
@@ -50,6 +50,12 @@ CASS_PRESET = Preset(
         "coco_object": {"prob_threshold": cite(0.1, f"{CASS}:configs/cfg_coco_object.py:6 prob_thd=0.1")},
         "cityscapes": {"size": cite(560, f"{CASS}:configs/cfg_city_scapes.py:21 Resize(scale=(2048, 560))")},
     },
+    published=published_numbers(OV_STITCHER_TABLE1, {"voc21": 65.8, "context60": 36.7, "coco_object": 37.8,
+                                                     "voc20": 87.8, "cityscapes": 39.4, "context59": 40.2,
+                                                     "ade20k": 20.4, "coco_stuff": 26.7}, second_hand=True,
+                                note="CASS's ViT-B/16 row as OV-Stitcher tabulates it (CASS's own Table 1 was not "
+                                     "readable here; its README shows it only as an external image); the eight "
+                                     "average to 44.4, as printed"),
     not_reproduced=(
         f"the object-presence prior of a sliding-window crop uses the whole image's class token "
         f"({CASS}:cass_segmentor.py:193-200, except Cityscapes); gemseg's method sees only its crop",
@@ -57,8 +63,6 @@ CASS_PRESET = Preset(
         "float64 and an exact eigendecomposition",
         f"DINO's input via inv_normalize with ImageNet statistics on a CLIP-normalized image and a uint8 cast "
         f"({CASS}:cass_segmentor.py:78-81, 180-181); gemseg un-normalizes with CLIP's statistics",
-        "no published per-dataset numbers were read (the paper's Table 1 was not available here); the 8-dataset "
-        "average 44.4 (CLIP ViT-B/16) is OV-Stitcher's Table 1 (arXiv 2604.08110), as quoted in issue 19",
     ),
 )
 
@@ -119,15 +123,15 @@ def _lposs(name: str, refine: str, config: str) -> Preset:
                                             "models/maskclip/utils/prompt_templates.py (80 templates)"),
             "vocabulary": cite("names", f"{OUR_CHOICE}: LPOSS's class lists (segmentation/datasets/*.py CLASSES, "
                                         "';'-separated synonyms) are not converted to gemseg class files"),
-            "background_query": cite(True, f"{LPOSS}:segmentation/datasets/pascal_voc.py:15 the background "
+            "background_query": cite(True, f"{LPOSS}:segmentation/datasets/pascal_voc.py:16 the background "
                                            "class is a query (26 stuff names)"),
-            "logit_scale": cite(100.0, f"{LPOSS}:models/maskclip/maskclip.py:197 softmax(output * 100); "
+            "logit_scale": cite(100.0, f"{LPOSS}:models/maskclip/maskclip.py:196 softmax(output * 100); "
                                        "the labels are the argmax of the propagated scores"),
             "prob_threshold": cite(None, f"{LPOSS}:segmentation/evaluation/lposs_eval.py:352-361 no threshold"),
             "area_threshold": cite(None, "LPOSS has no area rule"),
             "pamr_steps": cite(0, "LPOSS has no PAMR"),
             "pos_embed": cite("bicubic", f"{LPOSS}:models/maskclip/maskclip.py:93-118 resize_pos_embed "
-                                         "(bicubic to the size, class token kept), called at :64-65"),
+                                         "(bicubic to the size, class token kept), called at :66-67"),
             "refine": cite((refine,), f"{LPOSS}:{config} (pixel_refine), lposs_eval.py:233-363 slide_inference"),
         },
         not_reproduced=(
@@ -136,7 +140,8 @@ def _lposs(name: str, refine: str, config: str) -> Preset:
             "window's patch grid",
             "LPOSS's own class lists and background names (segmentation/datasets/*.py); the preset uses the "
             "datasets' display names",
-            "no published numbers were read (the paper's tables were not available here)",
+            "no published numbers were read: the paper's tables were not available here, and OV-Stitcher's "
+            "Table 1 (arXiv 2604.08110), which tabulates SC-CLIP, SFP and CASS, has no LPOSS row",
         ),
     )
 
