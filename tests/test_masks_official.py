@@ -8,7 +8,7 @@ same settings on the same images.
 Random weights make masks that hardly depend on the prompt point (almost every point yields the same few
 regions), so box NMS at the usual thresholds leaves a handful of masks; the settings below therefore include
 ``box_nms_thresh=1.0`` (no suppression: every mask that passes the IoU, stability and crop-edge filters is
-compared, 16 to 192 of them), with thresholds set inside the spread of these models' predicted IoUs and
+compared, 25 to 130 of them), with thresholds set inside the spread of these models' predicted IoUs and
 stability scores so that the filters keep some masks of an output and drop others, next to NMS at 0.7 - 0.98
 and one or two crop layers.
 """
@@ -118,7 +118,8 @@ def test_converted_sam2_embeds_and_decodes_as_the_official_predictor(sam2_amg, d
     official.set_image(image)
     ours = SamPrompter(hf, name="tiny", source=None)
     state = ours.embed(image)
-    ref = [*official._features["high_res_feats"], official._features["image_embed"]]  # strides 4, 8, 16
+    # strides 4, 8, 16; the predictor offers only the last publicly (get_image_embedding), so its cache is read
+    ref = [*official._features["high_res_feats"], official.get_image_embedding()]
     assert [tuple(e.shape) for e in state["embeddings"]] == [(1, 4, 16, 16), (1, 8, 8, 8), (1, 32, 4, 4)]
     for got, want in zip(state["embeddings"], ref):
         assert torch.allclose(got, want, atol=ATOL)
@@ -169,19 +170,22 @@ def test_official_sam2_checkpoint_file_loads(tmp_path, sam2_amg):
         sam2_state_dict_to_hf({"prompt_encoder.pe_layer.positional_encoding_gaussian_matrix": torch.zeros(2, 16)})
 
 
-SETTINGS = [  # (family, seed, image size, settings); thresholds where these random masks straddle them
-    ("sam", 6, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.1, stability_score_thresh=0.6, box_nms_thresh=1.0)),
+# (family, seed, image size, settings). Thresholds lie where these random masks straddle them, yet at least
+# 1e-5 (predicted IoU, 10x the two implementations' difference) and 0.005 (stability: tens of pixels) away
+# from every value, so that float noise cannot decide a filter differently on another machine
+SETTINGS = [
+    ("sam", 6, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.11, stability_score_thresh=0.55, box_nms_thresh=1.0)),
     ("sam", 2, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.145, stability_score_thresh=0.5, box_nms_thresh=1.0)),
-    ("sam", 0, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.6, box_nms_thresh=1.0)),
+    ("sam", 0, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.62, box_nms_thresh=1.0)),
     ("sam", 4, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.05, box_nms_thresh=0.9)),
     ("sam", 5, (96, 144), dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.05, box_nms_thresh=0.7)),
     ("sam", 2, (192, 288), dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.05, box_nms_thresh=0.98,
                                 crop_n_layers=1)),
     ("sam", 4, (192, 288), dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.05, box_nms_thresh=1.0,
                                 crop_n_layers=2, crop_n_points_downscale_factor=2, crop_nms_thresh=0.7)),
-    ("sam2", 0, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.543, stability_score_thresh=0.3,
+    ("sam2", 0, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.5435, stability_score_thresh=0.3,
                                 box_nms_thresh=1.0)),
-    ("sam2", 1, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.8, box_nms_thresh=1.0)),
+    ("sam2", 1, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.7, box_nms_thresh=1.0)),
     ("sam2", 3, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.5, box_nms_thresh=1.0,
                                 multimask_output=False)),
     ("sam2", 4, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.3,
@@ -212,8 +216,8 @@ def test_generator_equals_the_official_generator(request, family, seed, size, se
     masks, scores = ours.masks[match], ours.scores[match]
     inter = (masks & ref_masks).flatten(1).sum(1)
     union = (masks | ref_masks).flatten(1).sum(1)
-    # float32 noise (~1e-6 on the logits) flips a pixel whose logit is that close to the threshold: one pixel
-    # in ~10^4 on a few masks here; 0.999 allows a handful, a wrong step would move whole regions
+    # float32 noise (~1e-6 on the logits) flips a pixel whose logit is that close to the threshold (one pixel
+    # of one mask here); 0.999 allows a handful, a wrong step would move whole regions
     assert (inter / union).min() >= 0.999
     assert (masks == ref_masks).all(dim=(1, 2)).float().mean() >= 0.9  # nearly all bit for bit
     assert torch.allclose(scores, ref_scores, atol=ATOL)
