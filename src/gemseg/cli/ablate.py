@@ -96,7 +96,7 @@ def _datasets(args: argparse.Namespace):
 
 def main(args: argparse.Namespace) -> int:
     from ..eval.ablation import SWEEPS, ablation_markdown, parse_grid, plan_settings, run_ablation
-    from .eval_cmd import distributed
+    from .eval_cmd import check_weights_early, distributed
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
@@ -109,6 +109,7 @@ def main(args: argparse.Namespace) -> int:
                          "or --grid SETTING=V1,V2")
     datasets = _datasets(args)
     out = args.out or f"gemseg-ablate/{'-'.join(d.spec.name for d in datasets)}-{args.preset}"
+    check_weights_early(args)
     dist = distributed(args)
     try:
         from .common import build_model

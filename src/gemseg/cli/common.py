@@ -25,9 +25,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     g.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     g.add_argument("--cache-dir", default=None, help="hub cache folder (default: the libraries' own)")
-    from ..methods import list_methods
+    from ..names import method_names  # the registry's names without importing it (torch)
 
-    g.add_argument("--method", default="gem", choices=list_methods(),
+    g.add_argument("--method", default="gem", choices=method_names(),
                    help="training-free dense method (default: %(default)s); see docs/methods.md")
     g.add_argument("--method-setting", action="append", default=[], metavar="NAME=VALUE",
                    help="a setting of the method's own (sc-clip, sfp, <base>+resclip; repeat), e.g. "
@@ -79,11 +79,11 @@ def proxy_settings(method: str, text: str | None):
 
 def add_refine_arg(group) -> None:
     """--refine NAME (repeatable): refiners run on the scores before labelling (gemseg.refiners)."""
-    from ..refiners import list_refiners
+    from ..names import REFINERS  # the registry's names without importing it (torch)
 
-    group.add_argument("--refine", action="append", default=None, choices=list_refiners(), metavar="NAME",
+    group.add_argument("--refine", action="append", default=None, choices=REFINERS, metavar="NAME",
                        help="refine the scores before labelling; repeatable, run in the order given "
-                            f"(registered: {', '.join(list_refiners())}; pamr: 10 steps, dilations 8,16; lposs, lposs+: "
+                            f"(registered: {', '.join(REFINERS)}; pamr: 10 steps, dilations 8,16; lposs, lposs+: "
                             "LPOSS label propagation with DINO ViT-B/16, docs/methods.md)")
 
 
@@ -171,9 +171,14 @@ def model_kwargs(args: argparse.Namespace) -> dict:
 
 def needs_proxy(method: str) -> bool:
     """Whether ``method`` takes a proxy vision model (``--proxy``), as the method declares it."""
-    from ..methods import get_method
+    from ..names import method_needs
 
-    return "proxy" in get_method(method).needs
+    needs = method_needs(method)
+    if needs is None:  # not a built-in name: ask the registry
+        from ..methods import get_method
+
+        needs = get_method(method).needs
+    return "proxy" in needs
 
 
 def method_settings_kwargs(args: argparse.Namespace) -> dict:

@@ -43,7 +43,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def register(subparsers) -> None:
-    from ..eval.protocols import list_presets
+    from ..names import PRESETS  # the registries' names without importing them (torch)
 
     p = subparsers.add_parser(
         "eval", help="benchmark mIoU / p-mIoU on a standard dataset under a named protocol",
@@ -75,7 +75,7 @@ def register(subparsers) -> None:
     info.add_argument("--list-datasets", action="store_true", help="list the built-in datasets")
     info.add_argument("--list-presets", action="store_true",
                       help="list the presets: the paper table, model, method, datasets and sources of each")
-    info.add_argument("--show-preset", metavar="NAME", choices=list_presets(),
+    info.add_argument("--show-preset", metavar="NAME", choices=PRESETS,
                       help="print a preset in full, with each dataset's own values")
     info.add_argument("--show-protocol", action="store_true",
                       help="print the protocol --dataset/--preset and the flags resolve to")
@@ -89,11 +89,10 @@ def register(subparsers) -> None:
 def add_protocol_args(p: argparse.ArgumentParser) -> None:
     """--preset and one flag per protocol setting (each overrides the preset; unset flags are absent
     from the namespace, see :func:`protocol_overrides`)."""
-    from ..backbones.base import POS_EMBED_MODES
-    from ..eval.protocols import INTERPOLATIONS, MODES, POINT_CLASSES, POINT_NORMALIZATIONS, RESIZES, list_presets
+    from ..names import INTERPOLATIONS, MODES, POINT_CLASSES, POINT_NORMALIZATIONS, POS_EMBED_MODES, PRESETS, RESIZES
 
     g = p.add_argument_group("protocol (each flag overrides the preset; see --show-preset)")
-    g.add_argument("--preset", default="gem", choices=list_presets(), help="protocol preset (default: %(default)s)")
+    g.add_argument("--preset", default="gem", choices=PRESETS, help="protocol preset (default: %(default)s)")
     S = argparse.SUPPRESS
     g.add_argument("--resize", choices=RESIZES, default=S, help="fixed size, short side, or none")
     g.add_argument("--size", type=int, default=S, help="resize target in pixels")
@@ -234,6 +233,7 @@ def main(args: argparse.Namespace) -> int:
     if args.sweep:
         return _sweep(args, spec, protocol, source, overrides)
     out = args.out or f"gemseg-eval/{spec.name}-{args.preset}"
+    check_weights_early(args)
     dist = distributed(args)
     try:
         from .common import build_model
@@ -275,6 +275,7 @@ def _sweep(args: argparse.Namespace, spec, protocol, source: dict, overrides: di
         warnings.warn(f"{', '.join('--' + k.replace('_', '-') for k in given)} ignored: swept by --sweep",
                       stacklevel=2)
     out = args.out or f"gemseg-eval/{spec.name}-{args.preset}-sweep"
+    check_weights_early(args)
     dist = distributed(args)
     try:
         from .common import build_model
@@ -311,6 +312,16 @@ def warn_unused(spec, overrides: dict) -> None:
         one = len(unused) == 1
         warnings.warn(f"{flags} {'does' if one else 'do'} not apply to {spec.name} ({spec.type} labels) and "
                       f"{'is' if one else 'are'} ignored", stacklevel=2)
+
+
+def check_weights_early(args: argparse.Namespace) -> None:
+    """Offline, weights sure to be missing are said before open_clip / transformers are imported
+    (:mod:`gemseg.cli.precheck`); the hub probe runs first, as :func:`~gemseg.cli.common.build_model` does."""
+    from . import precheck
+    from .common import prepare_hub
+
+    prepare_hub(args)
+    precheck.check(args)
 
 
 def distributed(args: argparse.Namespace):
