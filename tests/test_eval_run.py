@@ -176,3 +176,51 @@ def test_rerunning_a_finished_run_keeps_its_measured_speed(model, voc, tmp_path)
     assert first["speed"]["images_per_s"] > 0
     assert saved["speed"]["images_per_s"] == first["speed"]["images_per_s"] == again["speed"]["images_per_s"]
     assert saved["speed"]["resumed_images"] == 5 and saved["metrics"] == first["metrics"]
+
+
+def test_an_interrupted_write_of_a_prediction_or_report_leaves_no_partial_file(model, voc, tmp_path, monkeypatch):
+    """``--save-preds`` PNGs and ``result.json`` were written in place: a crash mid-write left a truncated
+    file. Now the last step of each write (the rename) failing leaves the old file or none, never a partial
+    one, and the resumed run redoes the image whose write failed."""
+    import os
+
+    real_replace = os.replace
+    target = f"{eval_data_ids(voc)[2]}.png"
+
+    def failing_replace(src, dst):
+        if os.path.basename(str(dst)) == target and os.path.basename(os.path.dirname(str(dst))) == "preds":
+            raise OSError("disk gone")  # as a crash between writing the temporary file and renaming it
+        return real_replace(src, dst)
+
+    seen = []
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk gone"):
+        _run(model, voc, tmp_path / "run", save_preds=5, save_every=1, on_image=seen.append)
+    monkeypatch.setattr(os, "replace", real_replace)
+    preds = tmp_path / "run" / "preds"
+    assert not (preds / target).exists() and len(seen) == 2
+    assert not [p.name for p in preds.iterdir() if not p.name.endswith(".png")]  # no temporary file left
+    resumed = _run(model, voc, tmp_path / "run", save_preds=5, on_image=seen.append)
+    assert resumed["speed"]["resumed_images"] == 2 and seen[2:] == eval_data_ids(voc)[2:]  # that image again
+    ref = _run(model, voc, tmp_path / "ref", save_preds=5)
+    _same_counts(resumed, ref)
+    for name in sorted(p.name for p in (tmp_path / "ref" / "preds").iterdir()):
+        assert (preds / name).read_bytes() == (tmp_path / "ref" / "preds" / name).read_bytes()  # same code, same input
+
+    before = (tmp_path / "run" / "result.json").read_bytes()
+
+    def failing_report(src, dst):
+        if os.path.basename(str(dst)) == "result.json":
+            raise OSError("disk gone")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_report)
+    with pytest.raises(OSError, match="disk gone"):
+        _run(model, voc, tmp_path / "run", save_preds=5)
+    assert (tmp_path / "run" / "result.json").read_bytes() == before  # the old report, whole
+    assert not [p.name for p in (tmp_path / "run").iterdir() if "gemseg-tmp" in p.name]
+
+
+def eval_data_ids(voc) -> list[str]:
+    """The val image ids of the tiny VOC folder, in the order the run takes them."""
+    return (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()

@@ -21,6 +21,11 @@ class WeightsUnavailableError(RuntimeError):
         self.reason = reason
 
 
+class StateError(RuntimeError):
+    """An evaluation output folder's state cannot be resumed (other settings, inconsistent parts);
+    raised by :mod:`gemseg.eval.state`."""
+
+
 class CLIError(Exception):
     """A problem that stops a command before any image is processed; printed as one line."""
 

@@ -17,8 +17,7 @@ from typing import Sequence
 
 import torch
 
-REDUCTIONS = ("softmax_then_max", "max_then_softmax")
-DEFAULT_REDUCTION = "softmax_then_max"  # the official SCLIP/ClearCLIP/NACLIP order (see the module docstring)
+from .names import DEFAULT_REDUCTION, REDUCTIONS  # noqa: F401  (plain data there: --help lists them without torch)
 
 
 def reduce_queries(sims: torch.Tensor, query_to_class: Sequence[int] | torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -53,8 +53,7 @@ EXIT_USAGE = 2
 
 def usage_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the command cannot run as asked", not "gemseg has a bug"."""
-    from ..errors import WeightsUnavailableError
-    from ..eval.state import StateError
+    from ..errors import StateError, WeightsUnavailableError
     from .report import CLIError
 
     # ImportError: a missing optional package, whose message says what to `pip install`

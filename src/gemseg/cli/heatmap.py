@@ -7,12 +7,11 @@ import re
 import unicodedata
 
 from .common import add_model_args
-from ..segment import clean_prompts
+from ..prompts import clean_prompts
 from .options import add_image_args, model_settings, read_templates
 from ..viz import fit, output_size
 from .output import Fonts, grid_size, save_png
 from .report import Reporter
-from ..segment import resize_maps
 from .run import Item, Task, execute, similarity_maps
 
 EXAMPLES = """\
@@ -68,6 +67,7 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
         import numpy as np
 
         from .. import viz
+        from ..segment import resize_maps  # torch, as the maps are
 
         size = output_size(*item.loaded.image.size, args.max_side)
         image = fit(item.loaded.image, size)

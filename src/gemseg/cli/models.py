@@ -76,24 +76,43 @@ def _table_cache() -> str:
     return os.path.join(root, "gemseg", f"models-{__version__}-open_clip-{open_clip_version}-{key}.json")
 
 
-def _draw_up_tables() -> dict:
+def open_clip_table() -> list[dict]:
+    """``[{"model", "pretrained", "cfg"}]`` of every open_clip class-token ViT and tag of the installed
+    open_clip (cfg: the ``file``, ``hf_hub`` and ``url`` open_clip loads it from); empty without it."""
     from ..backbones import list_models
+
+    entries = list_models("open_clip")  # empty without open_clip_torch
+    if not entries:
+        return []
+    import open_clip
+
+    rows = []
+    for e in entries:
+        cfg = open_clip.get_pretrained_cfg(e.name, e.pretrained) or {}
+        rows.append({"model": e.name, "pretrained": e.pretrained, "cfg": {
+            k: v for k, v in cfg.items() if k in ("file", "hf_hub", "url") and isinstance(v, str)}})
+    return rows
+
+
+def _draw_up_tables() -> dict:
     from ..backbones.vfm import list_vfms
 
     from ..masks import list_mask_models
 
-    table: dict = {"open_clip": [], "vfm": [{"model": e.name, "pretrained": e.timm_name, "kind": e.kind}
-                                           for e in list_vfms()],
-                   "masks": [{"model": e.name, "pretrained": e.hub_id, "kind": e.family} for e in list_mask_models()]}
-    entries = list_models("open_clip")  # empty without open_clip_torch
-    if entries:
-        import open_clip
+    return {"open_clip": open_clip_table(),
+            "vfm": [{"model": e.name, "pretrained": e.timm_name, "kind": e.kind} for e in list_vfms()],
+            "masks": [{"model": e.name, "pretrained": e.hub_id, "kind": e.family} for e in list_mask_models()]}
 
-        for e in entries:
-            cfg = open_clip.get_pretrained_cfg(e.name, e.pretrained) or {}
-            table["open_clip"].append({"model": e.name, "pretrained": e.pretrained, "cfg": {
-                k: v for k, v in cfg.items() if k in ("file", "hf_hub", "url") and isinstance(v, str)}})
-    return table
+
+def cached_tables() -> dict | None:
+    """The tables of :func:`tables` when a listing has already written them to its cache file, else None
+    (nothing is imported or drawn up)."""
+    try:
+        with open(_table_cache(), encoding="utf-8") as f:
+            table = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return table if isinstance(table, dict) else None
 
 
 def tables() -> dict:
@@ -101,11 +120,9 @@ def tables() -> dict:
     every open_clip class-token ViT and tag (cfg: the file, hf_hub and url open_clip loads it from) and
     every vision foundation model, from the cache file when there is one."""
     path = _table_cache()
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        pass
+    table = cached_tables()
+    if table is not None:
+        return table
     table = _draw_up_tables()
     try:  # best effort: without a writable cache the next listing is slow again, nothing more
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -154,7 +171,8 @@ def rows(backend: str | None = None, cache_dir: str | None = None) -> list[dict]
 
 
 def method_rows() -> list[dict]:
-    """Every --method name with the first line of its function's docstring and its own settings type."""
+    """Every --method name with the first line of its function's docstring, its own settings type and its
+    proxy's (the --method-setting names)."""
     from ..methods import SUMMARIES, get_method, list_methods
 
     out = []
@@ -164,8 +182,9 @@ def method_rows() -> list[dict]:
         doc = (getattr(m.fn, "__doc__", None) or "").strip().splitlines()
         summary = (f"{base} {SUMMARIES[plugin]}" if plugin in SUMMARIES and base else
                    SUMMARIES.get(name) or (doc[0] if doc else ""))
-        kind = getattr(m, "settings_type", None)
-        out.append({"method": name, "summary": summary, "settings": kind.__name__ if kind else None})
+        kind, proxy = getattr(m, "settings_type", None), getattr(m, "proxy_settings_type", None)
+        out.append({"method": name, "summary": summary, "settings": kind.__name__ if kind else None,
+                    "proxy_settings": proxy.__name__ if proxy else None})
     return out
 
 
@@ -177,7 +196,8 @@ def _print_methods(as_json: bool) -> int:
         return 0
     width = max(len(r["method"]) for r in table)
     for r in table:
-        extra = f"  [--method-setting: {r['settings']}]" if r["settings"] else ""
+        kinds = [k for k in (r["settings"], r["proxy_settings"] and f"{r['proxy_settings']} (proxy)") if k]
+        extra = f"  [--method-setting: {', '.join(kinds)}]" if kinds else ""
         print(f"{r['method'].ljust(width)}  {r['summary']}{extra}")
     return 0
 

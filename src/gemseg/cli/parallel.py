@@ -8,8 +8,15 @@ finishes while a slow one is still starting cannot change anyone's share.
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..io import ImageSource
+
+
+def main_rank() -> bool:
+    """Whether this process is rank 0, from torchrun's ``RANK`` (so before the process group is joined,
+    and without torch): what :attr:`gemseg.eval.Dist.is_main` says once it is."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
 def join(args: argparse.Namespace):

@@ -226,30 +226,37 @@ class Task:
 
 def execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, Reporter], Task]) -> int:
     """Run an image command end to end and return its exit code; under torchrun, on this rank's share
-    of the images (:mod:`gemseg.cli.parallel`)."""
-    from .parallel import join
-
-    dist = join(args)
+    of the images (:mod:`gemseg.cli.parallel`). Everything before the model is built (arguments, images,
+    output folder, whether the weights are there) is checked before torch is imported: an offline
+    first run with missing weights ends in well under a second plus the hub probe."""
+    joined: list = []  # the process group, once joined (after the checks)
     try:
-        return _execute(args, make_task, dist)
+        return _execute(args, make_task, joined)
     finally:
-        dist.close()
+        for dist in joined:
+            dist.close()
 
 
-def _execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, Reporter], Task], dist) -> int:
+def _execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, Reporter], Task],
+             joined: list) -> int:
+    from . import precheck
     from .common import prepare_hub
+    from .parallel import join, main_rank
 
-    report = Reporter(args.quiet, main=dist.is_main)
+    report = Reporter(args.quiet, main=main_rank())
     summary = Summary()
     started = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     with report.capture_warnings():
         try:
             task = make_task(args, report)
             check_weights_args(args)
-            sources = _find(args, report, summary, dist)
+            sources = _find(args, report, summary, main_rank())
             layout = Layout(args.output, task.command, task.settings)
             layout.prepare(args.overwrite)
             prepare_hub(args)  # before huggingface_hub is imported, as _quiet_hub_progress does
+            precheck.check(args)  # weights sure to be missing: said before torch is imported
+            dist = join(args)  # torch from here on
+            joined.append(dist)
             if args.quiet:
                 _quiet_hub_progress()
             model, random_weights = load_model(args, report)
@@ -275,12 +282,12 @@ def _execute(args: argparse.Namespace, make_task: Callable[[argparse.Namespace, 
     return summary.exit_code()
 
 
-def _find(args: argparse.Namespace, report: Reporter, summary: Summary, dist) -> list[ImageSource]:
+def _find(args: argparse.Namespace, report: Reporter, summary: Summary, is_main: bool) -> list[ImageSource]:
     """The images the inputs name; inputs that name none are failures (said and counted by rank 0)."""
     found = find_images(args.images, recursive=args.recursive)
     for note in found.notes:
         report.warn(note)
-    problems = found.problems if dist.is_main else []  # every rank finds them: rank 0 says so
+    problems = found.problems if is_main else []  # every rank finds them: rank 0 says so
     for _, reason in problems:
         report.error(reason)
     summary.failures += problems

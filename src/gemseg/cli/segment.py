@@ -5,8 +5,8 @@ import argparse
 import os
 import textwrap
 
-from ..postprocess import DEFAULT_REDUCTION, REDUCTIONS
-from ..segment import AUTO_BACKGROUND, DEFAULT_LOGIT_SCALE, DEFAULT_THRESHOLD, clean_prompts
+from ..names import DEFAULT_REDUCTION, REDUCTIONS
+from ..prompts import AUTO_BACKGROUND, DEFAULT_LOGIT_SCALE, DEFAULT_THRESHOLD, clean_prompts
 from .common import add_model_args, add_refine_arg
 from .options import add_image_args, fraction, model_settings, read_templates
 from ..viz import fit, legend_entries, output_size
@@ -102,8 +102,7 @@ def read_classes(args: argparse.Namespace) -> list[str]:
 
 def make_task(args: argparse.Namespace, report: Reporter) -> Task:
     from .. import viz
-    from ..segment import background_rule
-    from ..segmenter import Segmenter
+    from ..prompts import background_rule
 
     classes = read_classes(args)
     exports = _export_formats(args.export)
@@ -117,6 +116,8 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
     state: dict = {}
 
     def setup(model) -> None:
+        from ..segmenter import Segmenter  # torch: imported once the model is built
+
         state["random"] = model.backbone.pretrained is None
         state["seg"] = Segmenter.from_classes(model, classes, background=bg, templates=templates, size=args.size,
                                               reduction=args.reduction, refine=args.refine)  # text encoded once

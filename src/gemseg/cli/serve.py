@@ -95,13 +95,12 @@ def make_settings(args: argparse.Namespace, model):
                     examples=args.examples, refine=tuple(args.refine or ()))
 
 
-def main(args: argparse.Namespace) -> int:
-    from ..errors import WeightsUnavailableError
+def _load(args: argparse.Namespace):
+    """``(model, build_app, launch)``: weights sure to be missing are said before torch, gradio and
+    open_clip are imported (:mod:`gemseg.cli.precheck`), then gradio is checked and the model built."""
+    from . import precheck
 
-    report = Reporter()
-    check_weights_args(args)
-    auth = parse_auth(args.auth)
-    prepare_hub(args)  # before huggingface_hub is imported (gradio imports it too)
+    precheck.check(args)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from ..demo.app import build_app, launch, require_gradio
 
@@ -110,8 +109,18 @@ def main(args: argparse.Namespace) -> int:
         import torch
 
         torch.manual_seed(0)  # the same random model on every run
+    return build_model(args), build_app, launch
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..errors import WeightsUnavailableError
+
+    report = Reporter()
+    check_weights_args(args)
+    auth = parse_auth(args.auth)
+    prepare_hub(args)  # before huggingface_hub is imported (gradio imports it too)
     try:
-        model = build_model(args)
+        model, build_app, launch = _load(args)
     except WeightsUnavailableError as e:  # one line (gemseg.cli.main), with the way to try the page anyway
         if "--random-weights" in str(e):
             raise

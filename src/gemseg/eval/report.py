@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from ..files import read_json
+from ..files import atomic_write, read_json
 
 RESULT_VERSION = 1
 
@@ -139,14 +139,13 @@ def result_markdown(result: dict) -> str:
 
 
 def write_reports(out_dir: str | os.PathLike, result: dict) -> tuple[Path, Path]:
-    """``result.json`` and ``result.md`` in ``out_dir`` (each written whole, then renamed into place)."""
+    """``result.json`` and ``result.md`` in ``out_dir``, each written whole, flushed to disk and then renamed
+    into place (:func:`gemseg.files.atomic_write`): an interrupted write leaves the old file or none."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = out / "result.json", out / "result.md"
     for path, text in zip(paths, (json.dumps(result, indent=1) + "\n", result_markdown(result))):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write(str(path), lambda f, text=text: f.write(text), binary=False)
     return paths
 
 

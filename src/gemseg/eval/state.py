@@ -22,13 +22,10 @@ from typing import Any
 
 import torch
 
+from ..errors import StateError  # noqa: F401  (defined with gemseg's errors: the CLI catches it without torch)
 from ..files import read_json
 
 _PART = re.compile(r"part-g(\d+)-r(\d+)\.pt\Z")
-
-
-class StateError(RuntimeError):
-    """The output folder's state cannot be resumed (other settings, inconsistent parts)."""
 
 
 def atomic_save(obj: Any, path: Path) -> None:

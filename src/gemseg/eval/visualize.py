@@ -1,4 +1,5 @@
-"""Saved predictions and coloured visualizations (numpy/PIL only)."""
+"""Saved predictions and coloured visualizations (numpy/PIL only), each PNG written whole and then
+renamed into place (:func:`gemseg.files.atomic_write`): an interrupted write never leaves a truncated one."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+from ..files import atomic_write
 
 IGNORE_COLOUR = (255, 255, 255)
 
@@ -29,12 +32,10 @@ def save_label_png(path: str | os.PathLike, labels: np.ndarray, palette: Sequenc
     labels = np.asarray(labels)
     if labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
         raise ValueError("label values must fit in 0..255 for a PNG")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(labels.astype(np.uint8))  # L; putpalette makes it P with the values kept
     flat = [v for c in palette[:256] for v in c] + list(IGNORE_COLOUR) * (256 - min(len(palette), 256))
     image.putpalette(flat[: 256 * 3])
-    image.save(path)
+    save_png(image, path)
 
 
 def save_visualization(path: str | os.PathLike, image: np.ndarray, gt: np.ndarray, pred: np.ndarray,
@@ -58,9 +59,14 @@ def save_visualization(path: str | os.PathLike, image: np.ndarray, gt: np.ndarra
                 IGNORE_COLOUR if k == ignore_index or k >= len(palette) else tuple(palette[k]))
                for k in present]
     legend = viz.legend(entries, font=font, max_width=max(160, w), min_height=panels[0].height)
+    save_png(viz.hstack([*panels, legend]), path)
+
+
+def save_png(image: Image.Image, path: str | os.PathLike) -> None:
+    """``image`` as a PNG at ``path`` (its folder made if needed), written whole, then renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    viz.hstack([*panels, legend]).save(path)
+    atomic_write(str(path), lambda f: image.save(f, format="PNG"))
 
 
 def _class_name(k: int, names: Sequence[str] | None) -> str:
