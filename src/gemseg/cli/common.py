@@ -105,8 +105,26 @@ def mask_kwargs(args: argparse.Namespace) -> dict:
     if masks is None:
         if cache is not None:
             raise ValueError("--mask-cache needs --masks SOURCE (a SAM / SAM 2 generator)")
+        wants = _wants_masks(args)
+        if wants:  # said now, not once per image after the model is built
+            raise ValueError(f"{wants} needs class-agnostic masks: add --masks SOURCE (a SAM / SAM 2 generator "
+                             "such as sam2-hiera-l, `gemseg models --backend masks`, or files:FOLDER)")
         return {}
     return {"masks": masks, **({"mask_cache": cache} if cache is not None else {})}
+
+
+def _wants_masks(args: argparse.Namespace) -> str | None:
+    """The option that needs masks (--method corrclip, --refine masks), as the method or refiner declares it."""
+    from ..methods import get_method
+    from ..refiners import get_refiner
+
+    method = getattr(args, "method", "gem")
+    if "masks" in get_method(method).needs:
+        return f"--method {method}"
+    for name in getattr(args, "refine", None) or ():
+        if getattr(get_refiner(name), "needs_masks", False):
+            return f"--refine {name}"
+    return None
 
 
 def _gem_options():
