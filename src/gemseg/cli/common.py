@@ -113,6 +113,23 @@ def mask_kwargs(args: argparse.Namespace) -> dict:
     return {"masks": masks, **({"mask_cache": cache} if cache is not None else {})}
 
 
+def refine_arg(args: argparse.Namespace) -> list | None:
+    """The Segmenter's ``refine=`` from --refine: the names, except that with --random-weights a refiner that
+    loads a model of its own (lposs, lposs+: DINO ViT-B/16) gets random weights too, as the proxy does."""
+    names = getattr(args, "refine", None)
+    if not names or not getattr(args, "random_weights", False):
+        return names
+    from ..lposs import LPOSSRefiner
+    from ..refiners import get_refiner
+
+    out: list = []
+    for name in names:
+        fn = get_refiner(name)
+        own = isinstance(fn, LPOSSRefiner) and fn.vfm is None
+        out.append(LPOSSRefiner(pixel=fn.config.pixel, config=fn.config, weights="random") if own else name)
+    return out
+
+
 def _wants_masks(args: argparse.Namespace) -> str | None:
     """The option that needs masks (--method corrclip, --refine masks), as the method or refiner declares it."""
     from ..methods import get_method
