@@ -56,3 +56,33 @@ def test_random_weights_reach_the_lposs_refiner_in_eval(tmp_path, capsys, tiny_m
     assert r.code == 0, r.err
     with open(tmp_path / "out" / "result.json", encoding="utf-8") as f:
         assert json.load(f)["refine"] == ["lposs"]
+
+
+def test_the_pipeline_finds_mask_files_by_the_images_path(tmp_path, tiny_model_files):
+    """`gemseg.pipeline.segment("photo.jpg", ...)` with masks read from files (corrclip's `--masks files:FOLDER`)
+    failed: "masks read from files need the image's path", though the path was given."""
+    import numpy as np
+    import timm.models
+
+    from conftest import TINY_VFM, tiny_vfm
+    from gemseg.pipeline import pipeline
+
+    image = write_image(tmp_path / "photo.png", (40, 30), seed=1)
+    (tmp_path / "masks").mkdir()
+    lab = np.zeros((30, 40), np.int32)
+    lab[5:20, 10:30] = 3
+    np.savez(tmp_path / "masks" / "photo.npz", instance_mask=lab)
+    folder = str(tmp_path / "vfm")
+    timm.models.save_for_hf(tiny_vfm("dino", seed=5).model, folder, safe_serialization=True,
+                            model_args=dict(embed_dim=32, depth=2, num_heads=2, **TINY_VFM["dino"][1]))
+    cfg, ckpt = tiny_model_files["open_clip"]
+    pipe = pipeline(cfg, checkpoint=ckpt, device="cpu", size=32, method="corrclip", proxy=folder,
+                    masks=f"files:{tmp_path / 'masks'}")
+    r = pipe(image, ["cat", "dog"], background="none")
+    from PIL import Image
+
+    from gemseg import Segmenter
+
+    want = Segmenter.from_classes(pipe.model, ["cat", "dog"], background="none", size=32).predict(
+        [Image.open(image).convert("RGB")], out_size=(30, 40), paths=[image]).labels[0].numpy()
+    assert np.array_equal(r.labels, want)  # the same kernels on the same input: bitwise

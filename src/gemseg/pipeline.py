@@ -68,7 +68,8 @@ class SegmentationPipeline:
         """
         seg = self.segmenter(classes, background=background, threshold=threshold)
         picture = _picture(image, self.max_pixels)
-        out = seg.predict([picture], out_size=(picture.height, picture.width))
+        paths = [os.fspath(image)] if isinstance(image, (str, os.PathLike)) else None  # mask files are found by it
+        out = seg.predict([picture], out_size=(picture.height, picture.width), paths=paths)
         labels = out.labels[0].cpu().numpy()
         names = tuple(out.names)
         areas = np.bincount(labels.ravel(), minlength=len(names))
