@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv with gemseg, both backends (open_clip + Hugging Face transformers), timm (ProxyCLIP's
-# proxy vision models), the web demo (Gradio)
+# proxy vision models), the web demo (Gradio), the official SAM / SAM 2 packages (the mask tests' reference)
 # and the test tools; as root, also Debian's chromium for the browser tests and fonts-dejavu-core
 # (DejaVu Sans, the font of the text in pictures) when they are missing.
 # Idempotent: re-running only installs what is missing. Usage: bash scripts/setup.sh [extra pip args]
@@ -12,6 +12,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -c scripts/constraints.txt -e ".[openclip,hf,siglip,vfm,test,demo,export]" "$@"
+# the official SAM / SAM 2 packages (extra "official-sam", for the mask tests): sam2 is an sdist whose build asks
+# for torch, so it is built against the torch installed above (no isolated build downloading torch again) and
+# without its CUDA extension (SAM2_BUILD_CUDA=0, sam2's setup.py; the extension only speeds up hole filling)
+SAM2_BUILD_CUDA=0 .venv/bin/python -m pip install --quiet --no-build-isolation -c scripts/constraints.txt \
+  -e ".[official-sam]" "$@"
 # the browser tests drive Debian's chromium (Playwright's own browser download is not used)
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -195,7 +195,7 @@ def test_siglip_with_its_sentencepiece_tokenizer(tmp_path):
 # layer indices that a 4-block model has (the defaults are ViT-B/16's); SFP's SOM needs a class token
 TINY_SETTINGS = {"sc-clip": dict(pre_adjust=1, post_adjust=0, multi_start=0, multi_end=2, res_cls=0.3, lof_neighbors=5),
                  "sfp": dict(cross_start=0, cross_end=3, ref_layer=2, aux_layer=0, outliers="l2"),
-                 **{f"{b}+resclip": dict(rcs_layers=(1, 2)) for b in ("sclip", "clearclip", "naclip", "clip")}}
+                 **{f"{b}+resclip": dict(rcs_layers=(1, 2)) for b in ("sclip", "clearclip", "naclip", "clip", "gem", "vv")}}
 
 
 @pytest.mark.parametrize("kind", ["blip", "blipmodel", "siglip", "siglip2"])

@@ -16,13 +16,14 @@ def test_light_names_are_the_registries_names():
     from gemseg import names
     from gemseg.backbones.base import POS_EMBED_MODES
     from gemseg.eval import protocols
-    from gemseg.methods import PLUGINS, get_method, list_methods
+    from gemseg.methods import PLUGINS, get_method, list_methods, plugin_bases
     from gemseg.postprocess import DEFAULT_REDUCTION, REDUCTIONS
     from gemseg.refiners import list_refiners
 
     assert names.method_names() == list_methods()
     assert {n: names.method_needs(n) for n in names.method_names()} == {n: get_method(n).needs for n in list_methods()}
-    assert {p: bases for p, (bases, _) in names.PLUGINS.items()} == {p: tuple(b) for p, (b, _, _) in PLUGINS.items()}
+    # a plug-in's bases are the methods declaring its capability (gemseg.methods.plugin_bases)
+    assert names.PLUGINS == {p: (tuple(plugin_bases(p)), needs) for p, (_, _, needs) in PLUGINS.items()}
     assert names.method_needs("no-such-method") is None
     assert list(names.REFINERS) == list_refiners()
     assert (names.REDUCTIONS, names.DEFAULT_REDUCTION) == (REDUCTIONS, DEFAULT_REDUCTION)

@@ -19,12 +19,15 @@ import torch.nn.functional as F
 from gemseg.config import GEMConfig
 from gemseg.pamr import pamr
 from gemseg.refiners import pamr_refiner
-from gemseg.methods import METHODS, RESCLIP_BASES, ResCLIPConfig, get_method, list_methods
+from gemseg.methods import METHODS, LastBlockAttention, ResCLIPConfig, get_method, list_methods
 from gemseg.methods.resclip import patch_labels, sfr_attention
 
 from conftest import library_trunk, raw_block, raw_head
 
 torch.set_grad_enabled(False)
+
+# the bases that re-run the last block alone (gem and vv: tests/test_resclip_gem.py)
+BASES = {n: get_method(n).attention for n in ("sclip", "clearclip", "naclip", "clip")}
 
 CFG = GEMConfig()
 TINY = ResCLIPConfig(rcs_layers=(1, 2), rcs_weights=(2.0, 0.3), sfr_weights=(1.8, 0.7), temp_thd=0.3,
@@ -81,7 +84,7 @@ def ref_last(backbone, x, base, s, rcs=None, sfr=None, omega=None):
         sl = slice(j * d, (j + 1) * d)
         src = {"q": q[:, sl], "k": k[:, sl]}
         a = 0
-        for t in RESCLIP_BASES[base].terms:
+        for t in BASES[base].terms:
             lg = src[t[0]] @ src[t[1]].T / math.sqrt(d)
             if sfr is not None:
                 lg = s.sfr_weights[0] * ((1 - s.sfr_weights[1]) * lg + s.sfr_weights[1] * sfr)
@@ -92,7 +95,7 @@ def ref_last(backbone, x, base, s, rcs=None, sfr=None, omega=None):
             a = s.rcs_weights[0] * ((1 - s.rcs_weights[1]) * a + s.rcs_weights[1] * rcs[j])
         heads.append(a @ v[:, sl])
     y = ls_1(out_proj(torch.cat(heads, -1)))
-    if RESCLIP_BASES[base].residual:
+    if BASES[base].residual:
         y = x + y
         y = y + ls_2(mlp(ln_2(y)))
     return y
@@ -149,7 +152,7 @@ def ref_resclip(backbone, images, base, s, text):
     gh, gw = images.shape[-2] // ph, images.shape[-1] // pw
     X = library_trunk(backbone, images, len(backbone.blocks) - 1)
     rcs = ref_rcs(backbone, images, s.rcs_layers) if s.use_rcs else [None] * len(X)
-    omega = hand_window(gh, gw, s.gaussian_std, p) if RESCLIP_BASES[base].neighbourhood else None
+    omega = hand_window(gh, gw, s.gaussian_std, p) if BASES[base].neighbourhood else None
     head = raw_head(backbone)
     tn = F.normalize(text, dim=-1)
     out = []
@@ -167,7 +170,7 @@ def ref_resclip(backbone, images, base, s, text):
 
 
 # --- formulas ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("base", sorted(RESCLIP_BASES))
+@pytest.mark.parametrize("base", sorted(BASES))
 def test_resclip_on_each_base_matches_its_formula(backbone, base):
     torch.manual_seed(0)
     images, text = torch.randn(*IMAGES), torch.randn(4, backbone.embed_dim)
@@ -193,7 +196,7 @@ def test_sfr_matrix_and_labels_match_the_loops():
         assert torch.equal(got[b], ref_labels(probs[b].clone(), 8, 8, 0.3))
 
 
-@pytest.mark.parametrize("base", sorted(RESCLIP_BASES))
+@pytest.mark.parametrize("base", sorted(BASES))
 def test_with_both_modules_off_it_is_the_base(backbone, base):
     images = torch.randn(*IMAGES)
     off = ResCLIPConfig(use_rcs=False, use_sfr=False)  # gaussian_std 5: NACLIP's own window
@@ -218,13 +221,13 @@ def test_each_module_changes_the_output(clip_backbone):
 
 # --- plumbing ----------------------------------------------------------------------------------------
 def test_composed_names_are_parsed_listed_and_refused_clearly():
-    for base in RESCLIP_BASES:
-        assert f"{base}+resclip" in list_methods()
+    for base, attention in BASES.items():
+        assert isinstance(attention, LastBlockAttention) and f"{base}+resclip" in list_methods()
         m = get_method(f"{base}+resclip")
         assert m.name == f"{base}+resclip" and m.settings_type is ResCLIPConfig and "text" in m.needs
     assert METHODS["naclip+resclip"] is get_method("naclip+resclip")  # one registered Method
-    with pytest.raises(ValueError, match="resclip composes with"):
-        get_method("gem+resclip")
+    with pytest.raises(ValueError, match="resclip composes with .*declares its attention"):
+        get_method("sc-clip+resclip")  # declares no attention
     with pytest.raises(ValueError, match="unknown plug-in"):
         get_method("naclip+nothing")
 

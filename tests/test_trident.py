@@ -299,7 +299,7 @@ def test_trident_preset_gives_the_refiner_and_the_model_their_cited_values(datas
     import argparse
     import dataclasses
 
-    from gemseg.cli.common import proxy_settings
+    from gemseg.cli.common import proxy_settings, settings_kwargs
     from gemseg.cli.eval_cmd import with_preset_proxy_settings
     from gemseg.eval import load_dataset_spec, resolve_protocol
     from gemseg.eval.protocols import get_preset
@@ -311,15 +311,18 @@ def test_trident_preset_gives_the_refiner_and_the_model_their_cited_values(datas
     cited = get_preset("trident").source_of("refine", dataset)
     assert source["refine"] == f"dataset {dataset}" and "dist_test.sh:3" in cited and "configs/cfg_" in cited
     # what `gemseg eval --preset trident --method trident` builds the model with
-    args = with_preset_proxy_settings(argparse.Namespace(preset="trident", method="trident", proxy_settings=None), spec)
-    settings = proxy_settings("trident", args.proxy_settings)
+    args = with_preset_proxy_settings(argparse.Namespace(preset="trident", method="trident", method_setting=[]), spec)
+    settings = settings_kwargs("trident", args.method_setting)["proxy_settings"]
+    assert settings == proxy_settings("trident", ",".join(args.method_setting))  # the --proxy-settings spelling
     default = TridentConfig()
     assert isinstance(settings, TridentConfig)
     for f in dataclasses.fields(TridentConfig):
         assert getattr(settings, f.name) == fields.get(f.name, getattr(default, f.name)), f.name
-    # an explicit --proxy-settings, or another method, is left alone
-    mine = argparse.Namespace(preset="trident", method="trident", proxy_settings="beta=1.0")
-    assert with_preset_proxy_settings(mine, spec) is mine
-    other = argparse.Namespace(preset="trident", method="gem", proxy_settings=None)
-    assert with_preset_proxy_settings(other, spec).proxy_settings is None
+    # a given --method-setting wins over the preset's value of that name (the others stay the preset's);
+    # another method is left alone
+    mine = argparse.Namespace(preset="trident", method="trident", method_setting=["beta=1.0"])
+    got = settings_kwargs("trident", with_preset_proxy_settings(mine, spec).method_setting)["proxy_settings"]
+    assert got == dataclasses.replace(settings, beta=1.0)
+    other = argparse.Namespace(preset="trident", method="gem", method_setting=[])
+    assert with_preset_proxy_settings(other, spec) is other
 

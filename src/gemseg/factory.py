@@ -43,7 +43,7 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
             :class:`gemseg.GEMConfig`.
         method: the dense method: ``"gem"`` (default), ``"clip"``, ``"maskclip"``, ``"maskclip-vproj"``, ``"vv"``,
             ``"sclip"``, ``"clearclip"``, ``"naclip"``, ``"proxyclip"``, ``"sc-clip"``, ``"sfp"``, ``"cass"``, a base with a
-            plug-in (``"naclip+resclip"``, also on ``sclip``, ``clearclip``, ``clip``) or one added with
+            plug-in (``"naclip+resclip"``, also on ``sclip``, ``clearclip``, ``clip``, ``gem``, ``vv``) or one added with
             :func:`gemseg.register_method` (docs/methods.md).
         pos_embed: how position embeddings are resampled to other grids: ``"bicubic-aa"`` (default,
             gem-torch), ``"bicubic-scale"`` (SCLIP/ClearCLIP/NACLIP), ``"bicubic"`` (MaskCLIP) or ``"bilinear"``

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .backbones.base import Backbone
+from .backbones.base import Backbone, ViTBlock
 from .config import GEMConfig
 
 
@@ -81,6 +81,24 @@ def adaptive_inv_temp(h: torch.Tensor, head_dim: int) -> torch.Tensor:
     return h.norm(dim=-1).mean(dim=-1) * head_dim ** -0.5
 
 
+def inv_temp(h: torch.Tensor, head_dim: int, config: GEMConfig) -> torch.Tensor | float:
+    """The inverse temperature of a GEM block: ``config.temperature``, or (None) the adaptive one [B]
+    of its input ``h = ln_1(x)`` [B, N, C]."""
+    return config.temperature if config.temperature is not None else adaptive_inv_temp(h, head_dim)
+
+
+def gem_block(blk: ViTBlock, x_gem: torch.Tensor, h: torch.Tensor, qkv: tuple[torch.Tensor, ...],
+              config: GEMConfig) -> torch.Tensor:
+    """One block of the GEM path: ``x_gem + O(SS(q, k, v))`` (then ``+ F(.)`` with ``gem_mlp``), with
+    ``h = ln_1(x)`` [B, N, C] and ``qkv`` = (q, k, v) [B, heads, N, d] of the original path's tokens x.
+    x_gem [B, N, C] -> [B, N, C]."""
+    q, k, v = qkv
+    ss = self_self_attention(q, k, v, inv_temp=inv_temp(h, q.shape[-1], config), iterations=config.iterations,
+                             projections=config.projections, l2_normalize=config.l2_normalize)
+    x_gem = x_gem + blk.attn_out(ss)
+    return x_gem + blk.mlp_residual(x_gem) if config.gem_mlp else x_gem
+
+
 def check_depth(backbone: Backbone, config: GEMConfig) -> None:
     """The one check that ``config.depth`` fits ``backbone`` (at most its number of blocks + 1)."""
     n = len(backbone.blocks)
@@ -123,12 +141,7 @@ def gem_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *, r
     for i, blk in enumerate(blocks[first:]):
         h = blk.ln_1(x)
         q, k, v = blk.qkv(h)  # (B, heads, N, d) each, shared by both paths
-        t = config.temperature if config.temperature is not None else adaptive_inv_temp(h, q.shape[-1])
-        ss = self_self_attention(q, k, v, inv_temp=t, iterations=config.iterations,
-                                 projections=config.projections, l2_normalize=config.l2_normalize)
-        x_gem = x_gem + blk.attn_out(ss)
-        if config.gem_mlp:
-            x_gem = x_gem + blk.mlp_residual(x_gem)
+        x_gem = gem_block(blk, x_gem, h, (q, k, v), config)
         if keep_ori or i < n_gem - 1:  # the original path's last block only feeds return_ori
             x = x + blk.attn_out(F.scaled_dot_product_attention(q, k, v))
             x = x + blk.mlp_residual(x)

@@ -19,9 +19,10 @@ METHOD_NEEDS: dict[str, tuple[str, ...]] = {
     "naclip": (), "proxyclip": ("proxy",), "trident": ("proxy",), "corrclip": ("proxy", "masks"), "sc-clip": (),
     "sfp": (), "cass": ("proxy",),
 }
-# gemseg.methods.PLUGINS: plug-in -> (the bases it composes with, what "<base>+<plug-in>" needs)
+# gemseg.methods.PLUGINS: plug-in -> (the built-in bases it composes with, those declaring its capability
+# (Method.attention), in registration order; what "<base>+<plug-in>" needs)
 PLUGINS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "resclip": (("sclip", "clearclip", "naclip", "clip"), ("text", "refine")),
+    "resclip": (("gem", "clip", "vv", "sclip", "clearclip", "naclip"), ("text", "refine")),
 }
 
 # the proxy VFM each proxy method builds when --proxy is not given (its function's default_proxy; trident

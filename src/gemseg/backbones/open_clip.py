@@ -6,6 +6,7 @@ own ``forward`` is called, so the blocks' tensor layout does not matter.
 """
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -180,7 +181,8 @@ def create_open_clip(name: str, *, pretrained: str | None, checkpoint: str | Non
         tokenizer = open_clip.SimpleTokenizer(context_length=cfg.get("text_cfg", {}).get("context_length", 77))
         display = os.path.splitext(os.path.basename(name))[0]
     else:
-        display = name.replace("/", "-")
+        # "ViT-B/16" is open_clip's "ViT-B-16"; a hub repo keeps its slash ("hf-hub:org/repo")
+        display = name if name.startswith("hf-hub:") else name.replace("/", "-")
         known = open_clip.list_models()
         if not display.startswith("hf-hub:") and display not in known:
             import difflib
@@ -201,13 +203,21 @@ def create_open_clip(name: str, *, pretrained: str | None, checkpoint: str | Non
                                                cache_dir=cache_dir)
         except (RuntimeError, OSError, ValueError) as e:  # hub errors are OSError/RuntimeError subclasses
             raise weights_unavailable(f"{display} ({pretrained})", "openclip", e) from e
-        tokenizer = open_clip.get_tokenizer(display)
+        tokenizer = _tokenizer(open_clip, display, cache_dir)
     if checkpoint:
         load_checkpoint_strict(model, checkpoint, display)
         pretrained = os.path.abspath(checkpoint)  # reports name the file wherever they are read
     elif display.startswith("hf-hub:"):
         pretrained = display  # the hub repo holds the weights; open_clip loads them without a tag
     return OpenCLIPBackbone(model.to(device), tokenizer, name=display, pretrained=pretrained)
+
+
+def _tokenizer(open_clip, name: str, cache_dir: str | None):
+    """open_clip's tokenizer for ``name``; a hub repo's tokenizer settings are read from ``cache_dir`` where
+    the installed open_clip takes one (3.x does, 2.23 does not)."""
+    if cache_dir and "cache_dir" in inspect.signature(open_clip.get_tokenizer).parameters:
+        return open_clip.get_tokenizer(name, cache_dir=cache_dir)
+    return open_clip.get_tokenizer(name)
 
 
 def _check_cached_when_offline(open_clip, name: str, tag: str, cache_dir: str | None) -> None:

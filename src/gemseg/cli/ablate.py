@@ -94,9 +94,23 @@ def _datasets(args: argparse.Namespace):
     return datasets
 
 
+def _with_proxy_settings(args: argparse.Namespace, datasets) -> argparse.Namespace:
+    """``args`` with the preset's proxy settings, as ``gemseg eval`` gives them (one proxy serves every
+    dataset, so the datasets must agree on them)."""
+    from .eval_cmd import with_preset_proxy_settings
+
+    options = [with_preset_proxy_settings(args, d.spec) for d in datasets]
+    texts = {tuple(o.method_setting) for o in options}
+    if len(texts) > 1:
+        raise ValueError(f"preset {args.preset} gives {args.method}'s proxy different settings on "
+                         f"{', '.join(d.spec.name for d in datasets)}, and one ablation holds one proxy: "
+                         "ablate one dataset at a time")
+    return options[0]
+
+
 def main(args: argparse.Namespace) -> int:
     from ..eval.ablation import SWEEPS, ablation_markdown, parse_grid, plan_settings, run_ablation
-    from .eval_cmd import check_weights_early, distributed
+    from .eval_cmd import check_weights_early, distributed, with_preset_method_settings
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
@@ -114,18 +128,19 @@ def main(args: argparse.Namespace) -> int:
     try:
         from .common import build_model
 
-        model = build_model(args)
+        model = build_model(_with_proxy_settings(args, datasets))
         settings = plan_settings(model.config, sweeps=args.sweep, grid=grid, num_blocks=len(model.backbone.blocks),
                                  method=model.method)
         if args.show_plan:
             if dist.is_main:
-                _print_plan(settings, datasets, out)
+                _print_plan(settings, datasets, out, args.preset)
             return 0
         log = (lambda line: print(f"gemseg ablate: {line}", file=sys.stderr, flush=True))
         table = run_ablation(model, datasets, settings, out_dir=out, dist=dist, restart=args.restart,
                              save_every=args.save_every, num_workers=args.workers, crop_batch=args.crop_batch,
                              progress=not args.no_progress, plots=not args.no_plots, sweeps=args.sweep,
-                             grid=grid, log=log)
+                             grid=grid, log=log,
+                             per_dataset=lambda m, d: with_preset_method_settings(m, args, d.spec))
     finally:
         dist.close()
     if dist.is_main:
@@ -136,9 +151,12 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_plan(settings, datasets, out: str) -> None:
+def _print_plan(settings, datasets, out: str, preset: str) -> None:
     print(f"{len(settings)} settings x {len(datasets)} datasets -> {out}")
     for s in settings:
         print(f"  {s.label:<40} {', '.join(s.sweeps):<24} runs/<dataset>/{s.slug}")
+    from .eval_cmd import preset_settings_line
+
     for d in datasets:
-        print(f"  dataset {d.spec.name}: {d.root} (preset {d.protocol.preset}, limit {d.limit or 'none'})")
+        print(f"  dataset {d.spec.name}: {d.root} (preset {d.protocol.preset}, limit {d.limit or 'none'}; "
+              f"method settings with the preset's method: {preset_settings_line(preset, d.spec.name)})")

@@ -29,9 +29,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
     g.add_argument("--method", default="gem", choices=method_names(),
                    help="training-free dense method (default: %(default)s); see docs/methods.md")
-    g.add_argument("--method-setting", action="append", default=[], metavar="NAME=VALUE",
-                   help="a setting of the method's own (sc-clip, sfp, <base>+resclip; repeat), e.g. "
-                        "use_sfr=off or rcs_weights=2.0,0.3; docs/methods.md lists them")
+    g.add_argument("--method-setting", "--proxy-settings", dest="method_setting", action="append", default=[],
+                   metavar="NAME=VALUE[,...]",
+                   help="a setting of the method's own (sc-clip, sfp, <base>+resclip) or of its proxy (proxyclip, "
+                        "cass, trident, corrclip: ProxyCLIPConfig, CASSConfig, ... fields), one namespace; repeat "
+                        "or comma-separate, e.g. use_sfr=off,rcs_weights=2.0,0.3 or global_semantics_weight=0.1 "
+                        "(--proxy-settings is an alias; gemseg eval/ablate: the preset's for the dataset come "
+                        "first, these win); `gemseg models --methods` and docs/methods.md list them")
     g.add_argument("--proxy", default=None, metavar="VFM",
                    help="--method proxyclip, cass or trident: vision foundation model (default: dino-b8; trident: "
                         "dino-b16, and it also loads SAM ViT-B, facebook/sam-vit-base); "
@@ -39,42 +43,42 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--proxy-weights", default="pretrained", metavar="WEIGHTS",
                    help="the proxy's weights: pretrained (hub cache), random (trident: SAM too), or a checkpoint file "
                         "(default: %(default)s)")
-    g.add_argument("--proxy-settings", default=None, metavar="K=V,...",
-                   help="the proxy method's settings (ProxyCLIPConfig, CASSConfig, TridentConfig fields), e.g. "
-                        "global_semantics_weight=0.1,mean_vector_weight=0.03 (default: the official values; "
-                        "gemseg eval: the preset's for the dataset, when it runs the preset's method)")
     add_mask_args(g)
     add_gem_args(parser.add_argument_group("GEM"))
 
 
-def proxy_settings(method: str, text: str | None):
-    """``--proxy-settings`` text -> the method's settings dataclass (its token function's
-    ``proxy_settings_type``), each value converted to its field's type; ``None`` without text."""
+SETTING_FLAG = "--method-setting"  # the flag (alias --proxy-settings) whose items settings_kwargs resolves
+
+
+def settings_kwargs(method: str, items) -> dict:
+    """``create_model``'s ``method_settings`` (a dict) and ``proxy_settings`` (the method's
+    ``proxy_settings_type``) from ``--method-setting`` items, one namespace over both (later items win);
+    each keyword only when an item names one of its fields."""
     from ..methods import get_method
+    from ..methods.settings import resolve_settings
+
+    m = get_method(method)
+    own, proxy = resolve_settings(m, items or [], label=SETTING_FLAG)
+    return {**({"method_settings": own} if own else {}),
+            **({"proxy_settings": m.proxy_settings_type(**proxy)} if proxy else {})}
+
+
+def proxy_settings(method: str, text: str | None):
+    """``--proxy-settings`` text (``K=V,...``) -> ``method``'s proxy settings dataclass, or ``None`` without
+    text; the proxy part of :func:`settings_kwargs` (a name of the method's own settings is refused)."""
+    from ..methods import get_method
+    from ..methods.settings import resolve_settings
 
     if text is None:
         return None
-    cls = getattr(get_method(method), "proxy_settings_type", None)
-    if cls is None:
+    m = get_method(method)
+    if getattr(m, "proxy_settings_type", None) is None:
         raise ValueError(f"--proxy-settings: method {method!r} has no proxy settings")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values = {}
-    for item in (t.strip() for t in text.split(",") if t.strip()):
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or key not in fields:
-            raise ValueError(f"--proxy-settings {item!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
-        kind = type(fields[key].default)
-        if kind is bool:
-            if raw.strip().lower() not in ("true", "false", "on", "off", "1", "0"):
-                raise ValueError(f"--proxy-settings {key}={raw}: expected true or false")
-            values[key] = raw.strip().lower() in ("true", "on", "1")
-        else:
-            try:
-                values[key] = kind(raw.strip())
-            except ValueError:
-                raise ValueError(f"--proxy-settings {key}={raw}: expected a {kind.__name__}") from None
-    return cls(**values)
+    own, proxy = resolve_settings(m, [text], label="--proxy-settings")
+    if own:
+        raise ValueError(f"--proxy-settings: {', '.join(own)} {'is' if len(own) == 1 else 'are'} {method}'s own "
+                         "setting(s), not its proxy's")
+    return m.proxy_settings_type(**proxy)
 
 
 def add_refine_arg(group) -> None:
@@ -197,10 +201,9 @@ def model_kwargs(args: argparse.Namespace) -> dict:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return dict(pretrained=pretrained, checkpoint=args.checkpoint, backend=args.backend, device=device,
                 precision=args.precision, cache_dir=args.cache_dir, method=args.method, **gem_kwargs(args),
-                **method_settings_kwargs(args),
+                **settings_kwargs(args.method, getattr(args, "method_setting", None)),
                 **({} if not needs_proxy(args.method) else dict(
-                    proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights,
-                    proxy_settings=proxy_settings(args.method, getattr(args, "proxy_settings", None)))),
+                    proxy=args.proxy, proxy_weights="random" if args.random_weights else args.proxy_weights)),
                 **mask_kwargs(args))
 
 
@@ -217,17 +220,9 @@ def needs_proxy(method: str) -> bool:
 
 
 def method_settings_kwargs(args: argparse.Namespace) -> dict:
-    """``{"method_settings": {...}}`` from --method-setting, or nothing when none is given."""
-    items = getattr(args, "method_setting", None) or []
-    if not items:
-        return {}
-    from ..methods import get_method
-    from ..methods.settings import settings_from_text
-
-    kind = getattr(get_method(args.method), "settings_type", None)
-    if kind is None:
-        raise ValueError(f"--method-setting: method {args.method!r} has no settings of its own")
-    return {"method_settings": settings_from_text(kind, items)}
+    """``{"method_settings": {...}}`` from the method's own names among --method-setting, or nothing."""
+    own = settings_kwargs(args.method, getattr(args, "method_setting", None)).get("method_settings")
+    return {"method_settings": own} if own else {}
 
 
 def needs_hub(args: argparse.Namespace) -> bool:

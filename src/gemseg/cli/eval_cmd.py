@@ -144,31 +144,55 @@ def check_data_root(spec, root: str | None) -> None:
 
 def with_preset_method_settings(model, args: argparse.Namespace, spec):
     """``model`` with the method settings the preset gives for ``spec`` (``--method-setting`` wins), when the
-    model runs the preset's method (ResCLIP's per-dataset weights); otherwise ``model`` itself."""
+    model runs the preset's method (ResCLIP's per-dataset weights); otherwise ``model`` itself. ``gemseg eval``
+    and ``gemseg ablate`` (on each setting's model, per dataset) both apply it."""
     from ..eval.protocols import get_preset
-    from .common import method_settings_kwargs
+    from .common import settings_kwargs
 
     record = get_preset(args.preset)
     values = record.method_values(spec.name) if record.method == model.method else {}
     if not values:
         return model
-    return model.variant(method_settings={**values, **method_settings_kwargs(args).get("method_settings", {})})
+    given = settings_kwargs(model.method, getattr(args, "method_setting", None)).get("method_settings", {})
+    return model.variant(method_settings={**values, **given})
 
 
 def with_preset_proxy_settings(args: argparse.Namespace, spec) -> argparse.Namespace:
-    """``args`` with the preset's ``--proxy-settings`` for ``spec`` (CASS's, Trident's) when the model runs the
-    preset's method and none are given; otherwise ``args`` itself."""
+    """``args`` with the preset's proxy settings for ``spec`` (CASS's, Trident's) as the first
+    ``--method-setting`` items, so that the given ones win, when the model runs the preset's method;
+    otherwise ``args`` itself."""
     from ..eval.presets_propagation import proxy_settings_text
     from ..eval.protocols import get_preset
 
-    if getattr(args, "proxy_settings", None) is not None or getattr(args, "method", None) != get_preset(args.preset).method:
+    if getattr(args, "method", None) != get_preset(args.preset).method:
         return args
     text = proxy_settings_text(args.preset, spec.name)
-    return argparse.Namespace(**{**vars(args), "proxy_settings": text}) if text else args
+    given = list(getattr(args, "method_setting", None) or [])
+    return argparse.Namespace(**{**vars(args), "method_setting": [text, *given]}) if text else args
+
+
+def preset_settings_line(preset: str, dataset: str) -> str:
+    """What the preset hands the model on ``dataset`` besides the protocol: its method's own settings and its
+    proxy's, as ``--method-setting`` would write them (``-``: none)."""
+    from ..eval.presets_propagation import proxy_settings_text
+    from ..eval.protocols import get_preset
+
+    own = get_preset(preset).method_values(dataset)
+    text = ",".join(f"{k}={_setting_text(v)}" for k, v in own.items())
+    return ",".join(t for t in (text, proxy_settings_text(preset, dataset)) if t) or "-"
+
+
+def _setting_text(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
 
 
 def _show_preset(name: str) -> None:
     from ..eval import describe, list_datasets, resolve_protocol
+    from ..eval.presets_propagation import PROXY_SETTINGS
     from ..eval.protocols import get_preset
 
     protocol, source = resolve_protocol(name)
@@ -177,10 +201,13 @@ def _show_preset(name: str) -> None:
     for dataset in list_datasets():
         values = record.per_dataset.get(dataset, {})
         print(f"  {dataset:<15} " + ("; ".join(f"{k}={c.value!r} ({c.source})" for k, c in values.items()) or "-"))
-    if record.method_settings or record.per_dataset_method:
-        print(f"\nmethod settings (with --method {record.method}; --method-setting overrides them):")
+    proxied = PROXY_SETTINGS.get(name, {})
+    if record.method_settings or record.per_dataset_method or proxied:
+        print(f"\nmethod settings (with --method {record.method}, its own and its proxy's; --method-setting "
+              "NAME=VALUE overrides them):")
         print("  " + ("; ".join(f"{k}={c.value!r} ({c.source})" for k, c in record.method_settings.items()) or "-"))
-        for dataset, values in record.per_dataset_method.items():
+        for dataset in dict.fromkeys([*record.per_dataset_method, *proxied]):
+            values = {**record.per_dataset_method.get(dataset, {}), **proxied.get(dataset, {})}
             print(f"  {dataset:<15} " + "; ".join(f"{k}={c.value!r} ({c.source})" for k, c in values.items()))
     print("\npublished (mIoU; * second-hand):")
     for n in record.published:
@@ -200,6 +227,7 @@ def _list_datasets() -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..eval import compare_markdown, describe, evaluate, load_dataset_spec, load_result, resolve_protocol
+    from ..eval.protocols import get_preset
 
     if args.list_datasets:
         _list_datasets()
@@ -224,6 +252,8 @@ def main(args: argparse.Namespace) -> int:
     protocol.check_dataset(spec)
     if args.show_protocol:
         print(f"dataset {spec.name}, preset {args.preset}:\n{describe(protocol, source)}")
+        print(f"method settings (with --method {get_preset(args.preset).method}; --method-setting overrides them): "
+              f"{preset_settings_line(args.preset, spec.name)}")
         return 0
     check_data_root(spec, args.data_root)
     if args.save_preds and spec.type != "dense":

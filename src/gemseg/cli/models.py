@@ -171,7 +171,8 @@ def rows(backend: str | None = None, cache_dir: str | None = None) -> list[dict]
 
 
 def method_rows() -> list[dict]:
-    """Every --method name with the first line of its function's docstring and its own settings type."""
+    """Every --method name with the first line of its function's docstring, its own settings type and its
+    proxy's (the --method-setting names)."""
     from ..methods import SUMMARIES, get_method, list_methods
 
     out = []
@@ -181,8 +182,9 @@ def method_rows() -> list[dict]:
         doc = (getattr(m.fn, "__doc__", None) or "").strip().splitlines()
         summary = (f"{base} {SUMMARIES[plugin]}" if plugin in SUMMARIES and base else
                    SUMMARIES.get(name) or (doc[0] if doc else ""))
-        kind = getattr(m, "settings_type", None)
-        out.append({"method": name, "summary": summary, "settings": kind.__name__ if kind else None})
+        kind, proxy = getattr(m, "settings_type", None), getattr(m, "proxy_settings_type", None)
+        out.append({"method": name, "summary": summary, "settings": kind.__name__ if kind else None,
+                    "proxy_settings": proxy.__name__ if proxy else None})
     return out
 
 
@@ -194,7 +196,8 @@ def _print_methods(as_json: bool) -> int:
         return 0
     width = max(len(r["method"]) for r in table)
     for r in table:
-        extra = f"  [--method-setting: {r['settings']}]" if r["settings"] else ""
+        kinds = [k for k in (r["settings"], r["proxy_settings"] and f"{r['proxy_settings']} (proxy)") if k]
+        extra = f"  [--method-setting: {', '.join(kinds)}]" if kinds else ""
         print(f"{r['method'].ljust(width)}  {r['summary']}{extra}")
     return 0
 

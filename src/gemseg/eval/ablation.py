@@ -48,7 +48,8 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
                  num_workers: int = 0, crop_batch: int = 8, progress: bool = True, plots: bool = True,
                  sweeps: Sequence[str] = (), grid: dict[str, list] | None = None,
                  log: Callable[[str], None] | None = None,
-                 on_image: Callable[[str, str, str], None] | None = None) -> dict:
+                 on_image: Callable[[str, str, str], None] | None = None,
+                 per_dataset: Callable | None = None) -> dict:
     """Evaluate every setting on every dataset, then write the table and plots (rank 0).
 
     ``out_dir/runs/<dataset>/<setting slug>/`` is each evaluation's run folder (state, ``result.json``,
@@ -63,6 +64,9 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
         sweeps, grid: what produced ``settings``, recorded in the table.
         log: called with one line per setting (rank 0).
         on_image: called with ``(dataset name, setting slug, image id)`` for every image evaluated.
+        per_dataset: ``(setting's model, dataset) -> model`` run on that dataset, e.g. with a preset's
+            per-dataset method settings (``gemseg ablate`` passes what ``gemseg eval`` applies); default:
+            the setting's model on every dataset.
     Returns:
         The ablation table (the content of ``ablation.json``), on every rank.
     """
@@ -80,13 +84,14 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
         for s in settings:
             k += 1
             run_dir = out / "runs" / folder_name(data.spec.name) / s.slug
-            done = _finished(run_dir, models[s.slug], data) if dist.is_main and not restart else None
+            m = models[s.slug] if per_dataset is None else per_dataset(models[s.slug], data)
+            done = _finished(run_dir, m, data) if dist.is_main and not restart else None
             done = dist.broadcast(done)
             if log is not None and dist.is_main:
                 log(f"[{k}/{total}] {data.spec.name} {s.label}" + (": finished earlier" if done else ""))
             if done is None:
                 hook = None if on_image is None else (lambda i, n=data.spec.name, g=s.slug: on_image(n, g, i))
-                done = evaluate(models[s.slug], data.spec, data.root, data.protocol, out_dir=run_dir,
+                done = evaluate(m, data.spec, data.root, data.protocol, out_dir=run_dir,
                                 limit=data.limit, protocol_source=data.protocol_source, dist=dist,
                                 save_every=save_every, num_workers=num_workers, crop_batch=crop_batch,
                                 restart=restart, progress=progress, on_image=hook, text_cache=text_cache,

@@ -4,8 +4,9 @@ carries no licence (only its vendored dino/LICENSE); LPOSS's is MIT. Only facts 
 
 CASS's per-dataset *method* settings (its object-presence prior and singular-value scaling) are not
 protocol fields: :data:`CASS_SETTINGS` holds them, cited, and the reproduce commands pass them with
-``--proxy-settings``. :data:`PROXY_SETTINGS` holds Trident's too (presets_masks.py); ``gemseg eval`` applies a
-preset's when it runs the preset's method and no ``--proxy-settings`` are given.
+``--proxy-settings`` (an alias of ``--method-setting``). :data:`PROXY_SETTINGS` holds Trident's too
+(presets_masks.py); ``gemseg eval`` and ``gemseg ablate`` apply a preset's when they run the preset's method,
+the given ``--method-setting`` items winning.
 """
 from __future__ import annotations
 

@@ -137,10 +137,15 @@ def vv_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,
     original path, no MLP. This is GEM with ``projections=("v",)``, 0 iterations, no L2 normalization
     and the fixed temperature ``s``; only ``depth`` is read from ``config``. (CLIP Surgery's feature
     surgery, which subtracts features shared by all prompts, is a text-side step not applied here.)"""
+    return gem_tokens(backbone, images, vv_settings(backbone, config), return_ori=return_ori)
+
+
+def vv_settings(backbone: Backbone, config: GEMConfig) -> GEMConfig:
+    """The GEM settings ``vv`` runs with: ``config``'s depth, ``projections=("v",)``, 0 iterations, no L2
+    normalization, the fixed temperature ``s = d**-0.5``, no MLP."""
     head_dim = backbone.width // backbone.blocks[-1].num_heads
-    vv = dataclasses.replace(config, projections=("v",), iterations=0, l2_normalize=False,
-                             temperature=head_dim ** -0.5, gem_mlp=False)
-    return gem_tokens(backbone, images, vv, return_ori=return_ori)
+    return dataclasses.replace(config, projections=("v",), iterations=0, l2_normalize=False,
+                               temperature=head_dim ** -0.5, gem_mlp=False)
 
 
 def sclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *,

@@ -261,5 +261,5 @@ def cass_scores(feats: torch.Tensor, prefix: torch.Tensor, text: torch.Tensor, p
 
 cass_tokens.proxy_type = CASSProxy  # what create_model wraps the VFM in (Method.needs "proxy")
 cass_tokens.default_proxy = DEFAULT_PROXY
-cass_tokens.proxy_settings_type = CASSConfig  # --proxy-settings K=V,... parse into it
+cass_tokens.proxy_settings_type = CASSConfig  # --method-setting (alias --proxy-settings) K=V parse into it
 cass_tokens.scores = cass_scores  # GEMModel scores the text with it instead of plain cosines

@@ -265,7 +265,7 @@ def _pad_masks(masks: torch.Tensor, size) -> torch.Tensor:
 
 corrclip_tokens.proxy_type = CorrCLIPProxy  # what create_model and GEMModel.variant hold the VFM in (Method.needs "proxy")
 corrclip_tokens.default_proxy = DEFAULT_PROXY
-corrclip_tokens.proxy_settings_type = CorrCLIPConfig  # --proxy-settings K=V,... parse into it
+corrclip_tokens.proxy_settings_type = CorrCLIPConfig  # --method-setting (alias --proxy-settings) K=V parse into it
 corrclip_tokens.on_proxy_grid = True  # its tokens lie on the VFM's grid, without prefix tokens
 
 

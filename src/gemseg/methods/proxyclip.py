@@ -134,5 +134,5 @@ def proxyclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig
 
 proxyclip_tokens.proxy_type = ProxyAttention  # what create_model wraps the VFM in (Method.needs "proxy")
 proxyclip_tokens.default_proxy = DEFAULT_PROXY
-proxyclip_tokens.proxy_settings_type = ProxyCLIPConfig  # --proxy-settings K=V,... parse into it
+proxyclip_tokens.proxy_settings_type = ProxyCLIPConfig  # --method-setting (alias --proxy-settings) K=V parse into it
 proxyclip_tokens.on_proxy_grid = True  # its tokens lie on the VFM's grid, without prefix tokens

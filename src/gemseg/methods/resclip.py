@@ -3,9 +3,10 @@ CVPR 2025, arXiv 2411.15851; code github.com/yvhangyang/ResCLIP, which carries n
 understand, written here from the paper and the code's formulas) as a plug-in on the attention of a
 base method's last block.
 
-A base's last block attends with ``A = Σ_t softmax(L_t + ω)`` over its similarity logits ``L_t = s a bᵀ``
-(:data:`RESCLIP_BASES`: SCLIP q-q and k-k, ClearCLIP q-q, NACLIP k-k with its Gaussian ``ω``, CLIP q-k)
-and outputs ``O(A v)``, with the residual and MLP where the base keeps them. ResCLIP changes ``A``:
+A base declares how its last block attends (:attr:`gemseg.methods.Method.attention`, :mod:`.attention`):
+one effective map ``A`` that weights the values, built from similarity logits ``L_t`` (SCLIP q-q and k-k,
+ClearCLIP q-q, NACLIP k-k with its Gaussian ``ω``, CLIP q-k: ``A = Σ_t softmax(L_t + ω)``; GEM and vv:
+``A = mean_p softmax(L_p)`` in the last block of GEM's path). ResCLIP changes ``A``:
 
 - *RCS* (residual cross-correlation self-attention): ``A <- τ_r ((1 - λ_r) A + λ_r R)`` with ``R`` the
   q-k attention ``softmax(s q kᵀ)`` of blocks ``rcs_layers`` averaged over those blocks (per head).
@@ -15,7 +16,7 @@ and outputs ``O(A v)``, with the residual and MLP where the base keeps them. Res
   1`` for patches of the same query, decayed by ``exp(-steps_ij / max steps)`` where the straight path
   from i to j leaves the query's region (``delete_same_entity``), each row blurred by a 1-D Gaussian
   (``gaussian_std``) over the flattened patch index, clipped at 0, row-normalized, divided by its
-  maximum: ``L_t <- τ_s ((1 - λ_s) L_t + λ_s G)`` before the softmax.
+  maximum: ``L_t <- τ_s ((1 - λ_s) L_t + λ_s G)`` before the softmax (for GEM: the final logits of each projection, after its iterations).
 
 Every step is ``clip/model.py: VisionTransformer.forward``, ``custom_attn``, ``create_logit_temp``,
 ``create_patch_matrix``, ``check_path`` and ``generate_attention_sfr`` at the commit cited in
@@ -30,30 +31,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..backbones.base import Backbone, ViTBlock
+from ..backbones.base import Backbone
 from ..config import GEMConfig
-from .baselines import neighbourhood_bias, token_grid
-from .purify import block_with_attention
+from .attention import AttentionKind, LastBlockAttention, SelfSelfAttention
+from .baselines import token_grid
 
-
-@dataclass(frozen=True)
-class AttentionBase:
-    """A base method's last block as ResCLIP rewrites it (``custom_attn``'s ``attn_strategy`` branches)."""
-
-    terms: tuple[str, ...]  # similarity logits softmaxed and summed: "qq", "kk", "qk"
-    neighbourhood: bool  # NACLIP's Gaussian ω added to each term's logits
-    residual: bool  # True: x + O(A v), then + MLP ('w_resi'); False: O(A v) alone ('wo_resi')
-
-
-# The bases whose published ResCLIP rows the official code runs (test_all.sh ARCH ATTN): SCLIP 'w_resi
-# sclip' (set_params requires w_resi), ClearCLIP 'wo_resi clearclip', NACLIP 'wo_resi resclip' (the
-# README's main results; the 'naclip' branch is the same), and plain CLIP 'w_resi vanilla'.
-RESCLIP_BASES: dict[str, AttentionBase] = {
-    "sclip": AttentionBase(("qq", "kk"), neighbourhood=False, residual=True),
-    "clearclip": AttentionBase(("qq",), neighbourhood=False, residual=False),
-    "naclip": AttentionBase(("kk",), neighbourhood=True, residual=False),
-    "clip": AttentionBase(("qk",), neighbourhood=False, residual=True),
-}
+BaseAttention = LastBlockAttention | SelfSelfAttention  # what a base declares (Method.attention)
 
 
 @dataclass(frozen=True)
@@ -97,47 +80,6 @@ class ResCLIPConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# --- RCS ---------------------------------------------------------------------------------------------
-def trunk_with_rcs(backbone: Backbone, images: torch.Tensor, layers: tuple[int, ...] | None):
-    """Tokens entering the last block [B, N, C] and (``layers`` given) the mean of those blocks' q-k
-    attention [B, heads, N, N]; the blocks run unmodified."""
-    x, total = backbone.embed(images), 0
-    for i, blk in enumerate(backbone.blocks[:-1]):
-        if layers is not None and i in layers:
-            x, attn = block_with_attention(blk, x)
-            total = total + attn
-        else:
-            x = blk.plain(x)
-    return x, (None if layers is None else total / len(layers))
-
-
-# --- the last block ----------------------------------------------------------------------------------
-def resclip_block(blk: ViTBlock, x: torch.Tensor, base: AttentionBase, s: ResCLIPConfig, *,
-                  rcs: torch.Tensor | None = None, sfr: torch.Tensor | None = None,
-                  bias: torch.Tensor | None = None) -> torch.Tensor:
-    """The base's last block with RCS (``rcs`` [B, heads, N, N]) and SFR (``sfr`` [B, N, N]) where given;
-    ``bias`` [N, N] is NACLIP's ω. x [B, N, C] -> [B, N, C] (before the head)."""
-    q, k, v = blk.qkv(blk.ln_1(x))  # (B, heads, N, d)
-    src, scale = {"q": q, "k": k}, q.shape[-1] ** -0.5
-    attn = 0
-    for t in base.terms:
-        logits = src[t[0]] @ src[t[1]].transpose(-2, -1) * scale  # (B, heads, N, N)
-        if sfr is not None:
-            tau, lam = s.sfr_weights
-            logits = tau * ((1 - lam) * logits + lam * sfr[:, None].to(logits.dtype))
-        if bias is not None:
-            logits = logits + bias.to(logits.dtype)
-        attn = attn + logits.softmax(dim=-1)
-    if rcs is not None:
-        tau, lam = s.rcs_weights
-        attn = tau * ((1 - lam) * attn + lam * rcs.to(attn.dtype))
-    out = blk.attn_out(attn @ v)
-    if not base.residual:
-        return out
-    z = x + out
-    return z + blk.mlp_residual(z)
 
 
 # --- SFR ---------------------------------------------------------------------------------------------
@@ -218,47 +160,53 @@ def sfr_attention(labels: torch.Tensor, s: ResCLIPConfig, num_prefix_tokens: int
 
 
 # --- the plug-in on a base --------------------------------------------------------------------------
-def resclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *, base: str,
+def resclip_tokens(backbone: Backbone, images: torch.Tensor, config: GEMConfig, *, base: BaseAttention,
                    return_ori: bool = False, settings: ResCLIPConfig | None = None,
-                   text: torch.Tensor | None = None,
-                   refine: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``base`` (a key of :data:`RESCLIP_BASES`) with ResCLIP: ``images`` [B, 3, H, W] -> tokens [B, N, D],
-    and with ``return_ori`` the unmodified encoder's. SFR needs ``text``, the queries' embeddings [Q, D]
-    (or [B, Q, D] per image), and ``refine(scores, *, image, model, steps, dilations)``, PAMR (the
-    ``"pamr"`` refiner of :mod:`gemseg.refiners`, which the model passes)."""
+                   text: torch.Tensor | None = None, refine: Callable | None = None,
+                   name: str = "<base>+resclip") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The method whose last-block attention ``base`` describes (:mod:`.attention`) with ResCLIP:
+    ``images`` [B, 3, H, W] -> tokens [B, N, D], and with ``return_ori`` the unmodified encoder's. RCS mixes
+    the base's effective map ``A``, SFR each of its terms' logits. SFR needs ``text``, the queries'
+    embeddings [Q, D] (or [B, Q, D] per image), and ``refine(scores, *, image, model, steps, dilations)``,
+    PAMR (the ``"pamr"`` refiner of :mod:`gemseg.refiners`, which the model passes). ``name`` is the
+    method's, for messages."""
     s = settings or ResCLIPConfig()
     s.check(len(backbone.blocks))
-    spec = RESCLIP_BASES[base]
-    x, rcs = trunk_with_rcs(backbone, images, s.rcs_layers if s.use_rcs else None)
+    last = base.enter(backbone, images, config, layers=s.rcs_layers if s.use_rcs else None,
+                      neighbourhood_std=s.gaussian_std)
+    rcs = None
+    if last.qk is not None:
+        tau_r, lam_r = s.rcs_weights
+        rcs = lambda a: tau_r * ((1 - lam_r) * a + lam_r * last.qk.to(a.dtype))  # noqa: E731
     p = backbone.num_prefix_tokens
-    grid = token_grid(backbone, images, x.shape[1])
-    bias = (neighbourhood_bias(grid, std=s.gaussian_std, num_prefix_tokens=p, device=x.device)
-            if spec.neighbourhood else None)
-    blk = backbone.blocks[-1]
-    sfr = None
-    if s.use_sfr:
+    if not s.use_sfr:
+        y = last.run(attention=rcs)
+    else:
         if text is None:
-            raise ValueError(f"{base}+resclip's semantic feedback needs the queries' text embeddings: use "
+            raise ValueError(f"{name}'s semantic feedback needs the queries' text embeddings: use "
                              "heatmaps()/segment(), pass text= to encode_image, or set use_sfr=False")
-        first = backbone.head(resclip_block(blk, x, spec, s, rcs=rcs, bias=bias))[:, p:]  # (B, n, D)
+        first = backbone.head(last.run(attention=rcs))[:, p:]  # (B, n, D)
+        grid = token_grid(backbone, images, last.x.shape[1])
         probs = feedback_probabilities(first, text, grid, images, s, refine)  # (B, Q, H, W)
         labels = patch_labels(probs, backbone.patch_size, s.temp_thd)  # (B, gh, gw)
-        sfr = torch.stack([sfr_attention(lab, s, p) for lab in labels]).to(x.device)  # (B, N, N)
-    y = resclip_block(blk, x, spec, s, rcs=rcs, sfr=sfr, bias=bias)
-    ori = backbone.head(blk.plain(x)) if return_ori else None
+        g = torch.stack([sfr_attention(lab, s, p) for lab in labels]).to(last.x.device)[:, None]  # (B, 1, N, N)
+        tau_s, lam_s = s.sfr_weights
+        y = last.run(logits=lambda lg: tau_s * ((1 - lam_s) * lg + lam_s * g.to(lg.dtype)), attention=rcs)
+    ori = backbone.head(backbone.blocks[-1].plain(last.x)) if return_ori else None
     return backbone.head(y), ori
 
 
-def resclip_plugin(base: str) -> Callable:
-    """The token function of ``<base>+resclip`` (``base`` in :data:`RESCLIP_BASES`), carrying its
-    settings type; its registered :class:`~gemseg.methods.Method` needs ``("text", "refine")``."""
-    if base not in RESCLIP_BASES:
-        raise ValueError(f"resclip composes with {', '.join(RESCLIP_BASES)}, not {base!r}")
+def resclip_plugin(name: str, attention: BaseAttention) -> Callable:
+    """The token function of the method ``name`` (``"<base>+resclip"``) on a base that declares its
+    last-block ``attention``; its registered :class:`~gemseg.methods.Method` needs ``("text", "refine")``."""
+    if not isinstance(attention, AttentionKind):
+        raise TypeError(f"{name}: a base declares its attention as one of "
+                        f"{', '.join(k.__name__ for k in AttentionKind)}, got {type(attention).__name__}")
 
     def tokens(backbone, images, config, **kwargs):
-        return resclip_tokens(backbone, images, config, base=base, **kwargs)
+        return resclip_tokens(backbone, images, config, base=attention, name=name, **kwargs)
 
-    tokens.__name__ = f"{base}_resclip_tokens"
-    tokens.__doc__ = f"{base} with the ResCLIP plug-in; see :func:`resclip_tokens`."
+    tokens.__name__ = name.replace("+", "_").replace("-", "_") + "_tokens"
+    tokens.__doc__ = f"{name}: the base with the ResCLIP plug-in; see :func:`resclip_tokens`."
     tokens.settings_type = ResCLIPConfig
     return tokens

@@ -289,5 +289,5 @@ def build_trident_proxy(proxy=None, settings: TridentConfig | None = None, *, we
 
 
 trident_tokens.make_proxy = build_trident_proxy  # read by create_model through Method's attributes
-trident_tokens.proxy_settings_type = TridentConfig  # --proxy-settings K=V,... parse into it
+trident_tokens.proxy_settings_type = TridentConfig  # --method-setting (alias --proxy-settings) K=V parse into it
 trident_tokens.on_proxy_grid = True  # its tokens lie on SAM's valid grid (TridentProxy.grid), without prefix tokens
