@@ -86,3 +86,13 @@ def test_the_pipeline_finds_mask_files_by_the_images_path(tmp_path, tiny_model_f
     want = Segmenter.from_classes(pipe.model, ["cat", "dog"], background="none", size=32).predict(
         [Image.open(image).convert("RGB")], out_size=(30, 40), paths=[image]).labels[0].numpy()
     assert np.array_equal(r.labels, want)  # the same kernels on the same input: bitwise
+
+
+def test_the_ignored_proxy_warning_names_every_method_that_takes_one(tmp_path, capsys, tiny_model_files):
+    """The warning named "(proxyclip, corrclip)" only; cass and trident take --proxy too."""
+    image = write_image(tmp_path / "photo.png")
+    r = run_cli(capsys, "heatmap", image, "-p", "cat", "--proxy", "dino-b8", "-q", "-o", tmp_path / "out",
+                *model_args(tiny_model_files))
+    assert r.code == 0, r.err
+    line = next(x for x in r.err.splitlines() if "--proxy is only used" in x)
+    assert all(name in line for name in ("proxyclip", "cass", "trident", "corrclip")), line

@@ -37,7 +37,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         "(--proxy-settings is an alias; gemseg eval/ablate: the preset's for the dataset come "
                         "first, these win); `gemseg models --methods` and docs/methods.md list them")
     g.add_argument("--proxy", default=None, metavar="VFM",
-                   help="--method proxyclip, cass or trident: vision foundation model (default: dino-b8; trident: "
+                   help="--method proxyclip, cass, corrclip or trident: vision foundation model (default: dino-b8; trident: "
                         "dino-b16, and it also loads SAM ViT-B, facebook/sam-vit-base); "
                         "`gemseg models --backend vfm` lists them")
     g.add_argument("--proxy-weights", default="pretrained", metavar="WEIGHTS",
@@ -132,6 +132,13 @@ def refine_arg(args: argparse.Namespace) -> list | None:
         own = isinstance(fn, LPOSSRefiner) and fn.vfm is None
         out.append(LPOSSRefiner(pixel=fn.config.pixel, config=fn.config, weights="random") if own else name)
     return out
+
+
+def _proxy_methods() -> list[str]:
+    """The registered methods that take --proxy, as each declares it (Method.needs)."""
+    from ..methods import list_methods
+
+    return [m for m in list_methods() if needs_proxy(m)]
 
 
 def _wants_masks(args: argparse.Namespace) -> str | None:
@@ -291,7 +298,7 @@ def build_model(args: argparse.Namespace):
         if args.random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")
         if getattr(args, "proxy", None) is not None and not needs_proxy(args.method):
-            warnings.warn(f"--proxy is only used by methods that need a proxy (proxyclip, corrclip); "
+            warnings.warn(f"--proxy is only used by methods that need a proxy ({', '.join(_proxy_methods())}); "
                           f"ignored for {args.method}")
         try:
             return create_model(args.model, **model_kwargs(args))
