@@ -96,3 +96,13 @@ def test_the_ignored_proxy_warning_names_every_method_that_takes_one(tmp_path, c
     assert r.code == 0, r.err
     line = next(x for x in r.err.splitlines() if "--proxy is only used" in x)
     assert all(name in line for name in ("proxyclip", "cass", "trident", "corrclip")), line
+
+
+def test_models_methods_lists_the_refiners_too(capsys):
+    """`gemseg models --methods` listed methods only; the refiners of --refine were in no `gemseg models` list."""
+    from gemseg.refiners import list_refiners
+
+    r = run_cli(capsys, "models", "--methods")
+    assert r.code == 0, r.err
+    line = next(x for x in r.out.splitlines() if x.startswith("Refiners (--refine NAME"))
+    assert line.split(": ", 1)[1].split(", ") == list_refiners()

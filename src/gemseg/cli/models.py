@@ -37,7 +37,8 @@ def register(subparsers) -> None:
                         "the SAM / SAM 2 mask generators of --masks)")
     p.add_argument("--local", action="store_true", help="only models whose weights are available locally")
     p.add_argument("--methods", action="store_true",
-                   help="list the dense methods of --method instead (with <base>+<plug-in> compositions)")
+                   help="list the dense methods of --method instead (with <base>+<plug-in> compositions), "
+                        "and the refiners of --refine")
     p.add_argument("--json", action="store_true", help="print JSON (one list of objects) instead of a table")
     p.add_argument("--cache-dir", default=None, help="hub cache folder to look in (default: the libraries' own)")
     p.set_defaults(func=main)
@@ -199,6 +200,9 @@ def _print_methods(as_json: bool) -> int:
         kinds = [k for k in (r["settings"], r["proxy_settings"] and f"{r['proxy_settings']} (proxy)") if k]
         extra = f"  [--method-setting: {', '.join(kinds)}]" if kinds else ""
         print(f"{r['method'].ljust(width)}  {r['summary']}{extra}")
+    from ..refiners import list_refiners
+
+    print(f"\nRefiners (--refine NAME, after any method): {', '.join(list_refiners())}")
     return 0
 
 
