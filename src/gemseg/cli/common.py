@@ -88,7 +88,9 @@ def add_refine_arg(group) -> None:
     group.add_argument("--refine", action="append", default=None, choices=REFINERS, metavar="NAME",
                        help="refine the scores before labelling; repeatable, run in the order given "
                             f"(registered: {', '.join(REFINERS)}; pamr: 10 steps, dilations 8,16; lposs, lposs+: "
-                            "LPOSS label propagation with DINO ViT-B/16, docs/methods.md)")
+                            "LPOSS label propagation with DINO ViT-B/16; sam-prompts: Trident's SAM-prompt "
+                            "refinement, with --method trident's SAM; masks: CorrCLIP's map correction, with "
+                            "--masks; docs/methods.md)")
 
 
 def add_mask_args(group) -> None:
