@@ -33,8 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("filter", nargs="?", default=None, metavar="TEXT",
                    help="only rows whose model or tag contains TEXT (case-insensitive)")
     p.add_argument("--backend", choices=("open_clip", "hf", "vfm", "masks"), default=None,
-                   help="only this backend (vfm: the vision foundation models of --method proxyclip and cass; masks: "
-                        "the SAM / SAM 2 mask generators of --masks)")
+                   help="only this backend (vfm: the vision foundation models of --proxy, for proxyclip, cass, "
+                        "trident and corrclip; masks: the SAM / SAM 2 mask generators of --masks)")
     p.add_argument("--local", action="store_true", help="only models whose weights are available locally")
     p.add_argument("--methods", action="store_true",
                    help="list the dense methods of --method instead (with <base>+<plug-in> compositions), "
