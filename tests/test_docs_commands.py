@@ -106,3 +106,26 @@ def test_models_methods_lists_the_refiners_too(capsys):
     assert r.code == 0, r.err
     line = next(x for x in r.out.splitlines() if x.startswith("Refiners (--refine NAME"))
     assert line.split(": ", 1)[1].split(", ") == list_refiners()
+
+
+def test_every_method_is_in_the_methods_table_the_help_and_the_models_list(capsys):
+    """docs/methods.md's table of methods lacked proxyclip, trident, cass and corrclip."""
+    import re
+
+    from gemseg.cli import build_parser
+    from gemseg.methods import PLUGINS, list_methods
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "methods.md"), encoding="utf-8") as f:
+        text = f.read()
+    table = text[text.index("| name | paper |"):text.index("### `clip`")]
+    named = set(re.findall(r"^\| `([^`]+)` \|", table, flags=re.M))
+    listed = run_cli(capsys, "models", "--methods").out
+    with pytest.raises(SystemExit):
+        build_parser(["segment"]).parse_args(["segment", "--help"])
+    helptext = capsys.readouterr().out
+    for name in list_methods():
+        base, _, plugin = name.rpartition("+")
+        assert (f"<base>+{plugin}" if plugin in PLUGINS and base else name) in named, name
+        assert re.search(rf"^{re.escape(name)}\s", listed, flags=re.M), name
+        assert re.search(rf"[{{,]{re.escape(name)}[,}}]", helptext), name
