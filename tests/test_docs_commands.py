@@ -129,3 +129,20 @@ def test_every_method_is_in_the_methods_table_the_help_and_the_models_list(capsy
         assert (f"<base>+{plugin}" if plugin in PLUGINS and base else name) in named, name
         assert re.search(rf"^{re.escape(name)}\s", listed, flags=re.M), name
         assert re.search(rf"[{{,]{re.escape(name)}[,}}]", helptext), name
+
+
+def test_the_pipeline_has_a_random_weights_route(tmp_path):
+    """The README's first example (`gemseg.pipeline.segment`) could not run without downloaded weights: an
+    open_clip name always got its default tag, and no keyword asked for random weights as --random-weights does."""
+    import warnings
+
+    from gemseg.pipeline import pipeline
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipe = pipeline("ViT-B-32", random_weights=True, device="cpu", size=32)
+    assert not [w for w in caught if "random weights" in str(w.message)]  # asked for: not warned about
+    r = pipe(write_image(tmp_path / "photo.png"), ["cat", "dog"])
+    assert r.random_weights is True and r.labels.shape == (30, 40)
+    with pytest.raises(ValueError, match="contradicts"):
+        pipeline("ViT-B-32", random_weights=True, pretrained="openai")
