@@ -146,3 +146,11 @@ def test_the_pipeline_has_a_random_weights_route(tmp_path):
     assert r.random_weights is True and r.labels.shape == (30, 40)
     with pytest.raises(ValueError, match="contradicts"):
         pipeline("ViT-B-32", random_weights=True, pretrained="openai")
+
+
+@pytest.mark.parametrize("backend, title", [("vfm", "Vision foundation models"), ("masks", "Mask generators")])
+def test_a_group_listed_alone_follows_the_header_directly(capsys, tmp_path, backend, title):
+    """`gemseg models --backend masks` printed a blank line between the header and its group's title."""
+    r = run_cli(capsys, "models", "--backend", backend, "--cache-dir", tmp_path)
+    lines = r.out.splitlines()
+    assert lines[0].startswith("BACKEND") and lines[1].startswith(title), lines[:3]

@@ -226,15 +226,18 @@ def main(args: argparse.Namespace) -> int:
     cells = [(r["backend"], r["model"], r["pretrained"] or "-", "yes" if r["local"] else "-") for r in table]
     widths = [max(len(c[i]) for c in cells + [head]) for i in range(4)]
     clip = [c for c in cells if c[0] not in ("vfm", "masks")]
-    groups = [("vfm", "Vision foundation models without text (--method proxyclip --proxy MODEL; PRETRAINED is timm's):"),
+    groups = [("vfm", "Vision foundation models without text (--proxy MODEL of proxyclip, cass, trident, corrclip; "
+                      "PRETRAINED is timm's):"),
               ("masks", "Mask generators (--masks MODEL; PRETRAINED is the Hugging Face id):")]
     for c in [head] + clip:
         print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+    above = bool(clip)  # rows printed under the header: a blank line before the next group
     for kind, title in groups:  # each in its own group
         group = [c for c in cells if c[0] == kind]
         if group:
-            if clip or kind != groups[0][0]:
+            if above:
                 print()
+            above = True
             print(title)
             for c in group:
                 print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
