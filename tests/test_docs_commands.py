@@ -154,3 +154,18 @@ def test_a_group_listed_alone_follows_the_header_directly(capsys, tmp_path, back
     r = run_cli(capsys, "models", "--backend", backend, "--cache-dir", tmp_path)
     lines = r.out.splitlines()
     assert lines[0].startswith("BACKEND") and lines[1].startswith(title), lines[:3]
+
+
+def test_run_json_records_the_proxy_weights_used(tmp_path, capsys, tiny_model_files):
+    """With --random-weights the proxy is random, but run.json said "proxy_weights": "pretrained", and the same
+    run with --proxy-weights random spelled out was refused as "other settings (proxy_weights)"."""
+    from cli_util import open_clip_config
+
+    image = write_image(tmp_path / "photo.png")
+    argv = ["heatmap", image, "-p", "cat", "-q", "-o", tmp_path / "out", "--method", "proxyclip", "--model",
+            open_clip_config(tiny_model_files), "--random-weights", "--size", "32", "--device", "cpu"]
+    assert run_cli(capsys, *argv).code == 0
+    with open(tmp_path / "out" / "run.json", encoding="utf-8") as f:
+        assert json.load(f)["settings"]["proxy_weights"] == "random"
+    r = run_cli(capsys, *argv, "--proxy-weights", "random")
+    assert r.code == 0, r.err  # the same settings: resumed, nothing redone
