@@ -169,3 +169,13 @@ def test_run_json_records_the_proxy_weights_used(tmp_path, capsys, tiny_model_fi
         assert json.load(f)["settings"]["proxy_weights"] == "random"
     r = run_cli(capsys, *argv, "--proxy-weights", "random")
     assert r.code == 0, r.err  # the same settings: resumed, nothing redone
+
+
+def test_a_missing_mask_model_names_the_masks_flag(tmp_path, capsys, tiny_model_files):
+    """`--masks sam-vit-b` offline said "pass --model FOLDER saved with save_pretrained()": that flag replaces
+    the CLIP model; a SAM folder goes to --masks."""
+    image = write_image(tmp_path / "photo.png")
+    r = run_cli(capsys, "segment", image, "-c", "cat", "--method", "naclip", "--masks", "sam-vit-b", "--refine",
+                "masks", "-o", tmp_path / "out", "--cache-dir", tmp_path / "empty", *model_args(tiny_model_files))
+    assert r.code == 2 and "mask model sam-vit-b" in r.err, r.err
+    assert "--masks FOLDER" in r.err and "--model FOLDER" not in r.err
