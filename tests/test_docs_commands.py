@@ -179,3 +179,11 @@ def test_a_missing_mask_model_names_the_masks_flag(tmp_path, capsys, tiny_model_
                 "masks", "-o", tmp_path / "out", "--cache-dir", tmp_path / "empty", *model_args(tiny_model_files))
     assert r.code == 2 and "mask model sam-vit-b" in r.err, r.err
     assert "--masks FOLDER" in r.err and "--model FOLDER" not in r.err
+
+
+def test_list_presets_gives_corrclip_its_masks(capsys):
+    """`gemseg eval --list-presets` showed corrclip's model as a command without --masks, which cannot run."""
+    r = run_cli(capsys, "eval", "--list-presets")
+    lines = r.out.splitlines()
+    model = lines[next(i for i, x in enumerate(lines) if x.startswith("corrclip ")) + 1]
+    assert "--method corrclip" in model and "--masks SOURCE" in model, model
