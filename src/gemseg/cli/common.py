@@ -37,8 +37,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         "(--proxy-settings is an alias; gemseg eval/ablate: the preset's for the dataset come "
                         "first, these win); `gemseg models --methods` and docs/methods.md list them")
     g.add_argument("--proxy", default=None, metavar="VFM",
-                   help="--method proxyclip, cass, corrclip or trident: vision foundation model (default: dino-b8; trident: "
-                        "dino-b16, and it also loads SAM ViT-B, facebook/sam-vit-base); "
+                   help="--method proxyclip, cass, corrclip or trident: vision foundation model (default: dino-b8; "
+                        "trident: dino-b16, and it also loads SAM ViT-B, facebook/sam-vit-base); "
                         "`gemseg models --backend vfm` lists them")
     g.add_argument("--proxy-weights", default="pretrained", metavar="WEIGHTS",
                    help="the proxy's weights: pretrained (hub cache), random (trident: SAM too), or a checkpoint file "
