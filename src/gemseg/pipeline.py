@@ -68,7 +68,8 @@ class SegmentationPipeline:
         """
         seg = self.segmenter(classes, background=background, threshold=threshold)
         picture = _picture(image, self.max_pixels)
-        out = seg.predict([picture], out_size=(picture.height, picture.width))
+        paths = [os.fspath(image)] if isinstance(image, (str, os.PathLike)) else None  # mask files are found by it
+        out = seg.predict([picture], out_size=(picture.height, picture.width), paths=paths)
         labels = out.labels[0].cpu().numpy()
         names = tuple(out.names)
         areas = np.bincount(labels.ravel(), minlength=len(names))
@@ -80,19 +81,29 @@ class SegmentationPipeline:
 
 
 def pipeline(model: str = "ViT-B/16", *, pretrained: str | None = None, checkpoint: str | None = None,
-             device: str | None = None, size: int | tuple[int, int] = 448, **model_kwargs) -> SegmentationPipeline:
+             random_weights: bool = False, device: str | None = None, size: int | tuple[int, int] = 448,
+             **model_kwargs) -> SegmentationPipeline:
     """A :class:`SegmentationPipeline` on ``model`` (any name :func:`gemseg.create_model` takes). With neither
     ``pretrained`` nor ``checkpoint``, the weights ``gemseg segment`` picks (``openai`` for open_clip names);
-    ``device`` defaults to CUDA when available; other keywords go to :func:`gemseg.create_model`."""
+    ``random_weights=True``: an untrained model, as ``--random-weights`` (demos and tests without downloads;
+    every result says so); ``device`` defaults to CUDA when available; other keywords go to
+    :func:`gemseg.create_model`."""
+    import warnings
+
     import torch
 
     from .backbones import default_pretrained
     from .factory import create_model
 
-    if pretrained is None and checkpoint is None:
+    if random_weights and (pretrained is not None or checkpoint is not None):
+        raise ValueError("random_weights=True contradicts pretrained=/checkpoint=; give one or the other")
+    if pretrained is None and checkpoint is None and not random_weights:
         pretrained = default_pretrained(model, model_kwargs.get("backend", "auto"))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    built = create_model(model, pretrained=pretrained, checkpoint=checkpoint, device=device, **model_kwargs)
+    with warnings.catch_warnings():
+        if random_weights:  # asked for: not worth a warning
+            warnings.filterwarnings("ignore", message=".*random weights.*")
+        built = create_model(model, pretrained=pretrained, checkpoint=checkpoint, device=device, **model_kwargs)
     return SegmentationPipeline(built, size=size)
 
 

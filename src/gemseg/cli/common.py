@@ -37,8 +37,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         "(--proxy-settings is an alias; gemseg eval/ablate: the preset's for the dataset come "
                         "first, these win); `gemseg models --methods` and docs/methods.md list them")
     g.add_argument("--proxy", default=None, metavar="VFM",
-                   help="--method proxyclip, cass or trident: vision foundation model (default: dino-b8; trident: "
-                        "dino-b16, and it also loads SAM ViT-B, facebook/sam-vit-base); "
+                   help="--method proxyclip, cass, corrclip or trident: vision foundation model (default: dino-b8; "
+                        "trident: dino-b16, and it also loads SAM ViT-B, facebook/sam-vit-base); "
                         "`gemseg models --backend vfm` lists them")
     g.add_argument("--proxy-weights", default="pretrained", metavar="WEIGHTS",
                    help="the proxy's weights: pretrained (hub cache), random (trident: SAM too), or a checkpoint file "
@@ -88,7 +88,9 @@ def add_refine_arg(group) -> None:
     group.add_argument("--refine", action="append", default=None, choices=REFINERS, metavar="NAME",
                        help="refine the scores before labelling; repeatable, run in the order given "
                             f"(registered: {', '.join(REFINERS)}; pamr: 10 steps, dilations 8,16; lposs, lposs+: "
-                            "LPOSS label propagation with DINO ViT-B/16, docs/methods.md)")
+                            "LPOSS label propagation with DINO ViT-B/16; sam-prompts: Trident's SAM-prompt "
+                            "refinement, with --method trident's SAM; masks: CorrCLIP's map correction, with "
+                            "--masks; docs/methods.md)")
 
 
 def add_mask_args(group) -> None:
@@ -109,8 +111,50 @@ def mask_kwargs(args: argparse.Namespace) -> dict:
     if masks is None:
         if cache is not None:
             raise ValueError("--mask-cache needs --masks SOURCE (a SAM / SAM 2 generator)")
+        wants = _wants_masks(args)
+        if wants:  # said now, not once per image after the model is built
+            raise ValueError(f"{wants} needs class-agnostic masks: add --masks SOURCE (a SAM / SAM 2 generator "
+                             "such as sam2-hiera-l, `gemseg models --backend masks`, or files:FOLDER)")
         return {}
     return {"masks": masks, **({"mask_cache": cache} if cache is not None else {})}
+
+
+def refine_arg(args: argparse.Namespace) -> list | None:
+    """The Segmenter's ``refine=`` from --refine: the names, except that with --random-weights a refiner that
+    loads a model of its own (lposs, lposs+: DINO ViT-B/16) gets random weights too, as the proxy does."""
+    names = getattr(args, "refine", None)
+    if not names or not getattr(args, "random_weights", False):
+        return names
+    from ..lposs import LPOSSRefiner
+    from ..refiners import get_refiner
+
+    out: list = []
+    for name in names:
+        fn = get_refiner(name)
+        own = isinstance(fn, LPOSSRefiner) and fn.vfm is None
+        out.append(LPOSSRefiner(pixel=fn.config.pixel, config=fn.config, weights="random") if own else name)
+    return out
+
+
+def _proxy_methods() -> list[str]:
+    """The registered methods that take --proxy, as each declares it (Method.needs)."""
+    from ..methods import list_methods
+
+    return [m for m in list_methods() if needs_proxy(m)]
+
+
+def _wants_masks(args: argparse.Namespace) -> str | None:
+    """The option that needs masks (--method corrclip, --refine masks), as the method or refiner declares it."""
+    from ..methods import get_method
+    from ..refiners import get_refiner
+
+    method = getattr(args, "method", "gem")
+    if "masks" in get_method(method).needs:
+        return f"--method {method}"
+    for name in getattr(args, "refine", None) or ():
+        if getattr(get_refiner(name), "needs_masks", False):
+            return f"--refine {name}"
+    return None
 
 
 def _gem_options():
@@ -229,6 +273,8 @@ def cli_weights_error(e: WeightsUnavailableError) -> WeightsUnavailableError:
     how = _CLI_HOW_TO.get((e.backend, e.missing))
     if how is None or e.model is None:
         return e
+    if str(e.model).startswith("mask model "):  # gemseg.masks names its models so: they come from --masks
+        how = how.replace("--model FOLDER", "--masks FOLDER")
     from ..hub import offline_note
 
     noun, pronoun = ("the model config", "it") if e.missing == "config" else ("weights", "them")
@@ -256,7 +302,7 @@ def build_model(args: argparse.Namespace):
         if args.random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")
         if getattr(args, "proxy", None) is not None and not needs_proxy(args.method):
-            warnings.warn(f"--proxy is only used by methods that need a proxy (proxyclip, corrclip); "
+            warnings.warn(f"--proxy is only used by methods that need a proxy ({', '.join(_proxy_methods())}); "
                           f"ignored for {args.method}")
         try:
             return create_model(args.model, **model_kwargs(args))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_args, add_refine_arg
+from .common import add_model_args, add_refine_arg, refine_arg
 
 EXAMPLES = """\
 examples:
@@ -273,7 +273,7 @@ def main(args: argparse.Namespace) -> int:
                           out_dir=out, limit=args.limit,
                           save_preds=args.save_preds, save_every=args.save_every, num_workers=args.workers,
                           crop_batch=args.crop_batch, restart=args.restart, progress=not args.no_progress,
-                          refine=args.refine)
+                          refine=refine_arg(args))
     finally:
         dist.close()
     if dist.is_main:
@@ -314,7 +314,7 @@ def _sweep(args: argparse.Namespace, spec, protocol, source: dict, overrides: di
         table = run_sweep(model, spec, args.data_root, protocol, grid, out_dir=out, holdout=args.holdout,
                           limit=args.limit, protocol_source=source, dist=dist, save_every=args.save_every,
                           num_workers=args.workers, crop_batch=args.crop_batch, restart=args.restart,
-                          progress=not args.no_progress, refine=args.refine)
+                          progress=not args.no_progress, refine=refine_arg(args))
     finally:
         dist.close()
     if dist.is_main:

@@ -33,11 +33,12 @@ def register(subparsers) -> None:
     p.add_argument("filter", nargs="?", default=None, metavar="TEXT",
                    help="only rows whose model or tag contains TEXT (case-insensitive)")
     p.add_argument("--backend", choices=("open_clip", "hf", "vfm", "masks"), default=None,
-                   help="only this backend (vfm: the vision foundation models of --method proxyclip and cass; masks: "
-                        "the SAM / SAM 2 mask generators of --masks)")
+                   help="only this backend (vfm: the vision foundation models of --proxy, for proxyclip, cass, "
+                        "trident and corrclip; masks: the SAM / SAM 2 mask generators of --masks)")
     p.add_argument("--local", action="store_true", help="only models whose weights are available locally")
     p.add_argument("--methods", action="store_true",
-                   help="list the dense methods of --method instead (with <base>+<plug-in> compositions)")
+                   help="list the dense methods of --method instead (with <base>+<plug-in> compositions), "
+                        "and the refiners of --refine")
     p.add_argument("--json", action="store_true", help="print JSON (one list of objects) instead of a table")
     p.add_argument("--cache-dir", default=None, help="hub cache folder to look in (default: the libraries' own)")
     p.set_defaults(func=main)
@@ -199,6 +200,9 @@ def _print_methods(as_json: bool) -> int:
         kinds = [k for k in (r["settings"], r["proxy_settings"] and f"{r['proxy_settings']} (proxy)") if k]
         extra = f"  [--method-setting: {', '.join(kinds)}]" if kinds else ""
         print(f"{r['method'].ljust(width)}  {r['summary']}{extra}")
+    from ..refiners import list_refiners
+
+    print(f"\nRefiners (--refine NAME, after any method): {', '.join(list_refiners())}")
     return 0
 
 
@@ -222,16 +226,19 @@ def main(args: argparse.Namespace) -> int:
     cells = [(r["backend"], r["model"], r["pretrained"] or "-", "yes" if r["local"] else "-") for r in table]
     widths = [max(len(c[i]) for c in cells + [head]) for i in range(4)]
     clip = [c for c in cells if c[0] not in ("vfm", "masks")]
-    groups = [("vfm", "Vision foundation models without text (--method proxyclip --proxy MODEL; PRETRAINED is timm's):"),
+    groups = [("vfm", "Vision foundation models without text (--proxy MODEL of proxyclip, cass, trident, corrclip; "
+                      "PRETRAINED is timm's):"),
               ("masks", "Mask generators (--masks MODEL; the sam-vit-* rows are also Trident's SAM, "
-                        "--proxy-settings sam=MODEL; PRETRAINED is the Hugging Face id):")]
+                        "--method-setting sam=MODEL; PRETRAINED is the Hugging Face id):")]
     for c in [head] + clip:
         print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+    above = bool(clip)  # rows printed under the header: a blank line before the next group
     for kind, title in groups:  # each in its own group
         group = [c for c in cells if c[0] == kind]
         if group:
-            if clip or kind != groups[0][0]:
+            if above:
                 print()
+            above = True
             print(title)
             for c in group:
                 print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())

@@ -146,7 +146,7 @@ def model_settings(args: argparse.Namespace, templates: list[str] | None) -> dic
             "gem_mlp": args.gem_mlp, "method": getattr(args, "method", "gem"), "templates": templates,
             "transparency": args.transparency, "max_side": args.max_side, "opacity": args.opacity,
             "grid": args.grid, "save_raw": args.save_raw, "font": args.font,
-            **({"proxy": args.proxy, "proxy_weights": args.proxy_weights}
+            **({"proxy": args.proxy, "proxy_weights": "random" if args.random_weights else args.proxy_weights}
                if needs_proxy(getattr(args, "method", "gem")) else {}),
             **({"method_setting": list(args.method_setting)} if getattr(args, "method_setting", None) else {}),
             **({"masks": args.masks} if getattr(args, "masks", None) else {})}

@@ -7,7 +7,7 @@ import textwrap
 
 from ..names import DEFAULT_REDUCTION, REDUCTIONS
 from ..prompts import AUTO_BACKGROUND, DEFAULT_LOGIT_SCALE, DEFAULT_THRESHOLD, clean_prompts
-from .common import add_model_args, add_refine_arg
+from .common import add_model_args, add_refine_arg, refine_arg
 from .options import add_image_args, fraction, model_settings, read_templates
 from ..viz import fit, legend_entries, output_size
 from .output import Fonts, Layout, grid_size, save_png
@@ -120,7 +120,7 @@ def make_task(args: argparse.Namespace, report: Reporter) -> Task:
 
         state["random"] = model.backbone.pretrained is None
         state["seg"] = Segmenter.from_classes(model, classes, background=bg, templates=templates, size=args.size,
-                                              reduction=args.reduction, refine=args.refine)  # text encoded once
+                                              reduction=args.reduction, refine=refine_arg(args))  # text encoded once
 
     def infer(items: list[Item]) -> list:
         """Per image: (query maps [Q, h, w] at the model input size, network input [3, h, w], mask label map

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..backbones.base import POS_EMBED_MODES
+from ..methods import get_method
 from ..refiners import list_refiners
 from ..segment import LabelRule
 from ..segmenter import INTERPOLATIONS, MODES, InputRule
@@ -344,6 +345,7 @@ def preset_table() -> str:
         p = PRESETS[name]
         flags = f"--model {p.model} --pretrained {p.pretrained} --method {p.method}"
         flags += f" --proxy {p.proxy.value}" if p.proxy is not None else ""
+        flags += " --masks SOURCE (docs/reproduce.md)" if "masks" in get_method(p.method).needs else ""
         sources = sorted({re.sub(r"(\.md):\d+", r"\1", n.source) for n in p.published})  # one line per file
         blocks.append("\n".join([
             f"{name:<10} {p.paper}", f"  model      {flags}",
