@@ -177,7 +177,7 @@ def test_a_missing_mask_model_names_the_masks_flag(tmp_path, capsys, tiny_model_
     image = write_image(tmp_path / "photo.png")
     r = run_cli(capsys, "segment", image, "-c", "cat", "--method", "naclip", "--masks", "sam-vit-b", "--refine",
                 "masks", "-o", tmp_path / "out", "--cache-dir", tmp_path / "empty", *model_args(tiny_model_files))
-    assert r.code == 2 and "mask model sam-vit-b" in r.err, r.err
+    assert r.code == 2 and "SAM model sam-vit-b" in r.err, r.err
     assert "--masks FOLDER" in r.err and "--model FOLDER" not in r.err
 
 

@@ -273,8 +273,9 @@ def cli_weights_error(e: WeightsUnavailableError) -> WeightsUnavailableError:
     how = _CLI_HOW_TO.get((e.backend, e.missing))
     if how is None or e.model is None:
         return e
-    if str(e.model).startswith("mask model "):  # gemseg.masks names its models so: they come from --masks
-        how = how.replace("--model FOLDER", "--masks FOLDER")
+    if str(e.model).startswith("SAM model "):  # gemseg.backbones.sam names them so: --masks or Trident's sam
+        how = how.replace("--model FOLDER", "--masks FOLDER (a mask generator) or --method-setting sam=FOLDER "
+                                            "(Trident's SAM)")
     from ..hub import offline_note
 
     noun, pronoun = ("the model config", "it") if e.missing == "config" else ("weights", "them")
