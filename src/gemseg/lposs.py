@@ -191,14 +191,27 @@ class LPOSSRefiner:
                  weights: str = "pretrained"):
         self.config = replace(config or LPOSSConfig(), pixel=bool(pixel))
         self.vfm, self.weights = vfm, weights
+        self._built: dict[str, VisionBackbone] = {}  # the default proxy, per weights, built on first use
         self.__name__ = "lposs+" if pixel else "lposs"
 
-    def _proxy(self, device: torch.device) -> VisionBackbone:
-        if self.vfm is None:
+    def _proxy(self, device: torch.device, weights: str | None = None) -> VisionBackbone:
+        """The given ``vfm``, else :data:`DEFAULT_PROXY` with ``weights`` (default: the refiner's own)."""
+        if self.vfm is not None:
+            return self.vfm.to(device)
+        weights = self.weights if weights is None else weights
+        if weights not in self._built:
             from .backbones.vfm import create_vfm
+            from .errors import WeightsUnavailableError
 
-            self.vfm = create_vfm(DEFAULT_PROXY, weights=self.weights, device=device)
-        return self.vfm.to(device)
+            try:
+                self._built[weights] = create_vfm(DEFAULT_PROXY, weights=weights, device=device)
+            except WeightsUnavailableError as e:  # the refiner takes no --proxy-weights / --cache-dir: say what does
+                raise WeightsUnavailableError(
+                    f"refiner {self.__name__}: cannot load its DINO ViT-B/16 ({DEFAULT_PROXY}) weights. To supply "
+                    "them, put timm's weights in the hub cache (HF_HOME), or run with --random-weights for a demo "
+                    "(library: LPOSSRefiner(vfm=..., weights=PATH) or refine=[(\"lposs\", {\"weights\": PATH})])"
+                ) from e
+        return self._built[weights].to(device)
 
     def describe(self) -> dict:
         """What identifies the refiner in a run's record."""
@@ -209,7 +222,8 @@ class LPOSSRefiner:
         """``scores`` [B, Q, H, W] (the output size) of ``image`` [B, 3, h, w] (the network input, normalized
         for ``model``) -> [B, Q, H, W]. LPOSS runs at the network input's size, as the official code, so
         the scores are resized bilinearly to it and back. ``settings``: :class:`LPOSSConfig` fields for
-        this call (``refine=("lposs", {"k": 200})``); other keywords a predictor adds are ignored."""
+        this call (``refine=("lposs", {"k": 200})``), and ``weights``: the default proxy's weights for this call
+        (``"random"``: what ``--random-weights`` gives); other keywords a predictor adds are ignored."""
         fields = set(LPOSSConfig.__dataclass_fields__) - {"pixel"}
         config = replace(self.config, **{k: v for k, v in settings.items() if k in fields})
         size, net = tuple(scores.shape[-2:]), tuple(image.shape[-2:])
@@ -217,5 +231,5 @@ class LPOSSRefiner:
         if size != net:
             x = F.interpolate(x, size=net, mode="bilinear", align_corners=False)
         out = lposs(x, image=image.to(scores.device).float(), source=model.backbone.preprocess,
-                    vfm=self._proxy(scores.device), config=config)
+                    vfm=self._proxy(scores.device, settings.get("weights")), config=config)
         return out if size == net else F.interpolate(out, size=size, mode="bilinear", align_corners=False)

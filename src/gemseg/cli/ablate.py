@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_model_args
+from .common import add_model_args, with_random_refiners
 from .eval_cmd import add_protocol_args, protocol_overrides
 
 EXAMPLES = """\
@@ -90,6 +90,7 @@ def _datasets(args: argparse.Namespace):
         warn_unused(spec, overrides)
         protocol, source = resolve_protocol(args.preset, spec, **overrides)
         protocol.check_dataset(spec)
+        protocol = with_random_refiners(protocol, args)
         datasets.append(AblationDataset(spec, root, protocol, source, args.limit))
     return datasets
 
@@ -126,7 +127,7 @@ def main(args: argparse.Namespace) -> int:
     check_weights_early(args)
     dist = distributed(args)
     try:
-        from .common import build_model
+        from .common import build_model, random_refiners
 
         model = build_model(_with_proxy_settings(args, datasets))
         settings = plan_settings(model.config, sweeps=args.sweep, grid=grid, num_blocks=len(model.backbone.blocks),
@@ -140,7 +141,8 @@ def main(args: argparse.Namespace) -> int:
                              save_every=args.save_every, num_workers=args.workers, crop_batch=args.crop_batch,
                              progress=not args.no_progress, plots=not args.no_plots, sweeps=args.sweep,
                              grid=grid, log=log,
-                             per_dataset=lambda m, d: with_preset_method_settings(m, args, d.spec))
+                             per_dataset=lambda m, d: with_preset_method_settings(m, args, d.spec),
+                             refine_for=random_refiners if args.random_weights else None)
     finally:
         dist.close()
     if dist.is_main:

@@ -120,20 +120,39 @@ def mask_kwargs(args: argparse.Namespace) -> dict:
 
 
 def refine_arg(args: argparse.Namespace) -> list | None:
-    """The Segmenter's ``refine=`` from --refine: the names, except that with --random-weights a refiner that
-    loads a model of its own (lposs, lposs+: DINO ViT-B/16) gets random weights too, as the proxy does."""
+    """The Segmenter's ``refine=`` from --refine: the names, each made :func:`random_refiners` with
+    --random-weights."""
     names = getattr(args, "refine", None)
-    if not names or not getattr(args, "random_weights", False):
-        return names
+    return random_refiners(names) if names and getattr(args, "random_weights", False) else names
+
+
+def random_refiners(refine) -> list:
+    """``refine`` (refiner names and ``(name, {settings})`` pairs: --refine, a preset's protocol, an ablation's
+    grid) with random weights for each refiner that loads a model of its own (lposs, lposs+: DINO ViT-B/16):
+    ``(name, {..., "weights": "random"})``, as --random-weights gives the proxy. Others pass unchanged."""
     from ..lposs import LPOSSRefiner
     from ..refiners import get_refiner
 
     out: list = []
-    for name in names:
+    for item in ([refine] if isinstance(refine, str) or _is_pair(refine) else list(refine)):
+        name, settings = (item, {}) if isinstance(item, str) else item
         fn = get_refiner(name)
         own = isinstance(fn, LPOSSRefiner) and fn.vfm is None
-        out.append(LPOSSRefiner(pixel=fn.config.pixel, config=fn.config, weights="random") if own else name)
+        out.append((name, {**settings, "weights": "random"}) if own else item)
     return out
+
+
+def with_random_refiners(protocol, args: argparse.Namespace):
+    """``protocol`` (a preset's, gemseg.eval.Protocol) with its own refiners made :func:`random_refiners`
+    under --random-weights (the lposs presets' DINO), else unchanged."""
+    if not getattr(args, "random_weights", False) or not protocol.refine:
+        return protocol
+    return dataclasses.replace(protocol, refine=tuple(random_refiners(protocol.refine)))
+
+
+def _is_pair(item) -> bool:
+    """Whether ``item`` is one ``(name, {settings})`` refiner rather than a sequence of them."""
+    return isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], dict)
 
 
 def _proxy_methods() -> list[str]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_args, add_refine_arg, refine_arg
+from .common import add_model_args, add_refine_arg, refine_arg, with_random_refiners
 
 EXAMPLES = """\
 examples:
@@ -250,6 +250,7 @@ def main(args: argparse.Namespace) -> int:
     warn_unused(spec, overrides)
     protocol, source = resolve_protocol(args.preset, spec, **overrides)
     protocol.check_dataset(spec)
+    protocol = with_random_refiners(protocol, args)
     if args.show_protocol:
         print(f"dataset {spec.name}, preset {args.preset}:\n{describe(protocol, source)}")
         print(f"method settings (with --method {get_preset(args.preset).method}; --method-setting overrides them): "

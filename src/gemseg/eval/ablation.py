@@ -49,7 +49,7 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
                  sweeps: Sequence[str] = (), grid: dict[str, list] | None = None,
                  log: Callable[[str], None] | None = None,
                  on_image: Callable[[str, str, str], None] | None = None,
-                 per_dataset: Callable | None = None) -> dict:
+                 per_dataset: Callable | None = None, refine_for: Callable | None = None) -> dict:
     """Evaluate every setting on every dataset, then write the table and plots (rank 0).
 
     ``out_dir/runs/<dataset>/<setting slug>/`` is each evaluation's run folder (state, ``result.json``,
@@ -67,6 +67,8 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
         per_dataset: ``(setting's model, dataset) -> model`` run on that dataset, e.g. with a preset's
             per-dataset method settings (``gemseg ablate`` passes what ``gemseg eval`` applies); default:
             the setting's model on every dataset.
+        refine_for: ``(setting's refiner name) -> refine=`` of its evaluation, e.g. with random weights for a
+            refiner's own model (``gemseg ablate --random-weights``); default: the name.
     Returns:
         The ablation table (the content of ``ablation.json``), on every rank.
     """
@@ -95,7 +97,7 @@ def run_ablation(model, datasets: Sequence[AblationDataset], settings: Sequence[
                                 limit=data.limit, protocol_source=data.protocol_source, dist=dist,
                                 save_every=save_every, num_workers=num_workers, crop_batch=crop_batch,
                                 restart=restart, progress=progress, on_image=hook, text_cache=text_cache,
-                                refine=s.refine)
+                                refine=s.refine if refine_for is None or s.refine is None else refine_for(s.refine))
             results[data.spec.name, s.slug] = done
             table = ablation_table(model, datasets, settings, results, out_dir=out, sweeps=sweeps, grid=grid)
             if dist.is_main:  # after each setting, so that an interrupted ablation shows what it finished
