@@ -122,6 +122,7 @@ def pamr_refiner(scores: torch.Tensor, *, image: torch.Tensor, model=None, steps
 
 
 register_refiner("pamr", pamr_refiner)
+sam_prompt_refiner.sam_methods = ("trident",)  # the methods whose model carries the SAM it uses (model.proxy.sam)
 register_refiner("sam-prompts", sam_prompt_refiner)  # Trident's SAM-prompt refinement (gemseg.sam_refine)
 # LPOSS / LPOSS+ (gemseg.lposs): label propagation with a DINO ViT-B/16, built on first use
 register_refiner("lposs", LPOSSRefiner())

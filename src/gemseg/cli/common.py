@@ -162,6 +162,19 @@ def _proxy_methods() -> list[str]:
     return [m for m in list_methods() if needs_proxy(m)]
 
 
+def _check_sam_refiners(args: argparse.Namespace) -> None:
+    """Refuse, before the model is built, a --refine that uses the SAM of a method not given (sam-prompts
+    without --method trident: the refiner declares ``sam_methods``)."""
+    from ..refiners import get_refiner
+
+    method = getattr(args, "method", "gem")
+    for name in getattr(args, "refine", None) or ():
+        methods = getattr(get_refiner(name), "sam_methods", None)
+        if methods and method not in methods:
+            raise ValueError(f"--refine {name} uses the SAM that --method {' or '.join(methods)} loads, and --method "
+                             f"{method} has none: add --method {methods[0]} (or drop --refine {name})")
+
+
 def _wants_masks(args: argparse.Namespace) -> str | None:
     """The option that needs masks (--method corrclip, --refine masks), as the method or refiner declares it."""
     from ..methods import get_method
@@ -219,6 +232,7 @@ def model_kwargs(args: argparse.Namespace) -> dict:
     option the library's choice applies (:func:`gemseg.backbones.default_pretrained`)."""
     from ..backbones import default_pretrained
 
+    _check_sam_refiners(args)  # said now, not once per image after the model is built
     pretrained = args.pretrained
     if pretrained is None and args.checkpoint is None and not args.random_weights:
         pretrained = default_pretrained(args.model, args.backend)
