@@ -21,7 +21,7 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
                  l2_normalize: bool = _GEM.l2_normalize, gem_mlp: bool = _GEM.gem_mlp,
                  method: str = "gem", pos_embed: str = "bicubic-aa", proxy=None,
                  proxy_weights: str = "pretrained", proxy_settings=None, method_settings=None, masks=None,
-                 mask_settings=None, mask_cache: str | None = None) -> GEMModel:
+                 mask_settings=None, mask_cache: str | None = None, mask_weights: str = "pretrained") -> GEMModel:
     """Build a GEM model.
 
     Args:
@@ -64,6 +64,7 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
             folder of mask files (``"files:FOLDER"``), or a source from :func:`gemseg.masks.create_mask_source`.
         mask_settings: the generator's :class:`gemseg.masks.AMGConfig` (default: the official defaults).
         mask_cache: a folder where generated masks are kept by image content and settings.
+        mask_weights: a generator's weights, ``"pretrained"`` or ``"random"`` (demos and tests).
     """
     config = GEMConfig(depth=depth, iterations=iterations, temperature=temperature,
                        projections=tuple(projections), l2_normalize=l2_normalize, gem_mlp=gem_mlp)
@@ -75,7 +76,10 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
     if isinstance(masks, str):
         from .masks import create_mask_source
 
-        masks = create_mask_source(masks, device=device, settings=mask_settings, cache=mask_cache, cache_dir=cache_dir)
+        masks = create_mask_source(masks, device=device, settings=mask_settings, cache=mask_cache, cache_dir=cache_dir,
+                                   weights=mask_weights)
+        if mask_weights == "random":
+            warnings.warn(f"{masks.describe().get('model')}: the mask generator has random weights", stacklevel=2)
     elif mask_settings is not None or mask_cache is not None:
         raise ValueError("mask_settings and mask_cache apply to masks given by name; pass masks='sam2-hiera-l'")
     return GEMModel(backbone, config=config, precision=precision, method=method, pos_embed=pos_embed,

@@ -99,7 +99,8 @@ def add_mask_args(group) -> None:
     group.add_argument("--masks", default=None, metavar="SOURCE",
                        help="class-agnostic masks for --method corrclip and --refine masks: a SAM / SAM 2 "
                             "generator (sam-vit-b, sam2-hiera-l, ...; `gemseg models --backend masks`), a hub id "
-                            "or model folder, or files:FOLDER of <image stem>.npz label maps")
+                            "or model folder (random with --random-weights: a folder's config, or the family's "
+                            "default config), or files:FOLDER of <image stem>.npz label maps")
     group.add_argument("--mask-cache", default=None, metavar="DIR",
                        help="keep generated masks in DIR by image content and generator settings, so that "
                             "no image's masks are generated twice")
@@ -116,7 +117,8 @@ def mask_kwargs(args: argparse.Namespace) -> dict:
             raise ValueError(f"{wants} needs class-agnostic masks: add --masks SOURCE (a SAM / SAM 2 generator "
                              "such as sam2-hiera-l, `gemseg models --backend masks`, or files:FOLDER)")
         return {}
-    return {"masks": masks, **({"mask_cache": cache} if cache is not None else {})}
+    return {"masks": masks, **({"mask_cache": cache} if cache is not None else {}),
+            **({"mask_weights": "random"} if getattr(args, "random_weights", False) else {})}
 
 
 def refine_arg(args: argparse.Namespace) -> list | None:

@@ -22,7 +22,8 @@ def list_mask_models() -> list[MaskModelEntry]:
 
 
 def create_mask_source(spec: str, *, device="cpu", settings: AMGConfig | None = None,
-                       cache: str | os.PathLike | None = None, cache_dir: str | None = None):
+                       cache: str | os.PathLike | None = None, cache_dir: str | None = None,
+                       weights: str = "pretrained"):
     """A mask source from one string.
 
     Args:
@@ -32,6 +33,8 @@ def create_mask_source(spec: str, *, device="cpu", settings: AMGConfig | None = 
         settings: the generator's :class:`AMGConfig` (default: the official defaults).
         cache: a folder where generated masks are kept by image content and settings (files are not cached).
         cache_dir: the Hugging Face hub cache to load checkpoints from.
+        weights: a generator's weights: ``"pretrained"`` or ``"random"`` (:func:`load_prompter`: a short
+            name's family default config or a folder's own; for demos and tests); files ignore it.
     """
     if not isinstance(spec, str) or not spec:
         raise TypeError("a mask source must be a non-empty string: a SAM name, hub id or folder")
@@ -41,7 +44,8 @@ def create_mask_source(spec: str, *, device="cpu", settings: AMGConfig | None = 
             raise ValueError("generator settings do not apply to masks read from files; drop them")
         return FileMasks(folder)
     settings = settings or AMGConfig()
-    prompter = load_prompter(spec, device=device, cache_dir=cache_dir, dynamic_multimask=settings.dynamic_multimask)
+    prompter = load_prompter(spec, device=device, cache_dir=cache_dir, dynamic_multimask=settings.dynamic_multimask,
+                             weights=weights)
     source = MaskGenerator(prompter, settings)
     return CachedMasks(source, cache) if cache is not None else source
 

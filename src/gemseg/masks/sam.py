@@ -17,6 +17,8 @@ automatic generator (:mod:`.amg`) follow the official code, not ``transformers``
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -114,12 +116,34 @@ def resolve_mask_model(name: str) -> tuple[str, str | None]:
 
 
 def load_prompter(name: str, *, device="cpu", cache_dir: str | None = None,
-                  dynamic_multimask: bool | None = None) -> SamPrompter:
+                  dynamic_multimask: bool | None = None, weights: str = "pretrained") -> SamPrompter:
     """A SAM / SAM 2 checkpoint (short name, hub id or folder) as a :class:`SamPrompter`, its model from
     :func:`gemseg.backbones.sam.load_sam_model` (shared with any other user of the same checkpoint).
 
     ``dynamic_multimask`` overrides SAM 2's ``mask_decoder_config.dynamic_multimask_via_stability`` (the
     official builder sets it only with ``apply_postprocessing=True``; CorrCLIP builds with ``False``).
+    ``weights="random"``: an untrained model (demos and tests, ``--random-weights``) of a folder's own
+    ``config.json``, or for a short name ``transformers``' default ``SamConfig()`` / ``Sam2Config()`` of its
+    family (not the named size: the sizes' configs live on the hub, as Trident's random SAM).
     """
-    model = load_sam_model(name, device=device, cache_dir=cache_dir, dynamic_multimask=dynamic_multimask)
-    return SamPrompter(model, name=name, source=resolve_sam(name)[0])
+    config = _random_config(name, dynamic_multimask) if weights == "random" else None
+    model = load_sam_model(name, weights=weights, device=device, cache_dir=cache_dir, config=config,
+                           dynamic_multimask=dynamic_multimask)
+    return SamPrompter(model, name=name, source=None if weights == "random" else resolve_sam(name)[0])
+
+
+def _random_config(name: str, dynamic_multimask: bool | None):
+    """The config of a random ``name``: a folder's ``config.json``, else the family's default."""
+    import transformers
+
+    source, family = resolve_sam(name)
+    if os.path.isdir(source):
+        config = transformers.AutoConfig.from_pretrained(source)
+    elif family is not None:
+        config = transformers.SamConfig() if family == "sam" else transformers.Sam2Config()
+    else:
+        raise ValueError(f"random weights for mask model {name}: its config is on the hub; give a short name "
+                         f"({', '.join(SAM_MODELS)}) or a folder with config.json")
+    if dynamic_multimask is not None and hasattr(config, "mask_decoder_config"):
+        config.mask_decoder_config.dynamic_multimask_via_stability = bool(dynamic_multimask)
+    return config
