@@ -85,3 +85,17 @@ def test_mask_generators_have_their_own_group(capsys, tmp_path):
     assert {row["backend"] for row in rows.values()} == {"masks"}
     r = run_cli(capsys, "models", "--cache-dir", root)
     assert "Mask generators (--masks MODEL" in r.out and "sam2.1-hiera-b+" in r.out
+
+
+def test_models_help_names_every_group_it_lists(capsys):
+    """`gemseg models --help` speaks of the groups --backend offers (open_clip, hf, vfm, masks), not of
+    "both backends" (there were two once)."""
+    from cli_util import run_cli
+
+    r = run_cli(capsys, "models", "--help")
+    assert r.code == 0
+    text = " ".join(r.out.split())
+    assert "both backends" not in text
+    groups = ("open_clip", "hf", "vfm", "masks")
+    assert "--backend {open_clip,hf,vfm,masks}" in text  # the groups the help must speak of
+    assert "four groups" in text and all(f"({g})" in text or f"{g}," in text or f"{g}:" in text for g in groups)

@@ -26,14 +26,16 @@ examples:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "models", help="list usable models and pretrained tags, and which are available locally",
-        description="List the models and pretrained tags GEM can use from both backends (open_clip "
-                    "class-token ViTs and Hugging Face CLIPModel checkpoints), marking those whose "
-                    "weights are already in the local cache. Never uses the network.",
+        description="List the models gemseg can use, in four groups (--backend): open_clip class-token ViTs "
+                    "with their pretrained tags and Hugging Face CLIPModel checkpoints (--model), the vision "
+                    "foundation models of --proxy (vfm) and the SAM / SAM 2 mask generators of --masks (masks), "
+                    "marking those whose weights are already in the local cache; --methods lists the methods "
+                    "and refiners instead. Never uses the network.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("filter", nargs="?", default=None, metavar="TEXT",
                    help="only rows whose model or tag contains TEXT (case-insensitive)")
     p.add_argument("--backend", choices=("open_clip", "hf", "vfm", "masks"), default=None,
-                   help="only this backend (vfm: the vision foundation models of --proxy, for proxyclip, cass, "
+                   help="only this group (open_clip, hf: the CLIP models of --model; vfm: the vision foundation models of --proxy, for proxyclip, cass, "
                         "trident and corrclip; masks: the SAM / SAM 2 mask generators of --masks)")
     p.add_argument("--local", action="store_true", help="only models whose weights are available locally")
     p.add_argument("--methods", action="store_true",
