@@ -230,6 +230,22 @@ def _assert_same_masks(official: list[dict], ours):
     assert torch.allclose(torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1), ref_boxes, atol=1)
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_corrclip_settings_equal_corrclips_official_call(sam2_amg, seed):
+    """CORRCLIP_AMG against CorrCLIP's own call (corrclip_segmentor.py:264-272): SAM 2 built without
+    apply_postprocessing (no dynamic multimask), 8 points per side, IoU and stability 0.4, one mask per
+    point. Every IoU and stability score here lies >= 0.017 from 0.4, float noise cannot tip them."""
+    from gemseg.masks.amg import CORRCLIP_AMG
+
+    sam, hf = _pair(seed, "sam2", dynamic=False)
+    image = _image(seed, (96, 144))
+    generator = sam2_amg.SAM2AutomaticMaskGenerator(model=sam, points_per_side=8, pred_iou_thresh=0.4,
+                                                    stability_score_thresh=0.4, multimask_output=False)
+    _tiny(generator.predictor)
+    _assert_same_masks(generator.generate(image), generate_masks(SamPrompter(hf, name="tiny", source=None), image,
+                                                                 CORRCLIP_AMG))
+
+
 def _match(ref: torch.Tensor, got: torch.Tensor) -> torch.Tensor:
     """[M] index into ``got`` of the mask that best matches each of ``ref`` ([M, H, W] bool each), looked for
     at the same rank or one off (two near-equal scores may swap places); the same rank wins a tie, which

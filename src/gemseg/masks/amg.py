@@ -78,6 +78,14 @@ class AMGConfig:
                              "SAM (sam-vit-b, ...) checkpoint")
 
 
+# CorrCLIP's generator when it makes masks at run time (zdk258/CorrCLIP@103bc18213e6:CorrCLIPv1/
+# corrclip_segmentor.py:264-272, the same at CorrCLIPv2/corrclip_segmentor.py:361-363): SAM 2 Hiera-L built with
+# apply_postprocessing=False (so no dynamic multimask), every other setting the generator's default
+# (min_mask_region_area 0, use_m2m False, crop_n_layers 0, box NMS 0.7, output_mode "binary_mask")
+CORRCLIP_AMG = AMGConfig(points_per_side=8, pred_iou_thresh=0.4, stability_score_thresh=0.4, multimask_output=False,
+                         dynamic_multimask=False)
+
+
 class Prompter(Protocol):
     """A SAM-family model seen as the generator needs it."""
 
