@@ -10,7 +10,9 @@ regions), so box NMS at the usual thresholds leaves a handful of masks; the sett
 ``box_nms_thresh=1.0`` (no suppression: every mask that passes the IoU, stability and crop-edge filters is
 compared, 25 to 130 of them), with thresholds set inside the spread of these models' predicted IoUs and
 stability scores so that the filters keep some masks of an output and drop others, next to NMS at 0.7 - 0.98
-and one or two crop layers.
+and one or two crop layers. Further: the small-region removal (``min_mask_region_area``, against the official
+generator and OpenCV), CorrCLIP's own SAM 2 call, and the NMS across crops on a model whose logits are shifted
+so that crops keep masks.
 """
 from __future__ import annotations
 
@@ -244,6 +246,28 @@ def test_corrclip_settings_equal_corrclips_official_call(sam2_amg, seed):
     _tiny(generator.predictor)
     _assert_same_masks(generator.generate(image), generate_masks(SamPrompter(hf, name="tiny", source=None), image,
                                                                  CORRCLIP_AMG))
+
+
+def test_nms_across_crops_equals_the_official_generator(sa):
+    """Masks found in the whole image and again in a crop: the NMS across crops keeps the crop's. Logits
+    shifted by -12 (official_models.shift_sam_logits) leave small masks that keep clear of the crops' inner
+    edges; here stability scores lie >= 0.013 from the threshold and the box IoUs the NMS across crops
+    compares >= 0.033 from 0.7."""
+    from transformers import SamModel
+
+    from official_models import hf_sam_config, official_sam, shift_sam_logits
+
+    sam = shift_sam_logits(official_sam(1), -12.0)
+    hf = load_into(SamModel(hf_sam_config()), sam_state_dict_to_hf(sam.state_dict())).eval()
+    image = _image(1, (192, 288))
+    settings = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.05, box_nms_thresh=0.98,
+                    crop_n_layers=1)
+    official = sa.SamAutomaticMaskGenerator(sam, output_mode="binary_mask", **settings).generate(image)
+    prompter = SamPrompter(hf, name="tiny", source=None)
+    _assert_same_masks(official, generate_masks(prompter, image, AMGConfig(**settings)))
+    every = generate_masks(prompter, image, AMGConfig(**settings, crop_nms_thresh=1.0))  # no NMS across crops
+    assert len(every) > len(official)  # the NMS across crops removed duplicates
+    assert any(r["crop_box"] != [0, 0, 288, 192] for r in official)  # and masks of crops are among those kept
 
 
 def _match(ref: torch.Tensor, got: torch.Tensor) -> torch.Tensor:
