@@ -246,7 +246,8 @@ def generate_masks(prompter: Prompter, image: np.ndarray, config: AMGConfig | No
     return MaskSet(masks, scores)
 
 
-def postprocess_small_regions(masks: torch.Tensor, min_area: int, nms_thresh: float) -> tuple[torch.Tensor, torch.Tensor]:
+def postprocess_small_regions(masks: torch.Tensor, min_area: int,
+                              nms_thresh: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Masks [M, H, W] bool -> (masks [K, H, W], their indices [K] into the input): holes, then islands,
     below ``min_area`` pixels removed from each mask; then box NMS at ``nms_thresh`` with score 1 for
     unchanged and 0 for changed masks, in NMS order (unchanged first), as the official
