@@ -325,6 +325,9 @@ SMALL_REGIONS = [
      True),
     (5, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.05, box_nms_thresh=0.98), 150,
      True),
+    # its NMS takes the larger of the two NMS thresholds: crop_nms_thresh 1.0 (no crops here) keeps all 8
+    (4, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.05, box_nms_thresh=0.98,
+                        crop_nms_thresh=1.0), 150, False),
 ]
 
 
