@@ -15,8 +15,11 @@ What is measured (fp32, ``torch.no_grad``, batch 1, CPU unless ``--device``):
   point) and with the official defaults' 32 x 32 points. Thresholds are 0 so that random weights keep
   their masks: filtering costs nothing next to the decoder.
 - a warm :class:`gemseg.masks.CachedMasks` read of one image's masks.
-- the extra peak memory of one call, in a fresh process per configuration (resident-set high-water mark
-  reset after a warm-up, as proxyclip_speed.py).
+- with ``--memory``: the extra peak memory of one call, in a fresh process per configuration (resident-set
+  high-water mark reset after a warm-up, as proxyclip_speed.py; ``common.extra_peak_mib``), and the
+  resident set before that call (the models and the runtime; ``common.rss_kib``). ``--memory-only`` skips
+  the timing. The configurations are those of ``--only``, else gem, proxyclip, corrclip (warm cache) and
+  both generators at 8 x 8 points.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from common import SEED, extra_peak_mib, make_images, random_open_clip, stage_env  # noqa: E402
+from common import SEED, extra_peak_mib, make_images, random_open_clip, rss_kib, stage_env  # noqa: E402
 
 SIZE = 448
 CORRCLIP_POINTS = 8  # CorrCLIPv1/corrclip_segmentor.py set_mask_generator: points_per_side=8
@@ -130,7 +133,8 @@ def memory_stage(name: str, device: str) -> dict:
     call = calls(device, only=name)[name]
     with torch.no_grad():
         call()  # warm-up
-        return {"extra_peak_mib": extra_peak_mib(call)}
+        resident = rss_kib("VmRSS") / 1024
+        return {"extra_peak_mib": extra_peak_mib(call), "resident_mib": resident}
 
 
 def main() -> None:
@@ -139,7 +143,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--memory", action="store_true", help="also measure peak memory (a fresh process each)")
-    ap.add_argument("--only", nargs="+", default=None, metavar="NAME", help="time only these configurations")
+    ap.add_argument("--memory-only", action="store_true", help="measure peak memory only, no timing")
+    ap.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                    help="only these configurations (timing and memory)")
     ap.add_argument("--memory-stage", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_stage:
@@ -150,8 +156,9 @@ def main() -> None:
     load_before = os.getloadavg()
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                           "threads": torch.get_num_threads(), "device": args.device, "loadavg_before": load_before},
-              "size": SIZE, "weights": "random (seeded)", "timing": timing(args.rounds, args.device, args.only), "memory": {}}
-    if args.memory:
+              "size": SIZE, "weights": "random (seeded)", "memory": {},
+              "timing": {} if args.memory_only else timing(args.rounds, args.device, args.only)}
+    if args.memory or args.memory_only:
         env = dict(stage_env(), MALLOC_MMAP_THRESHOLD_="65536")
         for name in args.only or ("gem", "proxyclip", "corrclip (warm cache)", "masks sam-vit-b 8x8",
                                   "masks sam2-hiera-t 8x8"):
@@ -162,7 +169,7 @@ def main() -> None:
     for key, t in result["timing"].items():
         print(f"{key:<40} {t['images_per_s']:8.3f} images/s  (median {t['median_s']:.3f} s over {t['rounds']})")
     for name, m in result["memory"].items():
-        print(f"{name:<40} extra peak memory {m['extra_peak_mib']:.0f} MiB")
+        print(f"{name:<40} extra peak memory {m['extra_peak_mib']:.0f} MiB (resident before {m['resident_mib']:.0f} MiB)")
     print(f"load average before/after: {load_before} / {result['machine']['loadavg_after']}")
     if args.json:
         with open(args.json, "w") as f:

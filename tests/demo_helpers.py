@@ -31,8 +31,9 @@ def require(module: str):
         pytest.skip(f"{module} not installed (pip install 'gemseg[demo]')")
 
 
-def random_model(tiny_model_files, depth: int = 3):
-    """The tiny open_clip config with random weights (``backbone.pretrained is None``)."""
+def random_model(tiny_model_files, depth: int = 3, masks=None):
+    """The tiny open_clip config with random weights (``backbone.pretrained is None``); ``masks``: its
+    mask source (``create_model(masks=)``)."""
     import torch
 
     from gemseg import create_model
@@ -41,7 +42,7 @@ def random_model(tiny_model_files, depth: int = 3):
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*random weights.*")
-        return create_model(cfg, depth=depth)
+        return create_model(cfg, depth=depth, masks=masks)
 
 
 def free_port() -> int:

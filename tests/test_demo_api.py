@@ -29,10 +29,10 @@ def client(server):
 
 
 def _call(client, image, prompts, mode="heatmaps", background="auto", threshold=0.5, method="gem", depth=3,
-          iterations=1):
+          iterations=1, masks="none"):
     from gradio_client import handle_file
 
-    job = client.submit(handle_file(image), prompts, mode, background, threshold, method, depth, iterations,
+    job = client.submit(handle_file(image), prompts, mode, background, threshold, method, depth, iterations, masks,
                         api_name="/run")
     return job.result(timeout=TIMEOUT)
 
@@ -47,7 +47,8 @@ def _local(item) -> str:
 def test_the_api_lists_one_endpoint_with_every_input(client):
     api = client.view_api(print_info=False, return_format="dict")
     params = [p["parameter_name"] for p in api["named_endpoints"]["/run"]["parameters"]]
-    assert params == ["image", "prompts", "mode", "background", "threshold", "method", "depth", "iterations"]
+    assert params == ["image", "prompts", "mode", "background", "threshold", "method", "depth", "iterations",
+                      "masks"]
     assert list(api["named_endpoints"]) == ["/run"]  # examples and Enter in the prompt box stay private
 
 

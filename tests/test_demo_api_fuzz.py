@@ -11,7 +11,8 @@ from demo_helpers import CHELSEA, require, serving
 pytestmark = pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip_torch not installed")
 
 TIMEOUT = 120  # seconds per request: the CPU is slow and shared
-GOOD = dict(prompts="cat", mode="heatmaps", background="auto", threshold=0.5, method="gem", depth=3, iterations=1)
+GOOD = dict(prompts="cat", mode="heatmaps", background="auto", threshold=0.5, method="gem", depth=3, iterations=1,
+            masks="none")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def _call(client, **changes):
 
     kw = {**GOOD, **changes}
     job = client.submit(handle_file(CHELSEA), kw["prompts"], kw["mode"], kw["background"], kw["threshold"],
-                        kw["method"], kw["depth"], kw["iterations"], api_name="/run")
+                        kw["method"], kw["depth"], kw["iterations"], kw["masks"], api_name="/run")
     return job.result(timeout=TIMEOUT)
 
 
@@ -43,6 +44,8 @@ HOSTILE = [
     dict(method=17), dict(prompts="a," * 50_000), dict(prompts="z" * 1_000_000), dict(prompts=12345),
     dict(prompts=None), dict(prompts=["cat", "dog"]), dict(background="w" * 200_000, mode="segmentation"),
     dict(background=None, mode="segmentation"), dict(background=3.5, mode="segmentation"),
+    dict(masks="m" * 100_000), dict(masks=7), dict(masks=["none"]), dict(masks="masks+refine", mode="segmentation"),
+    dict(masks="masks", method="corrclip"),  # this server has no mask source: one line each
 ]
 
 

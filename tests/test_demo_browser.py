@@ -23,6 +23,29 @@ WAIT_MS = 120_000  # generous but bounded: the CPU is slow and shared
 MAX_SIDE = 160  # chelsea.png (451x300) is shown at 160x106
 
 
+class CountedMasks:
+    """The server's mask source: a tiny random SAM's automatic masks (4 x 4 points, nothing filtered),
+    counting its calls."""
+
+    def __init__(self):
+        self.calls, self.inner = 0, None
+
+    def describe(self) -> dict:
+        return {"kind": "generator", "model": "tiny-sam"}
+
+    def __call__(self, image, path=None):
+        if self.inner is None:
+            from mask_models import tiny_sam
+
+            from gemseg.masks import AMGConfig, MaskGenerator, SamPrompter
+
+            settings = AMGConfig(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+            self.inner = MaskGenerator(SamPrompter(tiny_sam(), name="tiny-sam", source=None), settings)
+        self.calls += 1
+        return self.inner(image, path)
+
+
+MASKS = CountedMasks()
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
@@ -41,7 +64,8 @@ def served(tiny_model_files):
 
     os.makedirs(ARTIFACTS, exist_ok=True)
     settings = Settings(size=(32, 32), limits=Limits(max_side=MAX_SIDE))
-    with serving(random_model(tiny_model_files), settings) as url, sync_api.sync_playwright() as pw:
+    model = random_model(tiny_model_files, masks=MASKS)  # served as with --masks: the page offers it
+    with serving(model, settings) as url, sync_api.sync_playwright() as pw:
         # Playwright gives the browser a fresh temporary profile; no network beyond 127.0.0.1 is used
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True, timeout=WAIT_MS)
         try:
@@ -196,6 +220,29 @@ def test_segmentation_mode_shows_only_its_outputs(page):
     page.check("#mode input[value=heatmaps]")
     page.wait_for_selector("#segmentation", state="hidden")
     assert page.is_visible("#heatmaps") and not page.is_visible("#classes")
+
+
+def test_the_masks_choice_runs_the_masks_refiner(page):
+    page.get_by_text("model settings (same weights)").click()
+    choice = page.locator('#masks input[value="masks+refine"]')
+    choice.wait_for(state="visible")
+    assert "tiny-sam" in page.inner_text("#masks") and page.is_checked('#masks input[value="masks"]')
+    page.check("#mode input[value=segmentation]")
+    page.fill("#prompts textarea", "cat, blanket")
+    calls = MASKS.calls
+    choice.check()
+    status = _run_and_wait(page, page.inner_text("#status"))
+    page.wait_for_selector("#segmentation img")
+    _shot(page, "6-masks-refiner")
+    assert "found:" in status and MASKS.calls == calls + 1  # the server's masks, made once for the refiner
+    page.check('#masks input[value="none"]')
+    shown = page.eval_on_selector("#segmentation img", "e => e.src")
+    page.click("#run")  # its status may read as the last one: a new overlay says that it ran
+    page.wait_for_function("s => { const e = document.querySelector('#segmentation img'); return e && e.src !== s; }",
+                           arg=shown)
+    assert page.inner_text("#status").startswith("Done in") and MASKS.calls == calls + 1  # none: no masks made
+    page.check('#masks input[value="masks"]')
+    page.check("#mode input[value=heatmaps]")
 
 
 def test_on_a_phone_examples_come_before_the_outputs_and_the_table_fits(phone):

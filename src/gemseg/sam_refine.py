@@ -116,7 +116,7 @@ def sam_prompt_refiner(scores: torch.Tensor, *, image: torch.Tensor, model=None,
     sam = sam if sam is not None else getattr(getattr(model, "proxy", None), "sam", None)
     if not isinstance(sam, SamEncoder):
         raise ValueError("refiner 'sam-prompts' needs a SAM: use method='trident' or pass "
-                         "refine=('sam-prompts', {'sam': gemseg.backbones.sam.create_sam('sam-b')})")
+                         "refine=('sam-prompts', {'sam': gemseg.backbones.sam.create_sam('sam-vit-b')})")
     pre = model.backbone.preprocess
     mean = torch.tensor(pre.mean, device=image.device).view(1, 3, 1, 1)
     std = torch.tensor(pre.std, device=image.device).view(1, 3, 1, 1)

@@ -8,16 +8,48 @@ its values ``[B, heads, h, w, d]``. Here the last block is recomputed from the l
 (``layer_norm1``, ``attn.qkv``, ``attn.get_decomposed_rel_pos``, ``attn.proj``, ``layer_norm2``, ``mlp``)
 instead; ``transformers`` itself is never modified. ``gemseg.backbones.vfm``'s ``sam-b16`` (timm) has the
 same encoder but no prompt decoder, which Trident's refinement needs from the same model.
+
+This module is also gemseg's one registry of SAM / SAM 2 / 2.1 checkpoints (:data:`SAM_MODELS`) and its one
+loader of them (:func:`load_sam_model`): Trident's encoder, the ``"sam-prompts"`` refiner and the mask
+generators of :mod:`gemseg.masks` all get their ``transformers`` model from it, so that one checkpoint is
+read once however many of them use it.
 """
 from __future__ import annotations
 
 import os
+import threading
+import weakref
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-SAM_MODELS = {"sam-b": "facebook/sam-vit-base", "sam-l": "facebook/sam-vit-large", "sam-h": "facebook/sam-vit-huge"}
+
+
+@dataclass(frozen=True)
+class SamEntry:
+    """A known SAM-family checkpoint: short name, Hugging Face id, family."""
+
+    name: str
+    hub_id: str
+    family: str  # "sam" (SamModel) or "sam2" (Sam2Model, SAM 2 and 2.1)
+
+
+SAM_MODELS: dict[str, SamEntry] = {e.name: e for e in (
+    SamEntry("sam-vit-b", "facebook/sam-vit-base", "sam"),  # Trident's default (configs/base_config.py:16)
+    SamEntry("sam-vit-l", "facebook/sam-vit-large", "sam"),
+    SamEntry("sam-vit-h", "facebook/sam-vit-huge", "sam"),
+    SamEntry("sam2-hiera-t", "facebook/sam2-hiera-tiny", "sam2"),
+    SamEntry("sam2-hiera-s", "facebook/sam2-hiera-small", "sam2"),
+    SamEntry("sam2-hiera-b+", "facebook/sam2-hiera-base-plus", "sam2"),
+    SamEntry("sam2-hiera-l", "facebook/sam2-hiera-large", "sam2"),  # CorrCLIP's sam2_hiera_large
+    SamEntry("sam2.1-hiera-t", "facebook/sam2.1-hiera-tiny", "sam2"),
+    SamEntry("sam2.1-hiera-s", "facebook/sam2.1-hiera-small", "sam2"),
+    SamEntry("sam2.1-hiera-b+", "facebook/sam2.1-hiera-base-plus", "sam2"),
+    SamEntry("sam2.1-hiera-l", "facebook/sam2.1-hiera-large", "sam2"),
+)}
+SAM_ALIASES = {"sam-b": "sam-vit-b", "sam-l": "sam-vit-l", "sam-h": "sam-vit-h"}  # the names Trident's encoder had first
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # segment_anything/modeling/sam.py Sam.pixel_mean, RGB in [0, 255]
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)  # segment_anything/modeling/sam.py Sam.pixel_std
 
@@ -98,36 +130,106 @@ class SamEncoder(nn.Module):
         return feats, attn.reshape(B, self.heads, g1 * g2, g1 * g2), v.reshape(B, self.heads, g1, g2, -1)
 
 
-def create_sam(name: str = "sam-b", *, weights: str = "pretrained", device: str | torch.device = "cpu",
-               cache_dir: str | None = None, config=None) -> SamEncoder:
-    """Build a :class:`SamEncoder`.
+def list_sam_models() -> list[SamEntry]:
+    """The SAM-family checkpoints known by short name (any ``transformers`` SAM / SAM 2 id or folder works;
+    the aliases of :data:`SAM_ALIASES` are not listed)."""
+    return list(SAM_MODELS.values())
+
+
+def resolve_sam(name: str) -> tuple[str, str | None]:
+    """A short name (:data:`SAM_MODELS`, or an alias of :data:`SAM_ALIASES`), a Hugging Face id or a local
+    folder -> ``(id or folder, family)`` (family ``None``: read from the checkpoint's config)."""
+    if not isinstance(name, str) or not name:
+        raise TypeError("a SAM name must be a non-empty string, e.g. 'sam-vit-b' or 'sam2-hiera-t'")
+    entry = SAM_MODELS.get(SAM_ALIASES.get(name, name))
+    if entry is not None:
+        return entry.hub_id, entry.family
+    if os.path.isdir(name) and not os.path.isfile(os.path.join(name, "config.json")):
+        raise ValueError(f"{name} has no config.json; save the model with save_pretrained()")
+    return name, None
+
+
+class _Loaded:
+    """The checkpoints read so far that something still holds (weakly: a model nobody uses is freed)."""
+
+    def __init__(self):
+        self.models: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self.loads = self.hits = 0
+        self.lock = threading.Lock()
+
+
+_LOADED = _Loaded()
+
+
+def sam_cache_info() -> dict:
+    """How :func:`load_sam_model` has answered so far: ``{"loads": checkpoints read, "hits": loads answered
+    with a model already in memory, "alive": models in memory}``."""
+    return {"loads": _LOADED.loads, "hits": _LOADED.hits, "alive": len(_LOADED.models)}
+
+
+def load_sam_model(name: str, *, weights: str = "pretrained", device: str | torch.device = "cpu",
+                   cache_dir: str | None = None, config=None, dynamic_multimask: bool | None = None) -> nn.Module:
+    """The ``transformers`` ``SamModel`` / ``Sam2Model`` of ``name`` (:func:`resolve_sam`), in eval mode on
+    ``device``. A checkpoint is read once: while any caller holds its model, loading the same name (or
+    alias, hub id, folder) with the same ``device``, ``cache_dir`` and ``dynamic_multimask`` returns that
+    very model (:func:`sam_cache_info` counts the reads).
 
     Args:
-        name: ``"sam-b"``, ``"sam-l"``, ``"sam-h"`` (:data:`SAM_MODELS`), a hub id (``facebook/sam-vit-base``)
-            or a local folder saved with ``SamModel.save_pretrained``.
-        weights: ``"pretrained"`` (the hub cache, downloaded when online) or ``"random"`` (with ``config``,
-            a ``transformers.SamConfig``, for tiny test models).
+        weights: ``"pretrained"`` (the hub cache, downloaded when online, or the folder) or ``"random"``
+            (built from ``config``, a ``SamConfig`` or ``Sam2Config``, default ``SamConfig()``; never shared).
+        dynamic_multimask: overrides SAM 2's ``mask_decoder_config.dynamic_multimask_via_stability`` (the
+            official builder sets it only with ``apply_postprocessing=True``; CorrCLIP builds with
+            ``False``); SAM has no such setting, so it is ignored there.
     """
     try:
-        from transformers import SamConfig, SamModel
+        import transformers
     except ImportError as e:
-        raise ImportError("SAM needs transformers: `pip install transformers`") from e
-    if not isinstance(name, str) or not name:
-        raise TypeError("a SAM name must be a non-empty string, e.g. 'sam-b'")
-    source = SAM_MODELS.get(name, name)
+        raise ImportError("SAM and SAM 2 need transformers: pip install 'gemseg[hf]'") from e
+    source, _ = resolve_sam(name)
     if weights == "random":
-        torch_config = config if config is not None else SamConfig()
-        return SamEncoder(SamModel(torch_config), name=name, pretrained=None).to(device)
+        config = config if config is not None else transformers.SamConfig()
+        cls = transformers.SamModel if config.model_type == "sam" else transformers.Sam2Model
+        return cls(config).to(device).eval()
     if weights != "pretrained":
         raise ValueError(f"SAM weights must be 'pretrained' or 'random', got {weights!r}")
-    try:
-        model = SamModel.from_pretrained(source, cache_dir=cache_dir, attn_implementation="eager")
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        offline = " (offline mode is on: HF_HUB_OFFLINE=1)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
-        from ..errors import WeightsUnavailableError
+    where = (os.path.abspath(source) if os.path.isdir(source) else source, str(torch.device(device)), cache_dir)
+    with _LOADED.lock:
+        plain = _LOADED.models.get((*where, None))  # SAM (no dynamic_multimask to override) is kept under None
+        model = plain if plain is not None and plain.config.model_type == "sam" else \
+            _LOADED.models.get((*where, dynamic_multimask))
+        if model is not None:
+            _LOADED.hits += 1
+            return model
+        model = _read(name, source, cache_dir, dynamic_multimask).to(device).eval()
+        _LOADED.models[(*where, None if model.config.model_type == "sam" else dynamic_multimask)] = model
+        _LOADED.loads += 1
+        return model
 
-        raise WeightsUnavailableError(
-            f"cannot load SAM {name} ({source}){offline}: {first[:200]}. Put the Hugging Face weights in the hub "
-            "cache (HF_HOME) or pass a folder saved with SamModel.save_pretrained()") from e
-    return SamEncoder(model, name=name, pretrained=source).to(device)
+
+def _read(name: str, source: str, cache_dir: str | None, dynamic_multimask: bool | None) -> nn.Module:
+    import transformers
+
+    from .weights import weights_unavailable
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(source, cache_dir=cache_dir)
+        if config.model_type == "sam":  # transformers' default attention: SamEncoder recomputes the last block itself
+            return transformers.SamModel.from_pretrained(source, config=config, cache_dir=cache_dir)
+        if dynamic_multimask is not None and hasattr(config, "mask_decoder_config"):
+            config.mask_decoder_config.dynamic_multimask_via_stability = bool(dynamic_multimask)
+        return transformers.Sam2Model.from_pretrained(source, config=config, cache_dir=cache_dir)
+    except (OSError, ValueError) as e:  # not cached offline / not on the hub / unreadable folder
+        raise weights_unavailable(f"SAM model {name} ({source})", "hf", e) from e
+
+
+def create_sam(name: str = "sam-vit-b", *, weights: str = "pretrained", device: str | torch.device = "cpu",
+               cache_dir: str | None = None, config=None) -> SamEncoder:
+    """A :class:`SamEncoder` on the model :func:`load_sam_model` gives for ``name`` (a SAM, not SAM 2:
+    ``"sam-vit-b"``, ``"sam-vit-l"``, ``"sam-vit-h"``, their aliases ``"sam-b"``, ``"sam-l"``, ``"sam-h"``,
+    a hub id or a folder saved with ``SamModel.save_pretrained``); ``weights="random"`` with ``config`` (a
+    ``transformers.SamConfig``) for tiny test models."""
+    model = load_sam_model(name, weights=weights, device=device, cache_dir=cache_dir, config=config)
+    if model.config.model_type != "sam":
+        raise ValueError(f"{name} is a SAM 2 checkpoint; Trident's encoder and the 'sam-prompts' refiner need a "
+                         "SAM one (sam-vit-b, sam-vit-l, sam-vit-h)")
+    return SamEncoder(model, name=name, pretrained=None if weights == "random" else resolve_sam(name)[0])

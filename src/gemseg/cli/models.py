@@ -68,9 +68,9 @@ def _table_cache() -> str:
     except PackageNotFoundError:
         open_clip_version = "none"
     here = os.path.dirname(backbones.__file__)
-    stats = [os.stat(os.path.join(here, f)) for f in ("__init__.py", "open_clip.py", "vfm.py")]
+    stats = [os.stat(os.path.join(here, f)) for f in ("__init__.py", "open_clip.py", "vfm.py", "sam.py")]
     stats += [os.stat(os.path.join(os.path.dirname(here), "masks", f)) for f in sorted(os.listdir(
-        os.path.join(os.path.dirname(here), "masks"))) if f.endswith(".py")]  # the mask generators' list
+        os.path.join(os.path.dirname(here), "masks"))) if f.endswith(".py")]  # the SAM registry (backbones/sam.py) and the mask generators
     key = hashlib.sha1(repr([(st.st_size, st.st_mtime_ns) for st in stats]).encode()).hexdigest()[:12]
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(root, "gemseg", f"models-{__version__}-open_clip-{open_clip_version}-{key}.json")
@@ -223,7 +223,8 @@ def main(args: argparse.Namespace) -> int:
     widths = [max(len(c[i]) for c in cells + [head]) for i in range(4)]
     clip = [c for c in cells if c[0] not in ("vfm", "masks")]
     groups = [("vfm", "Vision foundation models without text (--method proxyclip --proxy MODEL; PRETRAINED is timm's):"),
-              ("masks", "Mask generators (--masks MODEL; PRETRAINED is the Hugging Face id):")]
+              ("masks", "Mask generators (--masks MODEL; the sam-vit-* rows are also Trident's SAM, "
+                        "--proxy-settings sam=MODEL; PRETRAINED is the Hugging Face id):")]
     for c in [head] + clip:
         print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
     for kind, title in groups:  # each in its own group

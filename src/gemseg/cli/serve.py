@@ -11,8 +11,9 @@ from .report import CLIError, Reporter, one_line
 DESCRIPTION = """\
 Serve the web demo (Gradio) on http://HOST:PORT/: upload, paste or take a picture, type prompts
 separated by commas, and get one heatmap per prompt or a segmentation (the background rules of
-`gemseg segment`), with examples to click. The model is loaded once; GEM depth, iterations and the
-method can change per request on the same weights. Requests wait in a bounded queue; its API is
+`gemseg segment`), with examples to click. The model is loaded once; GEM depth, iterations, the
+method and the masks (none, the --masks source, or it and the masks refiner) can change per request
+on the same weights. Requests wait in a bounded queue; its API is
 what `gradio_client` calls (endpoint /run). Needs `pip install 'gemseg[demo]'`.
 
 NO AUTHENTICATION by default: anyone who can reach HOST:PORT can use the server. Keep --host on

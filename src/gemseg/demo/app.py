@@ -91,6 +91,8 @@ def build_app(model, *, settings: Settings = Settings()):
                                       label="GEM depth (the last depth-1 blocks get the GEM path)")
                     iterations = raw(gr.Slider)(0, settings.limits.max_iterations, value=model.config.iterations,
                                            step=1, label="GEM self-self iterations", elem_id="iterations")
+                    masks = raw(gr.Radio)(logic.mask_choices(model), value=logic.default_masks(model, settings.refine),
+                                          label="class-agnostic masks (the server's --masks)", elem_id="masks")
             with gr.Column():
                 # first in the output column: above the fold on a desktop, before the outputs on a phone
                 examples = _examples(gr, settings, [image, prompts, mode])
@@ -102,7 +104,7 @@ def build_app(model, *, settings: Settings = Settings()):
                                    elem_id="segmentation", visible=False)
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="classes found (by area)", interactive=False,
                                      elem_id="classes", visible=False, wrap=True)
-        inputs = [image, prompts, mode, background, threshold, method, depth, iterations]
+        inputs = [image, prompts, mode, background, threshold, method, depth, iterations, masks]
         event = dict(fn=run, inputs=inputs, outputs=[gallery, overlay, table, status],
                      concurrency_limit=settings.concurrency)
         _wire(button, prompts, mode, examples, event, status=status, panels=[gallery, overlay, table])
@@ -117,9 +119,9 @@ def _request_handler(gr, model, settings: Settings):
 
     max_depth = len(model.backbone.blocks) + 1
 
-    def run(image, prompts, mode, background, threshold, method, depth, iterations):
+    def run(image, prompts, mode, background, threshold, method, depth, iterations, masks=None):
         try:  # every value checked by gemseg.demo.checks: the inputs hand them over raw (see raw())
-            kw = checks.request(prompts, mode, background, threshold, method, depth, iterations,
+            kw = checks.request(prompts, mode, background, threshold, method, depth, iterations, masks,
                                 methods=list_methods(), max_depth=max_depth, limits=settings.limits)
             r = logic.run(model, image, kw.pop("prompts"), kw.pop("mode"), **kw, size=settings.size,
                           limits=settings.limits, refine=settings.refine)

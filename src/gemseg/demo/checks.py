@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from .logic import MODES, DemoError, Limits
+from .logic import MASK_CHOICES, MODES, DemoError, Limits
 
 MAX_TEXT = 10_000  # characters in the prompts or background box: far beyond any vocabulary (our choice)
 
@@ -47,12 +47,13 @@ def number(value, name: str, lo: float, hi: float, *, whole: bool = False, optio
     return int(value) if whole else float(value)
 
 
-def request(prompts, mode, background, threshold, method, depth, iterations, *, methods, max_depth: int,
-            limits: Limits) -> dict:
+def request(prompts, mode, background, threshold, method, depth, iterations, masks=None, *, methods,
+            max_depth: int, limits: Limits) -> dict:
     """The checked keyword arguments of :func:`gemseg.demo.logic.run` for one request."""
     return dict(prompts=text(prompts, "prompts"), mode=choice(mode, "mode", MODES),
                 background=text(background, "the background rule", optional=True),
                 threshold=number(threshold, "threshold", 0, 1, optional=True),
                 method=choice(method, "method", methods) if method is not None else None,
                 depth=number(depth, "depth", 0, max_depth, whole=True, optional=True),
-                iterations=number(iterations, "iterations", 0, limits.max_iterations, whole=True, optional=True))
+                iterations=number(iterations, "iterations", 0, limits.max_iterations, whole=True, optional=True),
+                masks=choice(masks, "masks choice", MASK_CHOICES) if masks is not None else None)

@@ -15,6 +15,9 @@ import warnings
 from dataclasses import dataclass, field
 
 MODES = ("heatmaps", "segmentation")
+# the page's masks choice: no class-agnostic masks; the server's mask source (given at launch, --masks), for the
+# methods that need masks (corrclip); that source and the "masks" refiner (CorrCLIP's map correction) after any method
+MASK_CHOICES = ("none", "masks", "masks+refine")
 
 
 class DemoError(ValueError):
@@ -101,9 +104,64 @@ def load_upload(path, limits: Limits):
     return fit(image, output_size(*image.size, limits.max_side))
 
 
+def masks_name(model) -> str | None:
+    """What the page calls ``model``'s mask source: the generator's name (``sam-vit-b``, a hub id or a
+    folder), ``files:FOLDER``, or the source's class name; ``None`` without one."""
+    source = model.mask_source
+    if source is None:
+        return None
+    about = source.describe() if callable(getattr(source, "describe", None)) else {}
+    return about.get("model") or (f"files:{about['folder']}" if "folder" in about else type(source).__name__)
+
+
+def mask_choices(model) -> list[tuple[str, str]]:
+    """The masks choices the page offers for ``model``, as (label, value) of :data:`MASK_CHOICES`: only
+    ``"none"`` for a server started without ``--masks``."""
+    name = masks_name(model)
+    if name is None:
+        return [("none", "none")]
+    return [("none", "none"), (f"{name} (for methods that need masks: corrclip)", "masks"),
+            (f"{name} + the masks refiner (any method)", "masks+refine")]
+
+
+def default_masks(model, refine=()) -> str:
+    """The masks choice that serves ``model`` as launched: ``"none"`` without a mask source, else with the
+    ``"masks"`` refiner when the server's ``refine`` has it."""
+    if model.mask_source is None:
+        return "none"
+    return "masks+refine" if "masks" in refine else "masks"
+
+
+def request_refiners(masks: str | None, refine=()) -> tuple[str, ...]:
+    """The refiners of one segmentation: the server's ``refine``, with the ``"masks"`` refiner added by
+    ``masks="masks+refine"`` and dropped by ``masks="none"`` (``None``: the server's as they are)."""
+    refine = tuple(refine)
+    if masks == "masks+refine" and "masks" not in refine:
+        return refine + ("masks",)
+    if masks == "none":
+        return tuple(r for r in refine if r != "masks")
+    return refine
+
+
+def _check_masks(model, method: str, masks: str | None, needs_masks: bool) -> None:
+    if masks is not None and masks not in MASK_CHOICES:
+        raise DemoError(f"unknown masks choice {masks!r}; use one of {', '.join(MASK_CHOICES)}")
+    if masks not in (None, "none") and model.mask_source is None:
+        raise DemoError(f"masks {masks!r}: this server has no class-agnostic masks; start it with "
+                        "--masks SOURCE (e.g. sam-vit-b)")
+    if needs_masks and model.mask_source is None:
+        raise DemoError(f"method {method!r} needs class-agnostic masks: start the server with "
+                        f"--method {method} --proxy NAME --masks SOURCE (e.g. sam-vit-b)")
+    if needs_masks and masks == "none":
+        raise DemoError(f"method {method!r} needs class-agnostic masks: choose {masks_name(model)} under masks, "
+                        "not none")
+
+
 def model_for(model, *, method: str | None = None, depth: int | None = None, iterations: int | None = None,
-              limits: Limits = Limits()):
-    """``model`` itself, or a view sharing its weights with another method, GEM depth or iterations."""
+              masks: str | None = None, limits: Limits = Limits()):
+    """``model`` itself, or a view sharing its weights with another method, GEM depth or iterations.
+    ``masks`` (:data:`MASK_CHOICES`, ``None``: as launched) is checked against the method and the server's
+    mask source: a method that needs masks is refused with ``"none"`` or without a source."""
     from .. import list_methods
 
     changes = {}
@@ -116,17 +174,15 @@ def model_for(model, *, method: str | None = None, depth: int | None = None, ite
     method = method or model.method
     if method not in list_methods():
         raise DemoError(f"unknown method {method!r}; use one of {', '.join(list_methods())}")
-    if not changes and method == model.method:
-        return model
     from ..methods import get_method
 
     fn = get_method(method)
+    _check_masks(model, method, masks, "masks" in fn.needs)
+    if not changes and method == model.method:
+        return model
     if "proxy" in fn.needs and model.proxy is None:  # another method's holder of a VFM is re-held by variant()
         raise DemoError(f"method {method!r} needs a proxy vision model: start the server with "
                         f"--method {method} --proxy NAME")
-    if "masks" in get_method(method).needs and model.mask_source is None:
-        raise DemoError(f"method {method!r} needs class-agnostic masks: start the server with "
-                        f"--method {method} --proxy NAME --masks SOURCE (e.g. sam-vit-b)")
     try:
         return model.variant(method=method, **changes)  # a proxy-free method drops the model's proxy
     except (ValueError, TypeError) as e:  # e.g. a depth the backbone has no blocks for, or a proxy of another kind
@@ -136,7 +192,7 @@ def model_for(model, *, method: str | None = None, depth: int | None = None, ite
 def run(model, image_path, prompts: str, mode: str = "heatmaps", *, background: str = "auto",
         threshold: float | None = None, method: str | None = None, depth: int | None = None,
         iterations: int | None = None, size: tuple[int, int] = (448, 448), limits: Limits = Limits(),
-        refine: tuple[str, ...] = ()) -> Result:
+        refine: tuple[str, ...] = (), masks: str | None = None) -> Result:
     """One request: heatmaps (one per prompt) or a segmentation (prompts are classes) of one picture.
 
     Args:
@@ -150,13 +206,18 @@ def run(model, image_path, prompts: str, mode: str = "heatmaps", *, background: 
             background; 0 turns it off, ``None`` takes the rule's default.
         size: (height, width) the model sees.
         refine: segmentation only: refiners of the scores before labelling (``gemseg.refiners`` names).
+        masks: the page's masks choice (:data:`MASK_CHOICES`; ``None``: the server's as launched):
+            ``"masks+refine"`` adds the ``"masks"`` refiner to ``refine``, ``"none"`` drops it.
     Raises:
         DemoError: bad picture, no or too many prompts, unknown mode or method, impossible settings.
     """
     if mode not in MODES:
         raise DemoError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     names, notes = parse_prompts(prompts, limits.max_prompts)
-    view = model_for(model, method=method, depth=depth, iterations=iterations, limits=limits)
+    view = model_for(model, method=method, depth=depth, iterations=iterations, masks=masks, limits=limits)
+    refine = request_refiners(masks, refine)
+    if mode == "heatmaps" and masks == "masks+refine":
+        notes.append("the masks refiner changes segmentations only; heatmaps are shown unrefined")
     image = load_upload(image_path, limits)
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:  # e.g. a method that ignores a GEM setting

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from ..backbones.sam import list_sam_models
 from .amg import CORRCLIP_AMG, AMGConfig, generate_masks
 from .base import MaskError, MaskSet, resize_label_map
 from .sam import MASK_MODELS, MaskModelEntry, SamPrompter, load_prompter, resolve_mask_model
@@ -15,8 +16,9 @@ from .sources import CachedMasks, FileMasks, MaskGenerator, label_maps
 
 
 def list_mask_models() -> list[MaskModelEntry]:
-    """The SAM-family checkpoints known by short name (any ``transformers`` SAM / SAM 2 id or folder works)."""
-    return list(MASK_MODELS.values())
+    """The SAM-family checkpoints known by short name (:func:`gemseg.backbones.sam.list_sam_models`; any
+    ``transformers`` SAM / SAM 2 id or folder works)."""
+    return list_sam_models()
 
 
 def create_mask_source(spec: str, *, device="cpu", settings: AMGConfig | None = None,

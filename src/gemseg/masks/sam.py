@@ -17,13 +17,12 @@ automatic generator (:mod:`.amg`) follow the official code, not ``transformers``
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from ..backbones.sam import SAM_MODELS, SamEntry, load_sam_model, resolve_sam
 
 SAM_MEAN = (123.675, 116.28, 103.53)  # segment_anything/modeling/sam.py Sam.pixel_mean
 SAM_STD = (58.395, 57.12, 57.375)  # segment_anything/modeling/sam.py Sam.pixel_std
@@ -31,28 +30,8 @@ SAM2_MEAN = (0.485, 0.456, 0.406)  # sam2/utils/transforms.py SAM2Transforms.mea
 SAM2_STD = (0.229, 0.224, 0.225)  # sam2/utils/transforms.py SAM2Transforms.std
 
 
-@dataclass(frozen=True)
-class MaskModelEntry:
-    """A known SAM-family checkpoint: short name, Hugging Face id, family."""
-
-    name: str
-    hub_id: str
-    family: str  # "sam" or "sam2"
-
-
-MASK_MODELS: dict[str, MaskModelEntry] = {e.name: e for e in (
-    MaskModelEntry("sam-vit-b", "facebook/sam-vit-base", "sam"),
-    MaskModelEntry("sam-vit-l", "facebook/sam-vit-large", "sam"),
-    MaskModelEntry("sam-vit-h", "facebook/sam-vit-huge", "sam"),
-    MaskModelEntry("sam2-hiera-t", "facebook/sam2-hiera-tiny", "sam2"),
-    MaskModelEntry("sam2-hiera-s", "facebook/sam2-hiera-small", "sam2"),
-    MaskModelEntry("sam2-hiera-b+", "facebook/sam2-hiera-base-plus", "sam2"),
-    MaskModelEntry("sam2-hiera-l", "facebook/sam2-hiera-large", "sam2"),  # CorrCLIP's sam2_hiera_large
-    MaskModelEntry("sam2.1-hiera-t", "facebook/sam2.1-hiera-tiny", "sam2"),
-    MaskModelEntry("sam2.1-hiera-s", "facebook/sam2.1-hiera-small", "sam2"),
-    MaskModelEntry("sam2.1-hiera-b+", "facebook/sam2.1-hiera-base-plus", "sam2"),
-    MaskModelEntry("sam2.1-hiera-l", "facebook/sam2.1-hiera-large", "sam2"),
-)}
+MaskModelEntry = SamEntry  # the registry is gemseg.backbones.sam's (one set of names for every SAM user)
+MASK_MODELS = SAM_MODELS
 
 
 def _family_of(model) -> str:
@@ -129,37 +108,18 @@ def _stat(values, like: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_mask_model(name: str) -> tuple[str, str | None]:
-    """A short name (:data:`MASK_MODELS`), a Hugging Face id or a local folder -> ``(id or folder, family)``
-    (family ``None``: read from the checkpoint's config)."""
-    if not isinstance(name, str) or not name:
-        raise TypeError("a mask model name must be a non-empty string, e.g. 'sam-vit-b'")
-    if name in MASK_MODELS:
-        return MASK_MODELS[name].hub_id, MASK_MODELS[name].family
-    if os.path.isdir(name) and not os.path.isfile(os.path.join(name, "config.json")):
-        raise ValueError(f"{name} has no config.json; save the model with save_pretrained()")
-    return name, None
+    """:func:`gemseg.backbones.sam.resolve_sam`: a short name, alias, hub id or folder -> ``(id or folder,
+    family)``."""
+    return resolve_sam(name)
 
 
 def load_prompter(name: str, *, device="cpu", cache_dir: str | None = None,
                   dynamic_multimask: bool | None = None) -> SamPrompter:
-    """Load a SAM / SAM 2 checkpoint (short name, hub id or folder) as a :class:`SamPrompter`.
+    """A SAM / SAM 2 checkpoint (short name, hub id or folder) as a :class:`SamPrompter`, its model from
+    :func:`gemseg.backbones.sam.load_sam_model` (shared with any other user of the same checkpoint).
 
     ``dynamic_multimask`` overrides SAM 2's ``mask_decoder_config.dynamic_multimask_via_stability`` (the
     official builder sets it only with ``apply_postprocessing=True``; CorrCLIP builds with ``False``).
     """
-    try:
-        import transformers
-    except ImportError as e:
-        raise ImportError("mask generators need transformers: pip install 'gemseg[hf]'") from e
-    source, _ = resolve_mask_model(name)
-    from ..backbones.weights import weights_unavailable
-
-    try:
-        config = transformers.AutoConfig.from_pretrained(source, cache_dir=cache_dir)
-        if dynamic_multimask is not None and hasattr(config, "mask_decoder_config"):
-            config.mask_decoder_config.dynamic_multimask_via_stability = bool(dynamic_multimask)
-        cls = transformers.SamModel if config.model_type == "sam" else transformers.Sam2Model
-        model = cls.from_pretrained(source, config=config, cache_dir=cache_dir)
-    except OSError as e:  # not cached offline / not on the hub / unreadable folder
-        raise weights_unavailable(f"mask model {name} ({source})", "hf", e) from e
-    return SamPrompter(model.to(device), name=name, source=source)
+    model = load_sam_model(name, device=device, cache_dir=cache_dir, dynamic_multimask=dynamic_multimask)
+    return SamPrompter(model, name=name, source=resolve_sam(name)[0])

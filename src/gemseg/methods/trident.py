@@ -34,7 +34,7 @@ from ..config import GEMConfig
 from .baselines import trunk
 
 DEFAULT_PROXY = "dino-b16"  # trident.py:48 torch.hub.load('facebookresearch/dino:main', 'dino_vitb16')
-DEFAULT_SAM = "sam-b"  # configs/base_config.py:16 sam_model_type='vit_b' (sam_vit_b_01ec64.pth, line 2)
+DEFAULT_SAM = "sam-vit-b"  # configs/base_config.py:16 sam_model_type='vit_b' (sam_vit_b_01ec64.pth, line 2)
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class TridentConfig:
     max_thresh: float = 0.9  # open_clip/transformer.py:653 thresholds above 0.9 become 0.9
     proxy_threshold: float = 0.0  # open_clip/transformer.py:572 similarity < 0.0 -> -inf
     split_halves: bool = False  # trident.py:141 Cityscapes: SAM sees the left and right halves apart
-    sam: str = DEFAULT_SAM  # which SAM (create_sam name); its weights follow proxy_weights
+    sam: str = DEFAULT_SAM  # which SAM (gemseg.backbones.sam name; alias sam-b); its weights follow proxy_weights
 
     def __post_init__(self):
         for name in ("beta", "gamma", "cos_fac", "neg_thresh", "max_thresh", "proxy_threshold"):
