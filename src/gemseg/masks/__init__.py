@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from ..backbones.sam import list_sam_models
-from .amg import AMGConfig, generate_masks
+from .amg import CORRCLIP_AMG, AMGConfig, generate_masks
 from .base import MaskError, MaskSet, resize_label_map
 from .sam import MASK_MODELS, MaskModelEntry, SamPrompter, load_prompter, resolve_mask_model
 from .sources import CachedMasks, FileMasks, MaskGenerator, label_maps
@@ -46,6 +46,6 @@ def create_mask_source(spec: str, *, device="cpu", settings: AMGConfig | None = 
     return CachedMasks(source, cache) if cache is not None else source
 
 
-__all__ = ["MaskSet", "MaskError", "AMGConfig", "MaskGenerator", "FileMasks", "CachedMasks", "SamPrompter", "MASK_MODELS",
+__all__ = ["MaskSet", "MaskError", "AMGConfig", "CORRCLIP_AMG", "MaskGenerator", "FileMasks", "CachedMasks", "SamPrompter", "MASK_MODELS",
            "MaskModelEntry", "create_mask_source", "list_mask_models", "load_prompter", "generate_masks",
            "resolve_mask_model", "resize_label_map", "label_maps"]
