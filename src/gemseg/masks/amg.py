@@ -17,7 +17,7 @@ the official generators (segment-anything 1.0, sam2 1.1.0) on the same weights a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from itertools import product
 from typing import Protocol
 
@@ -84,6 +84,22 @@ class AMGConfig:
 # (min_mask_region_area 0, use_m2m False, crop_n_layers 0, box NMS 0.7, output_mode "binary_mask")
 CORRCLIP_AMG = AMGConfig(points_per_side=8, pred_iou_thresh=0.4, stability_score_thresh=0.4, multimask_output=False,
                          dynamic_multimask=False)
+
+
+def amg_settings(value: AMGConfig | dict | None, *, defaults: AMGConfig) -> AMGConfig:
+    """``value`` as an :class:`AMGConfig`: itself, ``defaults`` when None, or ``defaults`` with a dict's
+    fields replaced (an unknown field name is refused, naming the valid ones)."""
+    if value is None:
+        return defaults
+    if isinstance(value, AMGConfig):
+        return value
+    if not isinstance(value, dict):
+        raise TypeError(f"mask settings must be an AMGConfig or a dict of its fields, got {type(value).__name__}")
+    known = [f.name for f in fields(AMGConfig)]
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"unknown mask generator setting(s) {', '.join(unknown)}; valid: {', '.join(known)}")
+    return replace(defaults, **value)
 
 
 class Prompter(Protocol):
