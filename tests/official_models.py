@@ -102,3 +102,21 @@ def hf_sam2_config(dynamic: bool = True):
     dc = Sam2MaskDecoderConfig(hidden_size=32, mlp_dim=2048, num_hidden_layers=2, num_attention_heads=8,
                                iou_head_hidden_dim=256, iou_head_depth=3, dynamic_multimask_via_stability=dynamic)
     return Sam2Config(vision_config=vc.to_dict(), prompt_encoder_config=pc.to_dict(), mask_decoder_config=dc.to_dict())
+
+
+def shift_sam_logits(model, shift: float):
+    """Add ``shift`` to every mask logit of a segment-anything ``Sam``, in its weights: the last upscaling
+    layer's channel 0 becomes the constant GELU(3), and each hypernetwork's output 0 the constant
+    ``shift / GELU(3)`` (their product is the logits' sum over channels). A negative shift leaves small
+    masks around the logits' peaks, which survive the crops' edge filter, so the NMS across crops has
+    duplicates to choose between. Returns ``model``."""
+    decoder = model.mask_decoder
+    with torch.no_grad():
+        up = decoder.output_upscaling[3]  # ConvTranspose2d(d/4, d/8): weight (in, out, 2, 2)
+        up.weight[:, 0] = 0
+        up.bias[0] = 3.0
+        level = torch.nn.functional.gelu(torch.tensor(3.0))
+        for mlp in decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight[0] = 0
+            mlp.layers[-1].bias[0] = shift / level
+    return model

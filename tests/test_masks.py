@@ -97,14 +97,62 @@ def ref_generate(prompter, image, cfg, iou_thresh):
     return kept
 
 
+def ref_components(mask):
+    """8-connected components of a [H, W] bool tensor by breadth-first search: a list of pixel lists."""
+    H, W = mask.shape
+    seen, comps = set(), []
+    for y in range(H):
+        for x in range(W):
+            if not mask[y, x] or (y, x) in seen:
+                continue
+            comp, todo = [], [(y, x)]
+            seen.add((y, x))
+            while todo:
+                cy, cx = todo.pop()
+                comp.append((cy, cx))
+                for ny in range(max(cy - 1, 0), min(cy + 2, H)):
+                    for nx in range(max(cx - 1, 0), min(cx + 2, W)):
+                        if mask[ny, nx] and (ny, nx) not in seen:
+                            seen.add((ny, nx))
+                            todo.append((ny, nx))
+            comps.append(comp)
+    return comps
+
+
+def ref_fill(mask, area):
+    """Holes, then islands, of fewer than ``area`` pixels (remove_small_regions): (new mask, changed)."""
+    mask = mask.clone()
+    small = [c for c in ref_components(~mask) if len(c) < area]
+    for c in small:
+        for y, x in c:
+            mask[y, x] = True
+    islands = ref_components(mask)
+    tiny = [len(c) < area for c in islands]
+    if any(tiny):
+        big = [c for c, t in zip(islands, tiny) if not t] or [max(islands, key=len)]
+        mask = torch.zeros_like(mask)
+        for c in big:
+            for y, x in c:
+                mask[y, x] = True
+    return mask, bool(small) or any(tiny)
+
+
+def ref_postprocess(kept, area, thr):
+    """postprocess_small_regions on ref_generate's output: every mask filled, then NMS preferring unchanged:
+    [(mask, iou, changed)]."""
+    new = [(ref_fill(m, area), iou) for m, iou, _, _ in kept]
+    keep = ref_nms([ref_box(m) for (m, _), _ in new], [0.0 if ch else 1.0 for (_, ch), _ in new], thr)
+    return [(new[i][0][0], new[i][1], new[i][0][1]) for i in keep]  # (mask, iou, changed)
+
+
 class DiscPrompter:
     """A synthetic prompter: for point (x, y), K = 3 nested discs around it as logits (radius - distance,
     plus a fixed texture), with a predicted IoU that varies with the point."""
 
     family = "sam"
 
-    def __init__(self, radii=(4.0, 9.0, 16.0)):
-        self.radii = radii
+    def __init__(self, radii=(4.0, 9.0, 16.0), texture: float = 0.8):
+        self.radii, self.texture = radii, texture  # texture > 1: holes and specks near the rims
         self.embedded = 0
 
     def embed(self, image):
@@ -114,7 +162,7 @@ class DiscPrompter:
     def predict(self, state, points, *, multimask):
         h, w = state
         ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-        texture = torch.sin(xs * 0.7) * torch.cos(ys * 0.5) * 0.8
+        texture = torch.sin(xs * 0.7) * torch.cos(ys * 0.5) * self.texture
         radii = self.radii if multimask else self.radii[1:2]
         out, ious = [], []
         for x, y in points.tolist():
@@ -167,6 +215,23 @@ def test_generator_matches_plain_pipeline_on_synthetic_prompter(cfg):
     for i, (m, iou, _, _) in enumerate(ref):
         assert torch.equal(got.masks[i], m)
         assert abs(float(got.scores[i]) - iou) < 1e-6  # float32 scores
+
+
+@pytest.mark.parametrize("area,nms,drops", [(3, 0.5, False), (6, 0.7, True), (25, 0.7, True)])
+def test_small_region_removal_matches_plain_loops_on_synthetic_prompter(area, nms, drops):
+    rng = np.random.default_rng(3)
+    image = (rng.random((40, 64, 3)) * 255).astype(np.uint8)
+    cfg = AMGConfig(points_per_side=5, stability_score_thresh=0.0, pred_iou_thresh=0.0, box_nms_thresh=nms,
+                    min_mask_region_area=area)
+    got = generate_masks(DiscPrompter(texture=3.0), image, cfg)  # discs with holes and specks
+    before = ref_generate(DiscPrompter(texture=3.0), image, cfg, 0.0)
+    ref = ref_postprocess(before, area, nms)
+    assert len(got) == len(ref) > 0
+    for i, (m, iou, _) in enumerate(ref):
+        assert torch.equal(got.masks[i], m)
+        assert abs(float(got.scores[i]) - iou) < 1e-6
+    assert any(changed for _, _, changed in ref)  # the post-processing did something
+    assert (len(ref) < len(before)) == drops  # and its NMS dropped new duplicates where the case says so
 
 
 @needs_hf
@@ -282,6 +347,9 @@ def test_bad_settings_and_images_are_refused():
         AMGConfig(points_per_side=0)
     with pytest.raises(ValueError, match="box_nms_thresh"):
         AMGConfig(box_nms_thresh=1.5)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="min_mask_region_area"):
+            AMGConfig(min_mask_region_area=bad)
     with pytest.raises(ValueError, match="RGB uint8"):
         generate_masks(DiscPrompter(), np.zeros((4, 4), np.uint8))
     with pytest.raises(ValueError, match="masks must be"):

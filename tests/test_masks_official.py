@@ -10,11 +10,14 @@ regions), so box NMS at the usual thresholds leaves a handful of masks; the sett
 ``box_nms_thresh=1.0`` (no suppression: every mask that passes the IoU, stability and crop-edge filters is
 compared, 25 to 130 of them), with thresholds set inside the spread of these models' predicted IoUs and
 stability scores so that the filters keep some masks of an output and drop others, next to NMS at 0.7 - 0.98
-and one or two crop layers.
+and one or two crop layers. Further: the small-region removal (``min_mask_region_area``, against the official
+generator and OpenCV), CorrCLIP's own SAM 2 call, and the NMS across crops on a model whose logits are shifted
+so that crops keep masks.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 
 import numpy as np
@@ -207,6 +210,11 @@ def test_generator_equals_the_official_generator(request, family, seed, size, se
         _tiny(generator.predictor)
         official = generator.generate(image)
     ours = generate_masks(SamPrompter(hf, name="tiny", source=None), image, AMGConfig(**settings))
+    _assert_same_masks(official, ours)
+
+
+def _assert_same_masks(official: list[dict], ours):
+    """The official generator's records and gemseg's MaskSet hold the same masks, scores and boxes."""
     assert len(ours) == len(official) > 0
     ref_masks = torch.from_numpy(np.stack([r["segmentation"] for r in official]))  # (M, H, W) bool
     ref_scores = torch.tensor([r["predicted_iou"] for r in official])
@@ -225,6 +233,44 @@ def test_generator_equals_the_official_generator(request, family, seed, size, se
     assert torch.allclose(torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1), ref_boxes, atol=1)
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_corrclip_settings_equal_corrclips_official_call(sam2_amg, seed):
+    """CORRCLIP_AMG against CorrCLIP's own call (corrclip_segmentor.py:264-272): SAM 2 built without
+    apply_postprocessing (no dynamic multimask), 8 points per side, IoU and stability 0.4, one mask per
+    point. Every IoU and stability score here lies >= 0.017 from 0.4, float noise cannot tip them."""
+    from gemseg.masks.amg import CORRCLIP_AMG
+
+    sam, hf = _pair(seed, "sam2", dynamic=False)
+    image = _image(seed, (96, 144))
+    generator = sam2_amg.SAM2AutomaticMaskGenerator(model=sam, points_per_side=8, pred_iou_thresh=0.4,
+                                                    stability_score_thresh=0.4, multimask_output=False)
+    _tiny(generator.predictor)
+    _assert_same_masks(generator.generate(image), generate_masks(SamPrompter(hf, name="tiny", source=None), image,
+                                                                 CORRCLIP_AMG))
+
+
+def test_nms_across_crops_equals_the_official_generator(sa):
+    """Masks found in the whole image and again in a crop: the NMS across crops keeps the crop's. Logits
+    shifted by -12 (official_models.shift_sam_logits) leave small masks that keep clear of the crops' inner
+    edges; here stability scores lie >= 0.013 from the threshold and the box IoUs the NMS across crops
+    compares >= 0.033 from 0.7."""
+    from transformers import SamModel
+
+    from official_models import hf_sam_config, official_sam, shift_sam_logits
+
+    sam = shift_sam_logits(official_sam(1), -12.0)
+    hf = load_into(SamModel(hf_sam_config()), sam_state_dict_to_hf(sam.state_dict())).eval()
+    image = _image(1, (192, 288))
+    settings = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.05, box_nms_thresh=0.98,
+                    crop_n_layers=1)
+    official = sa.SamAutomaticMaskGenerator(sam, output_mode="binary_mask", **settings).generate(image)
+    prompter = SamPrompter(hf, name="tiny", source=None)
+    _assert_same_masks(official, generate_masks(prompter, image, AMGConfig(**settings)))
+    every = generate_masks(prompter, image, AMGConfig(**settings, crop_nms_thresh=1.0))  # no NMS across crops
+    assert len(every) > len(official)  # the NMS across crops removed duplicates
+    assert any(r["crop_box"] != [0, 0, 288, 192] for r in official)  # and masks of crops are among those kept
+
+
 def _match(ref: torch.Tensor, got: torch.Tensor) -> torch.Tensor:
     """[M] index into ``got`` of the mask that best matches each of ``ref`` ([M, H, W] bool each), looked for
     at the same rank or one off (two near-equal scores may swap places); the same rank wins a tie, which
@@ -236,3 +282,101 @@ def _match(ref: torch.Tensor, got: torch.Tensor) -> torch.Tensor:
     band = (rank[:, None] - rank[None]).abs()
     iou = torch.where(band <= 1, iou, -1.0) + 1e-6 * (band == 0)
     return iou.argmax(dim=1)
+
+
+@pytest.fixture(scope="module")
+def cv2():
+    return _require("cv2")  # the official small-region removal needs it (segment_anything/utils/amg.py)
+
+
+def test_connected_components_and_small_regions_equal_opencv_and_the_official_function(sa, cv2):
+    from segment_anything.utils.amg import remove_small_regions as official
+
+    from gemseg.masks.regions import connected_components, remove_small_regions
+
+    rng = np.random.default_rng(0)
+    for t in range(400):  # random densities: from isolated pixels to one region with pinholes
+        H, W = (int(v) for v in rng.integers(1, 48, 2))
+        mask = rng.random((H, W)) < rng.random()
+        labels, sizes = connected_components(mask)
+        n, ref_labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
+        assert np.array_equal(labels, ref_labels) and np.array_equal(sizes, stats[1:, -1])  # OpenCV's numbering too
+        for mode in ("holes", "islands"):
+            for area in (1, 2, 3, 10, 60):
+                got, changed = remove_small_regions(mask, area, mode)
+                want, ref_changed = official(mask, area, mode)
+                assert changed == ref_changed and np.array_equal(got, want), (t, mode, area)
+    yy, xx = np.mgrid[:300, :400]
+    disc = np.hypot(yy - 150, xx - 200) < 120
+    hole = np.hypot(yy - 150, xx - 200) <= 3  # 29 pixels
+    filled, changed = remove_small_regions(disc & ~hole, int(hole.sum()) + 1, "holes")
+    assert changed and np.array_equal(filled, disc)  # the hole joins the mask, the outside (large) does not
+    assert not remove_small_regions(disc & ~hole, int(hole.sum()), "holes")[1]  # "smaller than", not "up to"
+
+
+# (seed, image size, settings, min_mask_region_area, whether its NMS must drop masks). Every hole and island
+# of every mask lies >= 4 pixels from the area (asserted below), so a pixel flipped by float noise cannot
+# move a region across it
+SMALL_REGIONS = [
+    (6, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.11, stability_score_thresh=0.55, box_nms_thresh=1.0), 600,
+     False),
+    (2, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.145, stability_score_thresh=0.5, box_nms_thresh=1.0), 250,
+     False),
+    (4, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.05, box_nms_thresh=0.98), 150,
+     True),
+    (5, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.05, box_nms_thresh=0.98), 150,
+     True),
+    # its NMS takes the larger of the two NMS thresholds: crop_nms_thresh 1.0 (no crops here) keeps all 8
+    (4, (96, 144), dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.05, box_nms_thresh=0.98,
+                        crop_nms_thresh=1.0), 150, False),
+]
+
+
+@pytest.mark.parametrize("seed,size,settings,area,drops", SMALL_REGIONS)
+def test_small_region_removal_equals_the_official_generator(sa, cv2, seed, size, settings, area, drops):
+    from gemseg.masks.regions import connected_components, remove_small_regions
+
+    sam, hf = _pair(seed)
+    image = _image(seed, size)
+    official = sa.SamAutomaticMaskGenerator(sam, output_mode="binary_mask", min_mask_region_area=area,
+                                            **settings).generate(image)
+    prompter = SamPrompter(hf, name="tiny", source=None)
+    ours = generate_masks(prompter, image, AMGConfig(**settings, min_mask_region_area=area))
+    _assert_same_masks(official, ours)
+    before = generate_masks(prompter, image, AMGConfig(**settings)).masks.numpy()  # (M, H, W) no post-processing
+    for m in before:
+        filled = remove_small_regions(m, area, "holes")[0]
+        sizes = np.concatenate([connected_components(~m)[1], connected_components(filled)[1]])
+        assert np.abs(sizes - area).min() >= 4
+    kept = [any(np.array_equal(m, b) for b in before) for m in ours.masks.numpy()]
+    assert not all(kept)  # the post-processing changed masks: the comparison is not vacuous
+    assert (len(ours) < len(before)) == drops  # its NMS dropped new duplicates where the case says so
+    first_changed = kept.index(False)
+    assert not any(kept[first_changed:])  # unchanged masks first: they won the NMS (score 1 against 0)
+
+
+def test_small_region_removal_is_refused_for_sam2_whose_generator_means_something_else(sam2_amg):
+    """sam2 1.1.0 hands min_mask_region_area to its image predictor (max_hole_area / max_sprinkle_area: hole
+    filling on the 256-pixel logits with its CUDA extension) and never calls postprocess_small_regions; without
+    the extension (scripts/setup.sh builds none) it warns and skips the step, so here it changes nothing."""
+    from gemseg.masks import MaskGenerator
+
+    sam, hf = _pair(4, "sam2")
+    image = _image(4, (96, 144))
+    prompter = SamPrompter(hf, name="tiny", source=None)
+    for refuse in (lambda: generate_masks(prompter, image, AMGConfig(min_mask_region_area=200)),
+                   lambda: MaskGenerator(prompter, AMGConfig(min_mask_region_area=200))):
+        with pytest.raises(ValueError, match="min_mask_region_area is not reproduced for SAM 2"):
+            refuse()
+    if importlib.util.find_spec("sam2._C") is not None:
+        return  # the CUDA extension is built: the official step runs, and is what gemseg refuses above
+    settings = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.3, box_nms_thresh=0.98)
+    with pytest.warns(UserWarning, match="Skipping the post-processing"):
+        generator = sam2_amg.SAM2AutomaticMaskGenerator(sam, min_mask_region_area=200, **settings)
+        _tiny(generator.predictor)
+        with_area = generator.generate(image)
+    reference = sam2_amg.SAM2AutomaticMaskGenerator(sam, **settings)
+    _tiny(reference.predictor)
+    reference = reference.generate(image)
+    assert len(with_area) == len(reference) > 0
+    assert all(np.array_equal(a["segmentation"], b["segmentation"]) for a, b in zip(with_area, reference))

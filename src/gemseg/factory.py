@@ -62,7 +62,9 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
         masks: where class-agnostic masks come from, for ``method="corrclip"`` and the ``"masks"`` refiner: a
             SAM / SAM 2 name (``"sam2-hiera-l"``, ``gemseg models --backend masks``), hub id or folder, a
             folder of mask files (``"files:FOLDER"``), or a source from :func:`gemseg.masks.create_mask_source`.
-        mask_settings: the generator's :class:`gemseg.masks.AMGConfig` (default: the official defaults).
+        mask_settings: the generator's :class:`gemseg.masks.AMGConfig`, or a dict of the fields that differ
+            from the default, :data:`gemseg.masks.CORRCLIP_AMG` (CorrCLIP's run-time generator: every consumer
+            of masks here is CorrCLIP's scope or map correction; 8 x 8 points, thresholds 0.4, one mask each).
         mask_cache: a folder where generated masks are kept by image content and settings.
         mask_weights: a generator's weights, ``"pretrained"`` or ``"random"`` (demos and tests).
     """
@@ -74,11 +76,11 @@ def create_model(model: str = "ViT-B-16", *, pretrained: str | None = None, chec
         warnings.warn(f"{model}: no pretrained weights given; the model has random weights "
                       "(pass pretrained= or checkpoint=)", stacklevel=2)
     if isinstance(masks, str):
-        from .masks import create_mask_source
+        from .masks import CORRCLIP_AMG, create_mask_source
 
-        masks = create_mask_source(masks, device=device, settings=mask_settings, cache=mask_cache, cache_dir=cache_dir,
-                                   weights=mask_weights)
-        if mask_weights == "random":
+        masks = create_mask_source(masks, device=device, settings=mask_settings, defaults=CORRCLIP_AMG,
+                                   cache=mask_cache, cache_dir=cache_dir, weights=mask_weights)
+        if mask_weights == "random" and masks.describe().get("kind") == "generator":
             warnings.warn(f"{masks.describe().get('model')}: the mask generator has random weights", stacklevel=2)
     elif mask_settings is not None or mask_cache is not None:
         raise ValueError("mask_settings and mask_cache apply to masks given by name; pass masks='sam2-hiera-l'")

@@ -9,14 +9,15 @@ in batches; keep masks with predicted IoU ``> pred_iou_thresh`` and stability sc
 stability_score_thresh`` (IoU of the mask logits thresholded at ``mask_threshold ± stability_score_offset``);
 binarize at ``mask_threshold``; drop boxes touching a crop edge that is not an image edge (20 px); box NMS
 at ``box_nms_thresh`` by predicted IoU. Across crops: box NMS at ``crop_nms_thresh`` preferring smaller
-crops. The official small-region removal (``min_mask_region_area``, OpenCV) is not reproduced: no method
-gemseg carries uses it (CorrCLIP and both defaults leave it at 0). tests/test_masks_official.py runs the
-official generators (segment-anything 1.0, sam2 1.1.0) on the same weights and finds the same masks.
+crops. With ``min_mask_region_area > 0`` (SAM only): each mask's holes, then islands, below that area are
+filled / removed (:mod:`.regions`) and a box NMS at ``max(box_nms_thresh, crop_nms_thresh)`` that prefers
+unchanged masks removes new duplicates (``postprocess_small_regions``). tests/test_masks_official.py runs
+the official generators (segment-anything 1.0, sam2 1.1.0) on the same weights and finds the same masks.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from itertools import product
 from typing import Protocol
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from .base import MaskSet
+from .regions import fill_small_regions
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,19 @@ class AMGConfig:
     crop_n_points_downscale_factor: int = 1  # both defaults
     multimask_output: bool = True  # SAM always 3 masks per point; SAM 2's default (CorrCLIP: False)
     dynamic_multimask: bool | None = None  # SAM 2 single-mask output picks a stabler mask; None: the checkpoint's
+    # both defaults: 0, no small-region removal; > 0 (SAM only): holes and islands below this many pixels
+    # go, then a second NMS (SAM 2's generator hands the value to its predictor's low-res CUDA hole filling
+    # instead, which gemseg does not reproduce: refused for SAM 2)
+    min_mask_region_area: int = 0
 
     def __post_init__(self):
         for name in ("points_per_side", "points_per_batch", "crop_n_points_downscale_factor"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        v = self.min_mask_region_area
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"min_mask_region_area must be an integer >= 0 (pixels), got {v!r}")
         if isinstance(self.crop_n_layers, bool) or not isinstance(self.crop_n_layers, int) or self.crop_n_layers < 0:
             raise ValueError(f"crop_n_layers must be an integer >= 0, got {self.crop_n_layers!r}")
         for name in ("stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
@@ -60,6 +69,37 @@ class AMGConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def check_family(self, family: str) -> None:
+        """Refuse settings the official generator of ``family`` ("sam" / "sam2") gives another meaning."""
+        if family == "sam2" and self.min_mask_region_area > 0:
+            raise ValueError("min_mask_region_area is not reproduced for SAM 2 (its generator uses it for its "
+                             "predictor's low-resolution hole filling, a CUDA extension); set it to 0 or use a "
+                             "SAM (sam-vit-b, ...) checkpoint")
+
+
+# CorrCLIP's generator when it makes masks at run time (zdk258/CorrCLIP@103bc18213e6:CorrCLIPv1/
+# corrclip_segmentor.py:264-272, the same at CorrCLIPv2/corrclip_segmentor.py:361-363): SAM 2 Hiera-L built with
+# apply_postprocessing=False (so no dynamic multimask), every other setting the generator's default
+# (min_mask_region_area 0, use_m2m False, crop_n_layers 0, box NMS 0.7, output_mode "binary_mask")
+CORRCLIP_AMG = AMGConfig(points_per_side=8, pred_iou_thresh=0.4, stability_score_thresh=0.4, multimask_output=False,
+                         dynamic_multimask=False)
+
+
+def amg_settings(value: AMGConfig | dict | None, *, defaults: AMGConfig) -> AMGConfig:
+    """``value`` as an :class:`AMGConfig`: itself, ``defaults`` when None, or ``defaults`` with a dict's
+    fields replaced (an unknown field name is refused, naming the valid ones)."""
+    if value is None:
+        return defaults
+    if isinstance(value, AMGConfig):
+        return value
+    if not isinstance(value, dict):
+        raise TypeError(f"mask settings must be an AMGConfig or a dict of its fields, got {type(value).__name__}")
+    known = [f.name for f in fields(AMGConfig)]
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"unknown mask generator setting(s) {', '.join(unknown)}; valid: {', '.join(known)}")
+    return replace(defaults, **value)
 
 
 class Prompter(Protocol):
@@ -204,6 +244,7 @@ def generate_masks(prompter: Prompter, image: np.ndarray, config: AMGConfig | No
     if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
         raise ValueError(f"the mask generator takes an RGB uint8 array [H, W, 3], got "
                          f"{getattr(image, 'shape', type(image).__name__)} {getattr(image, 'dtype', '')}")
+    cfg.check_family(prompter.family)
     iou_thresh = cfg.pred_iou_thresh if cfg.pred_iou_thresh is not None else (0.88 if prompter.family == "sam" else 0.8)
     boxes, layers = crop_boxes(image.shape[:2], cfg.crop_n_layers, cfg.crop_overlap_ratio)
     grids = [build_point_grid(int(cfg.points_per_side / cfg.crop_n_points_downscale_factor ** i))
@@ -213,4 +254,25 @@ def generate_masks(prompter: Prompter, image: np.ndarray, config: AMGConfig | No
     if len(boxes) > 1:  # duplicates between crops: prefer masks from smaller crops
         keep = box_nms(data["boxes"], 1 / data["crop_area"], cfg.crop_nms_thresh)
         data = {k: v[keep] for k, v in data.items()}
-    return MaskSet(data["masks"].cpu(), data["iou"].cpu())
+    masks, scores = data["masks"].cpu(), data["iou"].cpu()
+    if cfg.min_mask_region_area > 0 and len(masks):
+        masks, keep = postprocess_small_regions(masks, cfg.min_mask_region_area,
+                                                max(cfg.box_nms_thresh, cfg.crop_nms_thresh))
+        scores = scores[keep]
+    return MaskSet(masks, scores)
+
+
+def postprocess_small_regions(masks: torch.Tensor, min_area: int,
+                              nms_thresh: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks [M, H, W] bool -> (masks [K, H, W], their indices [K] into the input): holes, then islands,
+    below ``min_area`` pixels removed from each mask; then box NMS at ``nms_thresh`` with score 1 for
+    unchanged and 0 for changed masks, in NMS order (unchanged first), as the official
+    ``postprocess_small_regions`` (segment-anything ``automatic_mask_generator.py``)."""
+    new, unchanged = [], []
+    for m in masks.numpy():
+        m, changed = fill_small_regions(m, min_area)
+        new.append(torch.from_numpy(m))
+        unchanged.append(0.0 if changed else 1.0)
+    new = torch.stack(new)
+    keep = box_nms(masks_to_boxes(new), torch.tensor(unchanged), nms_thresh)
+    return new[keep], keep

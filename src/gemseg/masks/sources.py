@@ -24,6 +24,7 @@ class MaskGenerator:
     def __init__(self, prompter, config: AMGConfig | None = None):
         self.prompter = prompter
         self.config = config or AMGConfig()
+        self.config.check_family(prompter.family)  # before any image, not at the first one
 
     def describe(self) -> dict:
         """What identifies these masks: the checkpoint and every generator setting (the cache key)."""
