@@ -1,4 +1,5 @@
-"""Speed and peak memory of ``sc-clip``, ``sfp`` and ``naclip+resclip`` (and its base ``naclip``) against
+"""Speed and peak memory of ``sc-clip``, ``sfp`` and the ResCLIP plug-in (``naclip+resclip``, ``gem+resclip``,
+``vv+resclip``, with the bases ``naclip`` and ``vv``) against
 ``gem`` (depth 7) on CLIP ViT-B/16 at 448x448, with seeded random weights (no download; the cost does not
 depend on the weights' values, except ResCLIP's path test, whose work does not depend on the labels).
 
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from common import SEED, extra_peak_mib, make_images, random_open_clip, stage_env  # noqa: E402
 
 SIZE = 448
-METHODS = ("gem", "sc-clip", "sfp", "naclip", "naclip+resclip")
+METHODS = ("gem", "sc-clip", "sfp", "naclip", "naclip+resclip", "gem+resclip", "vv", "vv+resclip")
 
 
 def build(method: str, device: str):
