@@ -13,10 +13,9 @@ from conftest import HAS_OPEN_CLIP
 pytestmark = pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip_torch not installed")
 
 
-@pytest.mark.parametrize("extra, flag", [(["--method", "corrclip", "--proxy-weights", "random"], "--method corrclip"),
-                                         (["--method", "naclip", "--refine", "masks"], "--refine masks")])
+@pytest.mark.parametrize("extra, flag", [(["--method", "naclip", "--refine", "masks"], "--refine masks")])
 def test_masks_missing_is_one_line_before_any_image(tmp_path, capsys, tiny_model_files, extra, flag):
-    """`gemseg segment photo.jpg -c "cat,sofa" --method corrclip` without --masks failed once per image after
+    """`gemseg segment photo.jpg -c "cat,sofa" --refine masks` without --masks failed once per image after
     the model was built ("photo.jpg: masks are needed ... create_model(..., masks=...)"), exit 1."""
     image = write_image(tmp_path / "photo.png")
     r = run_cli(capsys, "segment", image, "-c", "cat,sofa", "-o", tmp_path / "out", *extra,
@@ -25,6 +24,19 @@ def test_masks_missing_is_one_line_before_any_image(tmp_path, capsys, tiny_model
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"gemseg: error: {flag} needs class-agnostic masks"), r.err
     assert "--masks SOURCE" in lines[0] and "create_model" not in lines[0]
+    assert not os.path.exists(tmp_path / "out" / "photo.png")  # no image was tried
+
+
+def test_corrclip_without_masks_uses_its_own_generator(tmp_path, capsys, tiny_model_files):
+    """`gemseg segment photo.jpg -c "cat,sofa" --method corrclip` (the command issue 18 names) takes CorrCLIP's
+    own generator, SAM 2 Hiera-L, when --masks is not given; offline and not cached, that is one line naming
+    the generator and the flag that replaces it, before any image."""
+    image = write_image(tmp_path / "photo.png")
+    r = run_cli(capsys, "segment", image, "-c", "cat,sofa", "-o", tmp_path / "out", "--method", "corrclip",
+                "--proxy-weights", "random", "--cache-dir", tmp_path / "empty", *model_args(tiny_model_files))
+    assert r.code == 2, r.err
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and "SAM model sam2-hiera-l" in lines[0] and "--masks FOLDER" in lines[0], r.err
     assert not os.path.exists(tmp_path / "out" / "photo.png")  # no image was tried
 
 

@@ -97,27 +97,46 @@ def add_mask_args(group) -> None:
     """--masks SOURCE and --mask-cache DIR: class-agnostic masks (gemseg.masks) for --method corrclip and
     --refine masks."""
     group.add_argument("--masks", default=None, metavar="SOURCE",
-                       help="class-agnostic masks for --method corrclip and --refine masks: a SAM / SAM 2 "
+                       help="class-agnostic masks for --method corrclip (default: its own generator, "
+                            "sam2-hiera-l) and --refine masks: a SAM / SAM 2 "
                             "generator (sam-vit-b, sam2-hiera-l, ...; `gemseg models --backend masks`), a hub id "
                             "or model folder (random with --random-weights: a folder's config, or the family's "
                             "default config), or files:FOLDER of <image stem>.npz label maps")
     group.add_argument("--mask-cache", default=None, metavar="DIR",
                        help="keep generated masks in DIR by image content and generator settings, so that "
                             "no image's masks are generated twice")
+    group.add_argument("--mask-setting", action="append", default=[], metavar="NAME=VALUE[,...]",
+                       help="a setting of the --masks generator (gemseg.masks.AMGConfig fields: points_per_side, "
+                            "pred_iou_thresh, stability_score_thresh, box_nms_thresh, crop_n_layers, "
+                            "multimask_output, min_mask_region_area, ...); repeat or comma-separate. The rest are "
+                            "CorrCLIP's run-time generator's (8 x 8 points, thresholds 0.4, one mask per point)")
 
 
 def mask_kwargs(args: argparse.Namespace) -> dict:
-    """create_model's mask arguments from --masks / --mask-cache."""
+    """create_model's mask arguments from --masks / --mask-cache / --mask-setting."""
     masks, cache = getattr(args, "masks", None), getattr(args, "mask_cache", None)
+    items = getattr(args, "mask_setting", None) or []
+    if masks is None:  # the method's own generator where it names one (corrclip: SAM 2 Hiera-L), as for --proxy
+        from ..methods import get_method
+
+        masks = getattr(get_method(getattr(args, "method", "gem")), "default_masks", None)
     if masks is None:
-        if cache is not None:
-            raise ValueError("--mask-cache needs --masks SOURCE (a SAM / SAM 2 generator)")
+        for flag, given in (("--mask-cache", cache is not None), ("--mask-setting", bool(items))):
+            if given:
+                raise ValueError(f"{flag} needs --masks SOURCE (a SAM / SAM 2 generator)")
         wants = _wants_masks(args)
         if wants:  # said now, not once per image after the model is built
             raise ValueError(f"{wants} needs class-agnostic masks: add --masks SOURCE (a SAM / SAM 2 generator "
                              "such as sam2-hiera-l, `gemseg models --backend masks`, or files:FOLDER)")
         return {}
-    return {"masks": masks, **({"mask_cache": cache} if cache is not None else {}),
+    if items:
+        from ..masks import AMGConfig
+        from ..methods.settings import settings_from_text
+
+        settings = {"mask_settings": settings_from_text(AMGConfig, items, label="--mask-setting")}
+    else:
+        settings = {}
+    return {"masks": masks, **({"mask_cache": cache} if cache is not None else {}), **settings,
             **({"mask_weights": "random"} if getattr(args, "random_weights", False) else {})}
 
 

@@ -149,4 +149,5 @@ def model_settings(args: argparse.Namespace, templates: list[str] | None) -> dic
             **({"proxy": args.proxy, "proxy_weights": "random" if args.random_weights else args.proxy_weights}
                if needs_proxy(getattr(args, "method", "gem")) else {}),
             **({"method_setting": list(args.method_setting)} if getattr(args, "method_setting", None) else {}),
-            **({"masks": args.masks} if getattr(args, "masks", None) else {})}
+            **({"masks": args.masks} if getattr(args, "masks", None) else {}),
+            **({"mask_setting": list(args.mask_setting)} if getattr(args, "mask_setting", None) else {})}

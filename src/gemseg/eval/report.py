@@ -46,7 +46,18 @@ def model_description(model) -> dict:
             "precision": model.precision,
             **({"proxy": model.proxy.describe()} if getattr(model, "proxy", None) is not None else {}),
             **({"method_settings": model.method_settings.to_dict()}
-               if getattr(model, "method_settings", None) is not None else {})}
+               if getattr(model, "method_settings", None) is not None else {}),
+            **({"masks": _masks_identity(model.mask_source)}
+               if getattr(model, "mask_source", None) is not None else {})}
+
+
+def _masks_identity(source) -> dict | str:
+    """Where a run's class-agnostic masks come from and how they are made (a generator's checkpoint and every
+    setting, or the files' folder); the cache folder is left out, since it does not change the masks."""
+    describe = getattr(source, "describe", None)
+    if describe is None:
+        return type(source).__name__  # a source of the caller's own
+    return {k: v for k, v in describe().items() if k != "cache"}
 
 
 def _fmt(value, digits: int = 2) -> str:

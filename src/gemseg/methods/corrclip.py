@@ -267,6 +267,9 @@ corrclip_tokens.proxy_type = CorrCLIPProxy  # what create_model and GEMModel.var
 corrclip_tokens.default_proxy = DEFAULT_PROXY
 corrclip_tokens.proxy_settings_type = CorrCLIPConfig  # --method-setting (alias --proxy-settings) K=V parse into it
 corrclip_tokens.on_proxy_grid = True  # its tokens lie on the VFM's grid, without prefix tokens
+# the mask generator the command line uses when --masks is not given: CorrCLIP's own, SAM 2 Hiera-L
+# (zdk258/CorrCLIP@103bc18213e6:CorrCLIPv1/corrclip_segmentor.py:264-272, build_sam2("sam2_hiera_l.yaml", ...))
+corrclip_tokens.default_masks = "sam2-hiera-l"
 
 
 def map_correction(labels: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:

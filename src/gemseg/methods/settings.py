@@ -52,11 +52,12 @@ def _parse(item: str, fields: dict, names: str, label: str = "method setting"):
         raise ValueError(f"{label} {item!r}: {e}") from None
 
 
-def settings_from_text(kind: type, items: Sequence[str]) -> dict:
+def settings_from_text(kind: type, items: Sequence[str], *, label: str = "method setting") -> dict:
     """``["pre_adjust=8", "rcs_weights=2.0,0.3", "use_sfr=off"]`` -> the field values of dataclass ``kind``
-    they name (numbers, on/off, comma-separated tuples, ``none`` for a field whose default is None)."""
+    they name (numbers, on/off, comma-separated tuples, ``none`` for a field whose default is None); ``label``
+    begins each message (the flag's name on the command line)."""
     fields = {f.name: f for f in dataclasses.fields(kind)}
-    return dict(_parse(item, fields, ", ".join(fields)) for item in split_items(items))
+    return dict(_parse(item, fields, ", ".join(fields), label) for item in split_items(items))
 
 
 def resolve_settings(method, items: Sequence[str], *, label: str = "method setting") -> tuple[dict, dict]:
