@@ -88,20 +88,11 @@ def official_sam2(seed: int = 0, dynamic: bool = True):
 def hf_sam2_config(dynamic: bool = True):
     """The ``transformers.Sam2Config`` of :func:`official_sam2`'s architecture (SAM 2's decoder: 8 heads,
     MLP 2048, IoU head 256, mask input 16 channels, as sam2_base.py _build_sam_heads fixes them)."""
-    from transformers import Sam2Config
-    from transformers.models.sam2.configuration_sam2 import (Sam2HieraDetConfig, Sam2MaskDecoderConfig,
-                                                             Sam2PromptEncoderConfig, Sam2VisionConfig)
+    from mask_models import tiny_sam2_config
 
-    bb = Sam2HieraDetConfig(hidden_size=16, num_attention_heads=1, image_size=[SIZE, SIZE], blocks_per_stage=[1, 1, 2, 1],
-                            embed_dim_per_stage=[16, 32, 64, 128], num_attention_heads_per_stage=[1, 2, 4, 8],
-                            window_size_per_stage=[4, 4, 4, 2], global_attention_blocks=[3],
-                            window_positional_embedding_background_size=[2, 2])
-    vc = Sam2VisionConfig(backbone_config=bb.to_dict(), backbone_channel_list=[128, 64, 32, 16],
-                          backbone_feature_sizes=[[SIZE // 4] * 2, [SIZE // 8] * 2, [SIZE // 16] * 2], fpn_hidden_size=32)
-    pc = Sam2PromptEncoderConfig(hidden_size=32, image_size=SIZE, patch_size=16, mask_input_channels=16)
-    dc = Sam2MaskDecoderConfig(hidden_size=32, mlp_dim=2048, num_hidden_layers=2, num_attention_heads=8,
-                               iou_head_hidden_dim=256, iou_head_depth=3, dynamic_multimask_via_stability=dynamic)
-    return Sam2Config(vision_config=vc.to_dict(), prompt_encoder_config=pc.to_dict(), mask_decoder_config=dc.to_dict())
+    return tiny_sam2_config(dynamic=dynamic, heads_per_stage=(1, 2, 4, 8), mask_input_channels=16,
+                            decoder={"mlp_dim": 2048, "num_attention_heads": 8, "iou_head_hidden_dim": 256,
+                                     "iou_head_depth": 3})
 
 
 def shift_sam_logits(model, shift: float):
