@@ -142,6 +142,18 @@ def test_the_demo_segments_with_the_servers_refiners(model, tmp_path, tiny_lposs
     refined = logic.run(model, str(path), "cat, dog", "segmentation", refine=("lposs",), **kw)
     assert refined.segmentation is not None and seen == [(1, 2, 32, 40)]  # the scores at the picture's size
     args = build_parser().parse_args(["serve", "--random-weights", "--refine", "lposs+"])
+    assert make_settings(args, model).refine == ("lposs+",)  # this one holds its DINO: nothing to make random
+
+
+def test_serve_random_weights_reach_the_refiners_dino(model):
+    """`gemseg serve --random-weights --refine lposs+` loaded the refiner's DINO ViT-B/16 pretrained (offline:
+    an error at the first request); it is random, as in segment and eval."""
+    from gemseg.cli import build_parser
+    from gemseg.cli.serve import make_settings
+
+    args = build_parser().parse_args(["serve", "--random-weights", "--refine", "lposs+"])
+    assert make_settings(args, model).refine == (("lposs+", {"weights": "random"}),)
+    args = build_parser().parse_args(["serve", "--refine", "lposs+"])
     assert make_settings(args, model).refine == ("lposs+",)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import add_model_args, add_refine_arg, build_model, prepare_hub
+from .common import add_model_args, add_refine_arg, build_model, prepare_hub, refine_arg
 from .options import megapixels, positive_int, size_arg, check_weights_args
 from .report import CLIError, Reporter, one_line
 
@@ -92,7 +92,7 @@ def make_settings(args: argparse.Namespace, model):
     limits = Limits(max_bytes=int(args.max_upload_mb * 2 ** 20), max_pixels=args.max_pixels,
                     max_prompts=args.max_prompts, max_side=args.max_side)
     return Settings(size=tuple(args.size), limits=limits, concurrency=concurrency, queue_size=args.queue_size,
-                    examples=args.examples, refine=tuple(args.refine or ()))
+                    examples=args.examples, refine=tuple(refine_arg(args) or ()))  # lposs' DINO random too under --random-weights
 
 
 def _load(args: argparse.Namespace):
