@@ -38,13 +38,28 @@ def atomic_write(path: str, write: Callable[[Any], None], *, binary: bool = True
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.remove(tmp)
         except OSError:
             pass
+        interrupt = _interrupt_behind(e)
+        if interrupt is not None:  # a writer's clean-up (torch.save's zip) failed after Ctrl-C / SIGTERM
+            raise interrupt from None
         raise
     fsync_dir(folder)
+
+
+def _interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C / SIGTERM (a KeyboardInterrupt) that another exception raised while handling it hides, e.g.
+    torch.save's zip writer failing in its ``__exit__`` after the interrupt cut a write short; None when
+    ``e`` is the interrupt itself or none is behind it."""
+    seen, cause = 0, e.__context__
+    while cause is not None and seen < 16:
+        if isinstance(cause, KeyboardInterrupt):
+            return None if isinstance(e, KeyboardInterrupt) else cause
+        cause, seen = cause.__context__, seen + 1
+    return None
 
 
 def write_json(path: str, data: Any) -> None:

@@ -23,19 +23,15 @@ from typing import Any
 import torch
 
 from ..errors import StateError  # noqa: F401  (defined with gemseg's errors: the CLI catches it without torch)
-from ..files import read_json
+from ..files import atomic_write, read_json
 
 _PART = re.compile(r"part-g(\d+)-r(\d+)\.pt\Z")
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over it
+    (:func:`gemseg.files.atomic_write`: an interruption leaves the old file or none, and stays an interruption)."""
+    atomic_write(str(path), lambda f: torch.save(obj, f))
 
 
 def _normalized(obj: Any) -> Any:
