@@ -1,4 +1,5 @@
-"""Helpers shared by ``parity.py`` and ``speed.py``: seeded weights and inputs, and subprocess stages.
+"""Helpers shared by the benchmark scripts: seeded weights and inputs, subprocess stages, the machine record,
+peak memory in fresh processes.
 
 Everything here imports torch lazily, so the orchestrating process can start in any interpreter.
 """
@@ -103,3 +104,42 @@ def extra_peak_mib(call) -> float:
     before = rss_kib("VmRSS")
     call()
     return (rss_kib("VmHWM") - before) / 1024
+
+
+def machine_info(**extra) -> dict:
+    """The machine a timing run is on (platform, cores, torch and its threads, then ``extra``), with the load
+    average as the run starts (``loadavg_before``; :func:`finish` adds the one after)."""
+    import platform
+
+    import torch
+
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), **extra, "loadavg_before": os.getloadavg()}
+
+
+def memory_stages(script: str, names, *args: str) -> dict:
+    """``name -> result`` for each of ``names``, measured by ``script --memory-stage NAME ARGS`` in a fresh
+    process each (``MALLOC_MMAP_THRESHOLD_=65536``, see :func:`extra_peak_mib`); the result is the JSON object
+    the stage prints on its last line."""
+    import json
+
+    env = dict(stage_env(), MALLOC_MMAP_THRESHOLD_="65536")
+    out = {}
+    for name in names:
+        done = subprocess.run([sys.executable, script, "--memory-stage", name, *args], env=env, capture_output=True,
+                              text=True, check=True)
+        out[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def finish(result: dict, json_path: str | None) -> None:
+    """Record the load average after the run in ``result["machine"]``, print it beside the one before, and
+    write ``result`` to ``json_path`` (when given)."""
+    import json
+
+    machine = result["machine"]
+    machine["loadavg_after"] = os.getloadavg()
+    print(f"load average before/after: {machine['loadavg_before']} / {machine['loadavg_after']}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)

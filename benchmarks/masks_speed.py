@@ -25,17 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from common import SEED, extra_peak_mib, make_images, random_open_clip, rss_kib, stage_env  # noqa: E402
+from common import SEED, extra_peak_mib, make_images, random_open_clip, rss_kib, finish, machine_info, memory_stages  # noqa: E402
 
 SIZE = 448
 CORRCLIP_POINTS = 8  # CorrCLIPv1/corrclip_segmentor.py set_mask_generator: points_per_side=8
@@ -151,29 +148,18 @@ def main() -> None:
     if args.memory_stage:
         print(json.dumps(memory_stage(args.memory_stage, args.device)))
         return
-    import torch
-
-    load_before = os.getloadavg()
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                          "threads": torch.get_num_threads(), "device": args.device, "loadavg_before": load_before},
+    result = {"machine": machine_info(device=args.device),
               "size": SIZE, "weights": "random (seeded)", "memory": {},
               "timing": {} if args.memory_only else timing(args.rounds, args.device, args.only)}
     if args.memory or args.memory_only:
-        env = dict(stage_env(), MALLOC_MMAP_THRESHOLD_="65536")
-        for name in args.only or ("gem", "proxyclip", "corrclip (warm cache)", "masks sam-vit-b 8x8",
-                                  "masks sam2-hiera-t 8x8"):
-            out = subprocess.run([sys.executable, __file__, "--memory-stage", name, "--device", args.device],
-                                 env=env, capture_output=True, text=True, check=True)
-            result["memory"][name] = json.loads(out.stdout.strip().splitlines()[-1])
-    result["machine"]["loadavg_after"] = os.getloadavg()
+        result["memory"] = memory_stages(__file__, args.only or ("gem", "proxyclip", "corrclip (warm cache)",
+                                                                 "masks sam-vit-b 8x8", "masks sam2-hiera-t 8x8"),
+                                         "--device", args.device)
     for key, t in result["timing"].items():
         print(f"{key:<40} {t['images_per_s']:8.3f} images/s  (median {t['median_s']:.3f} s over {t['rounds']})")
     for name, m in result["memory"].items():
         print(f"{name:<40} extra peak memory {m['extra_peak_mib']:.0f} MiB (resident before {m['resident_mib']:.0f} MiB)")
-    print(f"load average before/after: {load_before} / {result['machine']['loadavg_after']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    finish(result, args.json)
 
 
 if __name__ == "__main__":

@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from common import SEED, extra_peak_mib, make_images, random_open_clip, stage_env  # noqa: E402
+from common import SEED, extra_peak_mib, make_images, random_open_clip, finish, machine_info, memory_stages  # noqa: E402
 
 SIZE = 448
 PROXY = "dinov2-b14"
@@ -120,29 +117,15 @@ def main() -> None:
     if args.memory_stage:
         print(json.dumps(memory_stage(args.memory_stage, args.device)))
         return
-    import torch
-
-    load_before = os.getloadavg()
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                          "threads": torch.get_num_threads(), "device": args.device,
-                          "loadavg_before": load_before},
+    result = {"machine": machine_info(device=args.device),
               "size": SIZE, "proxy": PROXY, "weights": "random (seeded)", "timing": timing(args.rounds, args.batch,
                                                                                           args.device)}
-    env = dict(stage_env(), MALLOC_MMAP_THRESHOLD_="65536")
-    result["memory"] = {}
-    for method in ("gem", "proxyclip"):
-        out = subprocess.run([sys.executable, __file__, "--memory-stage", method, "--device", args.device],
-                             env=env, capture_output=True, text=True, check=True)
-        result["memory"][method] = json.loads(out.stdout.strip().splitlines()[-1])
-    result["machine"]["loadavg_after"] = os.getloadavg()
+    result["memory"] = memory_stages(__file__, ("gem", "proxyclip"), "--device", args.device)
     for key, t in result["timing"].items():
         print(f"{key:<20} {t['images_per_s']:8.3f} images/s  (median {t['median_s']:.3f} s over {t['rounds']})")
     for method, m in result["memory"].items():
         print(f"{method:<20} extra peak memory {m['extra_peak_mib']:.0f} MiB (batch 1)")
-    print(f"load average before/after: {load_before} / {result['machine']['loadavg_after']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    finish(result, args.json)
 
 
 if __name__ == "__main__":

@@ -23,16 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from common import SEED, extra_peak_mib, make_images, random_open_clip, rss_kib, stage_env  # noqa: E402
+from common import SEED, extra_peak_mib, make_images, random_open_clip, rss_kib, finish, machine_info, memory_stages  # noqa: E402
 
 SIZE = 448
 METHODS = ("gem", "trident")
@@ -149,26 +146,15 @@ def main() -> None:
     if args.memory_stage:
         print(json.dumps(memory_stage(args.memory_stage)))
         return
-    import torch
-
-    load_before = os.getloadavg()
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                          "threads": torch.get_num_threads(), "loadavg_before": load_before},
-              "size": SIZE, "weights": "random (seeded)", "timing": timing(args.rounds, args.only), "memory": {}}
-    env = dict(stage_env(), MALLOC_MMAP_THRESHOLD_="65536")
-    for name in () if args.no_memory else [m for m in MEMORY if not args.only or m in args.only]:
-        out = subprocess.run([sys.executable, __file__, "--memory-stage", name], env=env, capture_output=True,
-                             text=True, check=True)
-        result["memory"][name] = json.loads(out.stdout.strip().splitlines()[-1])
-    result["machine"]["loadavg_after"] = os.getloadavg()
+    result = {"machine": machine_info(), "size": SIZE, "weights": "random (seeded)",
+              "timing": timing(args.rounds, args.only)}
+    result["memory"] = memory_stages(__file__, () if args.no_memory else
+                                     [m for m in MEMORY if not args.only or m in args.only])
     for key, t in result["timing"].items():
         print(f"{key:<24} {t['images_per_s']:8.4f} images/s  (median {t['median_s']:.2f} s over {t['rounds']})")
     for method, m in result["memory"].items():
         print(f"{method:<22} extra peak memory {m['extra_peak_mib']:.0f} MiB (resident before {m['resident_mib']:.0f} MiB)")
-    print(f"load average before/after: {load_before} / {result['machine']['loadavg_after']}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    finish(result, args.json)
 
 
 if __name__ == "__main__":
