@@ -28,13 +28,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..backbones.base import Backbone, Preprocess
 from ..backbones.vfm import VisionBackbone
 from ..config import GEMConfig
 from .baselines import neighbourhood_bias, token_grid, trunk
 from .cass_text import presence_scores
+from .proxyclip import VFMProxy
 
 DEFAULT_PROXY = "dino-b8"  # configs/base_config.py dino_type='dino_vitb8'
 
@@ -78,28 +78,22 @@ class CASSConfig:
         return asdict(self)
 
 
-class CASSProxy(nn.Module):
+class CASSProxy(VFMProxy):
     """The DINO model of a CASS model and CASS's settings (``GEMModel(method="cass", proxy=...)``)."""
 
+    settings_type = CASSConfig
+    settings_error = "CASS settings must be a {}"
+
     def __init__(self, vfm: VisionBackbone, settings: CASSConfig | None = None):
-        super().__init__()
         if not isinstance(vfm, VisionBackbone):
             raise TypeError(f"the CASS proxy must be a VisionBackbone (gemseg.backbones.vfm.create_vfm), got "
                             f"{type(vfm).__name__}")
         if vfm.kind == "sam":
             raise ValueError("CASS reads a ViT's attention keys; SAM's encoder has none: use dino-b8")
-        self.vfm = vfm.eval()
-        self.settings = settings or CASSConfig()
-        if not isinstance(self.settings, CASSConfig):
-            raise TypeError("CASS settings must be a CASSConfig")
+        super().__init__(vfm, settings)
         n = len(vfm.model.blocks)
         if not -n <= self.settings.vfm_layer < n:
             raise ValueError(f"CASS vfm_layer {self.settings.vfm_layer} is out of range for {vfm.name} ({n} blocks)")
-
-    def describe(self) -> dict:
-        """What identifies the proxy in a run's record: VFM name, family, weights, settings."""
-        v = self.vfm
-        return {"name": v.name, "kind": v.kind, "pretrained": v.pretrained, **self.settings.to_dict()}
 
     def pad_multiple(self, clip_patch: tuple[int, int]) -> tuple[int, int]:
         """Input sides must be multiples of CLIP's patch only (DINO's input is resized, then trimmed)."""

@@ -26,13 +26,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..backbones.base import Backbone, ViTBlock
 from ..backbones.vfm import VisionBackbone
 from ..config import GEMConfig
 from ..masks.base import resize_label_map
 from .baselines import token_grid
+from .proxyclip import VFMProxy
 
 DEFAULT_PROXY = "dino-b8"  # configs/base_config.py: dino_type='dino_vitb8'
 RESTS = ("mean", "none")
@@ -76,31 +76,19 @@ class CorrCLIPConfig:
         return asdict(self)
 
 
-class CorrCLIPProxy(nn.Module):
-    """The DINO model of a CorrCLIP model and CorrCLIP's settings (the ``proxy`` it is built with)."""
+class CorrCLIPProxy(VFMProxy):
+    """The DINO model of a CorrCLIP model and CorrCLIP's settings (the ``proxy`` it is built with). It runs at
+    the input size, so input sides are multiples of CLIP's and DINO's patches (the official code pads crops
+    to 56: :meth:`VFMProxy.pad_multiple`)."""
+
+    settings_type = CorrCLIPConfig
+    settings_error = "CorrCLIP settings must be a {}"
 
     def __init__(self, vfm: VisionBackbone, settings: CorrCLIPConfig | None = None):
-        super().__init__()
         if not isinstance(vfm, VisionBackbone) or vfm.kind == "sam" or vfm.input_size is not None:
             raise TypeError("CorrCLIP's proxy must be a DINO/DINOv2 VisionBackbone running at the input size "
                             "(gemseg.backbones.vfm.create_vfm('dino-b8'))")
-        self.vfm = vfm.eval()
-        self.settings = settings or CorrCLIPConfig()
-        if not isinstance(self.settings, CorrCLIPConfig):
-            raise TypeError("CorrCLIP settings must be a CorrCLIPConfig")
-
-    def describe(self) -> dict:
-        v = self.vfm
-        return {"name": v.name, "kind": v.kind, "pretrained": v.pretrained, **self.settings.to_dict()}
-
-    def grid(self, size: tuple[int, int]) -> tuple[int, int]:
-        return self.vfm.grid(size)
-
-    def pad_multiple(self, clip_patch: tuple[int, int]) -> tuple[int, int]:
-        """Input sides must be multiples of CLIP's and DINO's patches (the official code pads crops to 56)."""
-        import math
-
-        return tuple(a * b // math.gcd(a, b) for a, b in zip(clip_patch, self.vfm.patch_size))
+        super().__init__(vfm, settings)
 
 
 def dbscan(dist: torch.Tensor, eps: float, min_samples: int) -> list[int]:

@@ -54,21 +54,19 @@ class ProxyCLIPConfig:
         return asdict(self)
 
 
-class ProxyAttention(nn.Module):
-    """The VFM of a ProxyCLIP model and the settings of its proxy attention."""
+class VFMProxy(nn.Module):
+    """A method's proxy: a VFM (``vfm``) and the method's settings for it (``settings``, an instance of
+    ``settings_type``; ``None`` gives the defaults). Subclasses check the VFM before calling this."""
 
-    def __init__(self, vfm: VisionBackbone, settings: ProxyCLIPConfig | None = None):
+    settings_type: type  # the settings dataclass of the method
+    settings_error = "proxy settings must be a {}"  # the message for settings of another type
+
+    def __init__(self, vfm: VisionBackbone, settings=None):
         super().__init__()
-        if not isinstance(vfm, VisionBackbone):
-            raise TypeError("proxy must be a VisionBackbone (gemseg.backbones.vfm.create_vfm), "
-                            f"got {type(vfm).__name__}")
         self.vfm = vfm.eval()
-        self.settings = settings or ProxyCLIPConfig()
-        if not isinstance(self.settings, ProxyCLIPConfig):
-            raise TypeError("proxy settings must be a ProxyCLIPConfig")
-        n = len(vfm.model.blocks)
-        if not -n <= self.settings.layer < n:
-            raise ValueError(f"ProxyCLIP layer {self.settings.layer} is out of range for {vfm.name} with {n} blocks")
+        self.settings = settings or self.settings_type()
+        if not isinstance(self.settings, self.settings_type):
+            raise TypeError(self.settings_error.format(self.settings_type.__name__))
 
     def describe(self) -> dict:
         """What identifies the proxy in a run's record: VFM name, family, weights, settings."""
@@ -85,6 +83,21 @@ class ProxyAttention(nn.Module):
         if self.vfm.input_size is not None:
             return tuple(clip_patch)
         return tuple(a * b // _gcd(a, b) for a, b in zip(clip_patch, self.vfm.patch_size))
+
+
+class ProxyAttention(VFMProxy):
+    """The VFM of a ProxyCLIP model and the settings of its proxy attention."""
+
+    settings_type = ProxyCLIPConfig
+
+    def __init__(self, vfm: VisionBackbone, settings: ProxyCLIPConfig | None = None):
+        if not isinstance(vfm, VisionBackbone):
+            raise TypeError("proxy must be a VisionBackbone (gemseg.backbones.vfm.create_vfm), "
+                            f"got {type(vfm).__name__}")
+        super().__init__(vfm, settings)
+        n = len(vfm.model.blocks)
+        if not -n <= self.settings.layer < n:
+            raise ValueError(f"ProxyCLIP layer {self.settings.layer} is out of range for {vfm.name} with {n} blocks")
 
 
 def _gcd(a: int, b: int) -> int:
