@@ -11,6 +11,16 @@ from dataclasses import asdict, dataclass, field
 _PROJECTIONS = ("v", "k", "q")
 
 
+def as_floats(settings, label: str, names) -> None:
+    """Check that each of ``names`` of the frozen dataclass ``settings`` is a number (not a bool) and store it
+    as a float; ``label`` (the method, e.g. "ProxyCLIP") begins the message of a value that is not."""
+    for name in names:
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{label} {name} must be a number, got {value!r}")
+        object.__setattr__(settings, name, float(value))
+
+
 def _setting(default, help: str, *, flag: str | None = None, shown: str | None = None):
     """A GEMConfig field: ``help`` for ``--help`` and docs; ``flag`` the CLI option (default
     ``--<name>``; a boolean flag turns the setting away from its default); ``shown`` the default as

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from .backbones.base import Preprocess
 from .backbones.vfm import VisionBackbone
+from .config import as_floats
 from .propagation import LAB_SCALE, PixelGraph, knn_affinity, propagate_sparse, rgb_to_lab
 
 DEFAULT_PROXY = "dino-b16"  # configs/lposs.yaml model.vit_arch vit_base, vit_patch_size 16 -> models/lposs/lposs.py dino_vitb16
@@ -53,11 +54,7 @@ class LPOSSConfig:
     chunk: int = 32  # ours: queries propagated together on the pixel graph (memory, not results)
 
     def __post_init__(self):
-        for name in ("alpha", "gamma", "sigma", "dist_pow", "tau", "tol"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"LPOSS {name} must be a number, got {value!r}")
-            object.__setattr__(self, name, float(value))
+        as_floats(self, "LPOSS", ("alpha", "gamma", "sigma", "dist_pow", "tau", "tol"))
         if not 0 < self.alpha < 1:
             raise ValueError(f"LPOSS alpha must lie in (0, 1), got {self.alpha}")
         if self.features not in ("q", "k", "v"):

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ..backbones.base import Backbone, Preprocess
 from ..backbones.vfm import VisionBackbone
-from ..config import GEMConfig
+from ..config import GEMConfig, as_floats
 from .baselines import neighbourhood_bias, token_grid, trunk
 from .cass_text import presence_scores
 from .proxyclip import VFMProxy
@@ -56,11 +56,7 @@ class CASSConfig:
     topk: int = 2  # cass_segmentor.py _compute_topk_similarities(k=2): patches averaged per class
 
     def __post_init__(self):
-        for name in ("scale_factor", "gaussian_std", "global_semantics_weight", "mean_vector_weight", "h_threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"CASS {name} must be a number, got {value!r}")
-            object.__setattr__(self, name, float(value))
+        as_floats(self, "CASS", ("scale_factor", "gaussian_std", "global_semantics_weight", "mean_vector_weight", "h_threshold"))
         for name in ("k_eigen", "rank", "topk"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..backbones.base import Backbone, ViTBlock
 from ..backbones.vfm import VisionBackbone
-from ..config import GEMConfig
+from ..config import GEMConfig, as_floats
 from ..masks.base import resize_label_map
 from .baselines import token_grid
 from .proxyclip import VFMProxy
@@ -52,11 +52,7 @@ class CorrCLIPConfig:
     rest: str = "mean"  # :571-576 "mean": the official method 1 (rest attends where similarity > mean); "none": method 2
 
     def __post_init__(self):
-        for name in ("alpha", "beta", "tau", "dbscan_eps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise TypeError(f"CorrCLIP {name} must be a number, got {v!r}")
-            object.__setattr__(self, name, float(v))
+        as_floats(self, "CorrCLIP", ("alpha", "beta", "tau", "dbscan_eps"))
         if self.num_spatial is not None and (isinstance(self.num_spatial, bool) or not isinstance(self.num_spatial, int)
                                              or self.num_spatial < 1):
             raise ValueError(f"CorrCLIP num_spatial must be a positive integer or None, got {self.num_spatial!r}")

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..backbones.base import Backbone
 from ..backbones.vfm import VisionBackbone
-from ..config import GEMConfig
+from ..config import GEMConfig, as_floats
 from .baselines import token_grid, trunk
 
 DEFAULT_PROXY = "dino-b8"  # configs/base_config.py vfm_model='dino' -> proxyclip_segmentor.py loads dino_vitb8
@@ -40,11 +40,7 @@ class ProxyCLIPConfig:
     layer: int = -1  # VFM block whose normed output is the proxy: the last (get_intermediate_layers(n=1))
 
     def __post_init__(self):
-        for name in ("beta", "gamma", "threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"ProxyCLIP {name} must be a number, got {value!r}")
-            object.__setattr__(self, name, float(value))
+        as_floats(self, "ProxyCLIP", ("beta", "gamma", "threshold"))
         if not self.gamma > 0:
             raise ValueError(f"ProxyCLIP gamma must be > 0, got {self.gamma!r}")
         if not isinstance(self.layer, int) or isinstance(self.layer, bool):

@@ -30,7 +30,7 @@ from torch import nn
 from ..backbones.base import Backbone
 from ..backbones.sam import SamEncoder
 from ..backbones.vfm import VisionBackbone
-from ..config import GEMConfig
+from ..config import GEMConfig, as_floats
 from .baselines import trunk
 
 DEFAULT_PROXY = "dino-b16"  # trident.py:48 torch.hub.load('facebookresearch/dino:main', 'dino_vitb16')
@@ -54,11 +54,7 @@ class TridentConfig:
     sam: str = DEFAULT_SAM  # which SAM (gemseg.backbones.sam name; alias sam-b); its weights follow proxy_weights
 
     def __post_init__(self):
-        for name in ("beta", "gamma", "cos_fac", "neg_thresh", "max_thresh", "proxy_threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"Trident {name} must be a number, got {value!r}")
-            object.__setattr__(self, name, float(value))
+        as_floats(self, "Trident", ("beta", "gamma", "cos_fac", "neg_thresh", "max_thresh", "proxy_threshold"))
         for name in ("crop", "stride"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
